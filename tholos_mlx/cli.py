@@ -1,0 +1,206 @@
+"""The `tholos-mlx` command line; the only place that builds the engine, the gate and the app."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any, NoReturn, Sequence
+
+from tholos_mlx import __version__
+from tholos_mlx.config import DEFAULT_PORT, Settings
+from tholos_mlx.errors import UsageError
+
+PROG = "tholos-mlx"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports bad arguments as one line and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more: {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = _non_negative_int(text)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}")
+    return value
+
+
+def _add_home(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--home",
+        metavar="DIR",
+        default=argparse.SUPPRESS,
+        help="state folder (default: $THOLOS_HOME, else the platform's data folder)",
+    )
+
+
+def add_serve_flags(p: argparse.ArgumentParser) -> None:
+    """The serve flags; launchd/systemd reuse them for the service they write."""
+    p.add_argument("--port", type=_port, default=None, help=f"port on 127.0.0.1 (default {DEFAULT_PORT})")
+    p.add_argument("--model", default=None, metavar="ID", help="model id or tier to load before serving")
+    p.add_argument(
+        "--queue-timeout", type=_positive_float, default=None, metavar="S",
+        help="seconds a request may wait for its turn before a 503 (default 60)",
+    )
+    p.add_argument(
+        "--max-queue", type=_non_negative_int, default=None, metavar="N",
+        help="requests allowed to wait; more get 429 (default 8)",
+    )
+    p.add_argument(
+        "--allow-origin", dest="allow_origins", action="append", default=None, metavar="ORIGIN",
+        help="send CORS headers for this browser origin (repeatable); none by default",
+    )
+    p.add_argument(
+        "--log-prompts", action="store_true", default=None,
+        help="log prompt and answer text (off by default: they never reach the log)",
+    )
+    p.add_argument(
+        "--prompt-cache-mb", type=_non_negative_int, default=None, metavar="MB",
+        help="memory for reusable prompt caches (default: sized from the model; 0 turns it off)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line, with --help as the user manual."""
+    parser = _Parser(
+        prog=PROG,
+        description="A private, local, OpenAI-compatible LLM server on MLX (127.0.0.1 only).",
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    _add_home(parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    p = sub.add_parser("serve", help="serve the OpenAI API on 127.0.0.1")
+    add_serve_flags(p)
+    _add_home(p)
+
+    p = sub.add_parser("key", help="print the API key (created on first use)")
+    p.add_argument("--rotate", action="store_true", help="replace the key with a new one")
+    _add_home(p)
+
+    p = sub.add_parser("models", help="list installed models and their tiers")
+    _add_home(p)
+
+    p = sub.add_parser("import-gguf", help="convert a llama-family GGUF into an MLX model folder")
+    p.add_argument("file", metavar="FILE", help="the .gguf file")
+    p.add_argument("--id", required=True, dest="model_id", help="the OpenAI model id to install it as")
+    p.add_argument("--tier", default=None, help="tier name for tiers.toml (default: unassigned)")
+    p.add_argument("--force", action="store_true", help="replace an existing model with this id")
+    _add_home(p)
+
+    for name, what in (("launchd", "a macOS LaunchAgent"), ("systemd", "a systemd --user unit")):
+        p = sub.add_parser(name, help=f"start the server at login with {what}")
+        p.add_argument("action", choices=["install", "uninstall", "print"])
+        add_serve_flags(p)
+        _add_home(p)
+
+    p = sub.add_parser("bench", help="tokens-per-second benchmark: raw mlx-lm beside the server")
+    from tholos_mlx import bench
+
+    bench.add_arguments(p)
+    _add_home(p)
+    return parser
+
+
+def serve_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The serve flags the user gave, for config.build (None means not given)."""
+    names = ("port", "model", "queue_timeout", "max_queue", "allow_origins", "log_prompts", "prompt_cache_mb")
+    flags = {n: getattr(args, n, None) for n in names}
+    if flags["allow_origins"] is not None:
+        flags["allow_origins"] = tuple(flags["allow_origins"])
+    return flags
+
+
+def _settings(args: argparse.Namespace, home: Path) -> Settings:
+    from tholos_mlx import config
+
+    return config.build(home, serve_flags(args))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script."""
+    from tholos_mlx.home import resolve_home
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    home = resolve_home(getattr(args, "home", None))
+    logging.basicConfig(
+        level=os.environ.get("THOLOS_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return _dispatch(args, home)
+    except UsageError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(args: argparse.Namespace, home: Path) -> int:
+    cmd = args.command
+    if cmd == "key":
+        from tholos_mlx.home import ensure_key, rotate_key
+
+        print(rotate_key(home) if args.rotate else ensure_key(home))
+        return 0
+    if cmd == "models":
+        from tholos_mlx import listing
+
+        return listing.print_models(home, _settings(args, home))
+    if cmd == "import-gguf":
+        from tholos_mlx import gguf
+
+        return gguf.import_command(Path(args.file), home, args.model_id, args.tier, args.force)
+    if cmd == "serve":
+        return _serve(_settings(args, home))
+    if cmd == "launchd":
+        from tholos_mlx import launchd
+
+        return launchd.command(args.action, _settings(args, home), serve_flags(args))
+    if cmd == "systemd":
+        from tholos_mlx import systemd
+
+        return systemd.command(args.action, _settings(args, home), serve_flags(args))
+    if cmd == "bench":
+        from tholos_mlx import bench
+
+        return bench.command(args, home)
+    raise UsageError(f"unknown command {cmd!r}")
+
+
+def _serve(settings: Settings) -> int:
+    """Build the engine thread, the admission gate and the app, then run until stopped."""
+    os.environ["HF_HUB_OFFLINE"] = "1"  # never reach a model hub
+    os.environ["HF_DATASETS_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    from tholos_mlx import server
+
+    return server.run(settings)

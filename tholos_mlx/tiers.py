@@ -1,0 +1,180 @@
+"""The tier table: tiers.toml and the folders under models/, as OpenAI model ids."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from tholos_mlx.errors import ModelNotFound, UsageError
+from tholos_mlx.home import MODELS_DIR, TIERS_FILE, write_atomic
+
+log = logging.getLogger("tholos.tiers")
+
+UNASSIGNED = "unassigned"
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One installed model: its OpenAI id, its tier and its folder."""
+
+    id: str
+    tier: str
+    path: Path
+
+
+def check_id(model_id: str) -> str:
+    """A model id usable as a folder name; UsageError otherwise."""
+    if not _ID.match(model_id) or model_id in (".", ".."):
+        raise UsageError(
+            f"invalid model id {model_id!r}: use letters, digits, '.', '_' and '-' "
+            "(starting with a letter or digit)"
+        )
+    return model_id
+
+
+def _readable(folder: Path) -> bool:
+    try:
+        return (folder / "config.json").is_file() and any(folder.iterdir())
+    except OSError:
+        return False
+
+
+def folder_size(folder: Path) -> int:
+    """Bytes on disk of every file below a folder."""
+    total = 0
+    for p in folder.rglob("*"):
+        try:
+            if p.is_file():
+                total += p.stat().st_size
+        except OSError:
+            pass
+    return total
+
+
+class TierTable:
+    """Reads tiers.toml afresh on each call, so a new import shows without a restart."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.path = home / TIERS_FILE
+        self._reported: frozenset[str] = frozenset()
+
+    def _raw(self) -> dict[str, dict[str, object]]:
+        try:
+            data = tomllib.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            log.error("%s is not valid TOML, ignoring it: %s", self.path, exc)
+            return {}
+        models = data.get("models", {})
+        return models if isinstance(models, dict) else {}
+
+    def _folder(self, value: object) -> Path | None:
+        if not isinstance(value, str) or not value:
+            return None
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else self.home / p
+
+    def entries(self) -> list[ModelEntry]:
+        """Installed models: table entries in file order, then unlisted folders by name."""
+        out: list[ModelEntry] = []
+        missing: list[str] = []
+        seen_folders: set[Path] = set()
+        for model_id, spec in self._raw().items():
+            if not isinstance(spec, dict):
+                missing.append(model_id)
+                continue
+            folder = self._folder(spec.get("path", f"{MODELS_DIR}/{model_id}"))
+            tier = spec.get("tier", UNASSIGNED)
+            if folder is None or not isinstance(tier, str) or not _readable(folder):
+                missing.append(model_id)
+                continue
+            out.append(ModelEntry(model_id, tier, folder))
+            seen_folders.add(folder.resolve())
+        taken = {e.id for e in out} | set(missing)
+        models_dir = self.home / MODELS_DIR
+        try:
+            children = sorted(models_dir.iterdir())
+        except OSError:
+            children = []
+        for child in children:
+            if child.name.startswith(".") or child.name in taken:
+                continue
+            if child.resolve() in seen_folders or not _readable(child):
+                continue
+            out.append(ModelEntry(child.name, UNASSIGNED, child))
+        self._report(missing)
+        return out
+
+    def _report(self, missing: list[str]) -> None:
+        now = frozenset(missing)
+        if now != self._reported:
+            for model_id in sorted(now - self._reported):
+                log.warning("model %r in %s: folder missing or unreadable; left out", model_id, self.path)
+            self._reported = now
+
+    def resolve(self, name: str) -> ModelEntry:
+        """A model id, or a tier name (its first installed model in file order)."""
+        entries = self.entries()
+        for e in entries:
+            if e.id == name:
+                return e
+        for e in entries:
+            if e.tier == name:
+                return e
+        raise ModelNotFound(
+            f"The model `{name}` does not exist. GET /v1/models lists the installed ids and tiers.",
+            param="model",
+        )
+
+    def has(self, model_id: str) -> bool:
+        """Whether tiers.toml names this id (whatever state its folder is in)."""
+        return model_id in self._raw()
+
+    def add(self, model_id: str, folder: Path, tier: str) -> None:
+        """Add or replace an entry, writing tiers.toml atomically."""
+        try:
+            rel = folder.relative_to(self.home).as_posix()
+        except ValueError:
+            rel = str(folder)
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            text = "# tholos-mlx tier table: OpenAI model id -> installed model folder and tier\n"
+        raw = self._raw()
+        block = f"\n[models.{_key(model_id)}]\npath = {_str(rel)}\ntier = {_str(tier)}\n"
+        if model_id in raw:
+            raw[model_id] = {**raw[model_id], "path": rel, "tier": tier}
+            text = "".join(_block(k, v) for k, v in raw.items()).lstrip("\n")
+            text = "# tholos-mlx tier table: OpenAI model id -> installed model folder and tier\n" + text
+        else:
+            text = text.rstrip("\n") + "\n" + block
+        tomllib.loads(text)  # never write a file we could not read back
+        write_atomic(self.path, text.encode("utf-8"))
+
+
+def _str(value: str) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _key(key: str) -> str:
+    return key if _BARE_KEY.match(key) else _str(key)
+
+
+def _block(model_id: str, spec: dict[str, object]) -> str:
+    lines = [f"\n[models.{_key(model_id)}]"]
+    for k, v in spec.items():
+        if isinstance(v, str):
+            lines.append(f"{_key(k)} = {_str(v)}")
+        elif isinstance(v, bool):
+            lines.append(f"{_key(k)} = {'true' if v else 'false'}")
+        elif isinstance(v, (int, float)):
+            lines.append(f"{_key(k)} = {v}")
+    return "\n".join(lines) + "\n"
