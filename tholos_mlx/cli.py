@@ -197,10 +197,50 @@ def _dispatch(args: argparse.Namespace, home: Path) -> int:
 
 
 def _serve(settings: Settings) -> int:
-    """Build the engine thread, the admission gate and the app, then run until stopped."""
+    """Build the engine thread, the admission gate and the app, then serve until a signal."""
     os.environ["HF_HUB_OFFLINE"] = "1"  # never reach a model hub
     os.environ["HF_DATASETS_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
-    from tholos_mlx import server
+    from tholos_mlx.admission import Gate
+    from tholos_mlx.app import create_app
+    from tholos_mlx.engine import Engine
+    from tholos_mlx.home import KeyStore
+    from tholos_mlx.tiers import TierTable
+    from tholos_mlx.errors import ModelNotFound, TholosError
 
-    return server.run(settings)
+    log = logging.getLogger("tholos.serve")
+    tiers = TierTable(settings.home)
+    keys = KeyStore(settings.home)
+    engine = Engine(prompt_cache_mb=settings.prompt_cache_mb, log_prompts=settings.log_prompts)
+    gate = Gate(max_queue=settings.max_queue, queue_timeout=settings.queue_timeout)
+    engine.start()
+    if settings.model:
+        try:
+            engine.load(tiers.resolve(settings.model))
+        except ModelNotFound:
+            engine.stop()
+            raise UsageError(
+                f"--model {settings.model}: no such model or tier; `{PROG} models` lists them"
+            ) from None
+        except TholosError as exc:
+            engine.stop()
+            raise UsageError(f"--model {settings.model}: {exc.message}") from None
+    app = create_app(settings, engine, gate, tiers, keys)
+
+    async def _stopping(*_: Any) -> None:
+        gate.close()  # waiting requests get 503 now
+        engine.cancel_current()  # the running one stops within a token
+
+    app.register_listener(_stopping, "before_server_stop")
+    log.info(
+        "serving on http://127.0.0.1:%d/v1 (model: %s); the key is in %s",
+        settings.port, engine.loaded or "none", settings.home / "api_key",
+    )
+    try:
+        app.run(
+            host="127.0.0.1", port=settings.port, single_process=True,
+            access_log=False, motd=False, auto_reload=False,
+        )
+    finally:
+        engine.stop()
+    return 0

@@ -129,7 +129,12 @@ class TierTable:
         for e in entries:
             if e.tier == name:
                 return e
-        raise ModelNotFound(
+        raise self.not_found(name)
+
+    @staticmethod
+    def not_found(name: str) -> ModelNotFound:
+        """The 404 for a model id or tier that is not installed."""
+        return ModelNotFound(
             f"The model `{name}` does not exist. GET /v1/models lists the installed ids and tiers.",
             param="model",
         )
@@ -138,8 +143,20 @@ class TierTable:
         """Whether tiers.toml names this id (whatever state its folder is in)."""
         return model_id in self._raw()
 
+    def check_readable(self) -> None:
+        """UsageError if tiers.toml exists but cannot be parsed (so nothing overwrites it)."""
+        try:
+            tomllib.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            pass
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise UsageError(f"{self.path} is not valid TOML ({exc}); fix or remove it first") from None
+        except OSError as exc:
+            raise UsageError(f"cannot read {self.path}: {exc.strerror}") from None
+
     def add(self, model_id: str, folder: Path, tier: str) -> None:
         """Add or replace an entry, writing tiers.toml atomically."""
+        self.check_readable()
         try:
             rel = folder.relative_to(self.home).as_posix()
         except ValueError:

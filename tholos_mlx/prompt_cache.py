@@ -1,0 +1,100 @@
+"""Reusable KV caches keyed by token prefix, least recently used first out, within a byte budget."""
+
+from __future__ import annotations
+
+import copy
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+
+def cache_tokens(cache: Sequence[Any]) -> int | None:
+    """How many tokens a model's per-layer cache holds, or None if it cannot say."""
+    offsets = {getattr(c, "offset", None) for c in cache}
+    if len(offsets) != 1:
+        return None
+    (offset,) = offsets
+    return offset if isinstance(offset, int) else None
+
+
+def cache_bytes(cache: Sequence[Any]) -> int:
+    """Memory a cache holds, as its layers report it."""
+    return sum(int(getattr(c, "nbytes", 0) or 0) for c in cache)
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+@dataclass
+class _Entry:
+    tokens: tuple[int, ...]
+    cache: list[Any]
+    nbytes: int
+
+
+class PromptCache:
+    """Caches of earlier prompts; take() hands out a cache no stored entry shares."""
+
+    def __init__(self, budget_bytes: int) -> None:
+        self.budget_bytes = budget_bytes
+        self._entries: OrderedDict[int, _Entry] = OrderedDict()
+        self._next = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by every entry together."""
+        return sum(e.nbytes for e in self._entries.values())
+
+    def clear(self) -> None:
+        """Drop every entry (on model switch): their arrays are freed with them."""
+        self._entries.clear()
+
+    def take(self, prompt: Sequence[int]) -> tuple[list[Any] | None, int]:
+        """The cache covering the longest stored prefix of prompt (never all of it), and its length."""
+        best_key, best_len = None, 0
+        limit = len(prompt) - 1  # the last prompt token must be computed to get logits
+        for key, entry in self._entries.items():
+            n = min(_common_prefix(entry.tokens, prompt), limit)
+            if n > best_len:
+                best_key, best_len = key, n
+        if best_key is None:
+            return None, 0
+        entry = self._entries[best_key]
+        if best_len == len(entry.tokens):
+            # The whole entry is a prefix: hand it over; the request will store it back, longer.
+            del self._entries[best_key]
+            return entry.cache, best_len
+        if not all(c.is_trimmable() for c in entry.cache):
+            return None, 0
+        # Part of the entry matches: copy, so the stored one stays whole for its own conversation.
+        self._entries.move_to_end(best_key)
+        cache = copy.deepcopy(entry.cache)
+        excess = len(entry.tokens) - best_len
+        for c in cache:
+            c.trim(excess)
+        return cache, best_len
+
+    def put(self, tokens: Sequence[int], cache: list[Any]) -> None:
+        """Store a cache for these tokens, dropping entries it makes redundant, then evicting LRU."""
+        if not tokens or self.budget_bytes <= 0:
+            return
+        key_tokens = tuple(tokens)
+        for key in [k for k, e in self._entries.items() if key_tokens[: len(e.tokens)] == e.tokens]:
+            del self._entries[key]  # a prefix of the new entry: the new one serves it too
+        nbytes = cache_bytes(cache)
+        if nbytes > self.budget_bytes:
+            return
+        self._entries[self._next] = _Entry(key_tokens, cache, nbytes)
+        self._next += 1
+        total = self.nbytes
+        while total > self.budget_bytes and self._entries:
+            _, old = self._entries.popitem(last=False)
+            total -= old.nbytes
