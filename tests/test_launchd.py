@@ -1,0 +1,456 @@
+"""launchd.py (and the service.py parts it shares with systemd.py), all runnable on Linux."""
+
+from __future__ import annotations
+
+import http.server
+import os
+import plistlib
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import pytest
+
+from tholos_mlx import config, launchd, service
+from tholos_mlx import home as home_module
+from tholos_mlx.config import Settings
+from tholos_mlx.errors import UsageError
+from tholos_mlx.service import Host
+
+REPO = Path(__file__).resolve().parents[1]
+TARGET = "gui/501/ai.tholos.mlx"
+FLAG_NAMES = (
+    "port", "model", "queue_timeout", "max_queue", "allow_origins", "log_prompts", "prompt_cache_mb"
+)
+
+
+@pytest.fixture(autouse=True)
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test keeps its state in a temp THOLOS_HOME."""
+    folder = tmp_path / "home"
+    monkeypatch.setenv("THOLOS_HOME", str(folder))
+    return folder
+
+
+def flags(**given: Any) -> dict[str, Any]:
+    """The serve flags as cli.serve_flags hands them over: None for each one not given."""
+    return {**dict.fromkeys(FLAG_NAMES), **given}
+
+
+def settings_for(home: Path, given: dict[str, Any]) -> Settings:
+    """Settings the way the CLI builds them."""
+    return config.build(home, given)
+
+
+def run(action: str, home: Path, given: dict[str, Any], host: Host | None = None) -> int:
+    """`tholos-mlx launchd ACTION` with these flags, called the way cli.py calls it."""
+    return launchd.command(action, settings_for(home, given), given, host)
+
+
+class FakeLaunchctl:
+    """launchctl as install/uninstall see it: a table of loaded jobs, and every call recorded."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+        self.loaded: dict[str, str] = {}  # target -> the plist text launchd read
+        self.fail: dict[str, tuple[int, str]] = {}  # verb -> answer, whatever the state
+
+    def __call__(self, argv: Sequence[str]) -> tuple[int, str]:
+        self.calls.append(list(argv))
+        assert argv[0] == "launchctl"
+        verb = argv[1]
+        if verb in self.fail:
+            return self.fail[verb]
+        if verb == "bootstrap":
+            text = Path(argv[3]).read_text(encoding="utf-8")
+            target = f"{argv[2]}/{plistlib.loads(text.encode())['Label']}"
+            if target in self.loaded:
+                return 5, "Bootstrap failed: 5: Input/output error"
+            self.loaded[target] = text
+            return 0, ""
+        if verb == "bootout":
+            if self.loaded.pop(argv[2], None) is None:
+                return 3, "Boot-out failed: 3: No such process"
+            return 0, ""
+        if verb in ("print", "kickstart"):
+            if argv[2] in self.loaded:
+                return 0, ""
+            return 113, 'Could not find service "ai.tholos.mlx" in domain for user gui: 501'
+        raise AssertionError(f"unexpected launchctl call {argv}")
+
+
+class FakeHealth:
+    """A /health check that answers at once and remembers what it was asked."""
+
+    def __init__(self, healthy: bool = True) -> None:
+        self.healthy = healthy
+        self.calls: list[tuple[int, str, float]] = []
+
+    def __call__(self, port: int, key: str, timeout: float) -> bool:
+        self.calls.append((port, key, timeout))
+        return self.healthy
+
+
+def mac(tmp_path: Path, runner: FakeLaunchctl, health: FakeHealth | None = None) -> Host:
+    """A pretend Mac whose user home is a temp folder, so the real ~/Library is never touched."""
+    return Host(
+        runner=runner,
+        health=health or FakeHealth(),
+        user_home=tmp_path / "user",
+        env={},
+        macos=True,
+        uid=501,
+    )
+
+
+def agent_file(tmp_path: Path) -> Path:
+    """The LaunchAgent path inside the pretend user home."""
+    return tmp_path / "user" / "Library" / "LaunchAgents" / "ai.tholos.mlx.plist"
+
+
+def printed(capsys: pytest.CaptureFixture[str], home: Path, given: dict[str, Any]) -> str:
+    """What `tholos-mlx launchd print` writes for these flags."""
+    assert run("print", home, given) == 0
+    return capsys.readouterr().out
+
+
+# --- print ---------------------------------------------------------------------------------
+
+
+def test_print_writes_a_plist_with_every_required_key(
+    capsys: pytest.CaptureFixture[str], home: Path
+) -> None:
+    plist = plistlib.loads(printed(capsys, home, flags(port=9000, model="fast")).encode())
+    assert plist["Label"] == "ai.tholos.mlx"
+    assert plist["ProgramArguments"] == [
+        os.path.abspath(sys.executable), "-m", "tholos_mlx", "serve",
+        "--port", "9000", "--model", "fast", "--home", str(home),
+    ]
+    assert Path(plist["ProgramArguments"][0]).is_absolute()
+    assert plist["EnvironmentVariables"] == {"THOLOS_HOME": str(home), "HF_HUB_OFFLINE": "1"}
+    assert plist["RunAtLoad"] is True
+    assert plist["KeepAlive"] == {"SuccessfulExit": False}
+    assert plist["ThrottleInterval"] == 10
+    assert plist["ProcessType"] == "Interactive"
+    assert plist["StandardOutPath"] == str(home / "logs" / "serve.out.log")
+    assert plist["StandardErrorPath"] == str(home / "logs" / "serve.err.log")
+
+
+def test_print_without_flags_runs_plain_serve_with_the_home(
+    capsys: pytest.CaptureFixture[str], home: Path
+) -> None:
+    plist = plistlib.loads(printed(capsys, home, flags()).encode())
+    assert plist["ProgramArguments"][1:] == ["-m", "tholos_mlx", "serve", "--home", str(home)]
+
+
+def test_print_gives_every_serve_flag_back_to_serve(
+    capsys: pytest.CaptureFixture[str], home: Path
+) -> None:
+    given = flags(
+        port=8800, model="smart", queue_timeout=2.5, max_queue=0,
+        allow_origins=("https://a.example", "-odd"), log_prompts=True, prompt_cache_mb=0,
+    )
+    args = plistlib.loads(printed(capsys, home, given).encode())["ProgramArguments"]
+    assert args[4:-2] == [
+        "--port", "8800", "--model", "smart", "--queue-timeout", "2.5", "--max-queue", "0",
+        "--allow-origin", "https://a.example", "--allow-origin=-odd", "--log-prompts",
+        "--prompt-cache-mb", "0",
+    ]
+
+
+def test_flags_from_config_toml_stay_in_config_toml(
+    capsys: pytest.CaptureFixture[str], home: Path
+) -> None:
+    # The service reads config.toml each time it starts, so editing it must still take effect.
+    home.mkdir()
+    (home / "config.toml").write_text("port = 9100\n")
+    args = plistlib.loads(printed(capsys, home, flags()).encode())["ProgramArguments"]
+    assert "--port" not in args
+
+
+def test_the_launchd_folder_holds_the_template_the_module_fills() -> None:
+    users_copy = (REPO / "launchd" / "ai.tholos.mlx.plist").read_text(encoding="utf-8")
+    assert users_copy == launchd.TEMPLATE, (
+        "launchd/ai.tholos.mlx.plist and launchd.TEMPLATE differ: copy one onto the other"
+    )
+
+
+def test_the_printed_plist_is_the_template_with_its_fields_filled_in(
+    capsys: pytest.CaptureFixture[str], home: Path
+) -> None:
+    template = (REPO / "launchd" / "ai.tholos.mlx.plist").read_text(encoding="utf-8")
+    words = ("--port", "9000", "--model", "fast")
+    flag_lines = "".join(f"\t\t<string>{w}</string>\n" for w in words)
+    expected = (
+        template.replace("@PYTHON@", os.path.abspath(sys.executable))
+        .replace("\t\t@SERVE_FLAGS@\n", flag_lines)
+        .replace("@STDOUT_LOG@", f"{home}/logs/serve.out.log")
+        .replace("@STDERR_LOG@", f"{home}/logs/serve.err.log")
+        .replace("@THOLOS_HOME@", str(home))
+    )
+    assert printed(capsys, home, flags(port=9000, model="fast")) == expected
+
+
+def test_a_home_with_xml_special_characters_still_gives_a_valid_plist(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    odd = tmp_path / "R&D <models> \"quoted\" 'x' ]]>"
+    plist = plistlib.loads(printed(capsys, odd, flags(model="a&b<c>")).encode())
+    assert plist["ProgramArguments"][-3:] == ["a&b<c>", "--home", str(odd)]
+    assert plist["EnvironmentVariables"]["THOLOS_HOME"] == str(odd)
+    assert plist["StandardErrorPath"] == str(odd / "logs" / "serve.err.log")
+
+
+def test_a_control_character_in_a_value_is_refused_in_one_line(home: Path) -> None:
+    given = flags(model="bad\nname")
+    with pytest.raises(UsageError, match="control character") as caught:
+        run("print", home, given)
+    assert "\n" not in str(caught.value).replace("\\n", "")
+
+
+def test_python_m_tholos_mlx_launchd_print_writes_a_parsable_plist(tmp_path: Path) -> None:
+    where = tmp_path / "x"
+    done = subprocess.run(
+        [sys.executable, "-m", "tholos_mlx", "launchd", "print", "--home", str(where),
+         "--port", "9000", "--model", "fast"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    plist = plistlib.loads(done.stdout.encode())
+    assert plist["ProgramArguments"] == [
+        os.path.abspath(sys.executable), "-m", "tholos_mlx", "serve",
+        "--port", "9000", "--model", "fast", "--home", str(where),
+    ]
+    assert plist["EnvironmentVariables"]["THOLOS_HOME"] == str(where)
+    assert not where.exists(), "print must not create anything"
+
+
+# --- install / uninstall -------------------------------------------------------------------
+
+
+def test_install_bootstraps_then_kickstarts_in_the_gui_domain(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, home: Path
+) -> None:
+    given = flags(port=9000, model="fast")
+    text = printed(capsys, home, given)
+    runner, health = FakeLaunchctl(), FakeHealth()
+    host = mac(tmp_path, runner, health)
+    path = agent_file(tmp_path)
+
+    assert run("install", home, given, host) == 0
+
+    assert runner.calls == [
+        ["launchctl", "bootstrap", "gui/501", str(path)],
+        ["launchctl", "kickstart", TARGET],
+    ]
+    assert path.read_text(encoding="utf-8") == text
+    assert runner.loaded[TARGET] == text, "launchd must read the finished plist"
+    key = (home / "api_key").read_text().strip()
+    assert health.calls == [(9000, key, service.HEALTH_TIMEOUT_S)]
+    assert (home / "logs").is_dir()
+    assert str(path) in capsys.readouterr().out
+
+
+def test_install_writes_the_plist_atomically(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path, home: Path
+) -> None:
+    given = flags(port=9000)
+    text = printed(capsys, home, given)
+    writes: list[tuple[Path, bytes]] = []
+    real = home_module.write_atomic
+
+    def spy(path: Path, data: bytes, mode: int = 0o644) -> None:
+        writes.append((path, data))
+        real(path, data, mode)
+
+    monkeypatch.setattr("tholos_mlx.service.write_atomic", spy)
+    assert run("install", home, given, mac(tmp_path, FakeLaunchctl())) == 0
+    assert writes == [(agent_file(tmp_path), text.encode())]
+    assert [p.name for p in agent_file(tmp_path).parent.iterdir()] == ["ai.tholos.mlx.plist"], (
+        "no temp file left"
+    )
+
+
+def test_installing_twice_reloads_the_agent_with_the_new_flags(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, home: Path
+) -> None:
+    runner = FakeLaunchctl()
+    host = mac(tmp_path, runner)
+    first, second = flags(port=9000), flags(port=9001)
+    assert run("install", home, first, host) == 0
+    runner.calls.clear()
+
+    assert run("install", home, second, host) == 0
+
+    path = str(agent_file(tmp_path))
+    assert runner.calls == [
+        ["launchctl", "bootstrap", "gui/501", path],  # refused: still loaded
+        ["launchctl", "print", TARGET],
+        ["launchctl", "bootout", TARGET],
+        ["launchctl", "print", TARGET],  # gone now
+        ["launchctl", "bootstrap", "gui/501", path],
+        ["launchctl", "kickstart", TARGET],
+    ]
+    assert "<string>9001</string>" in runner.loaded[TARGET]
+
+
+def test_uninstall_boots_the_agent_out_and_removes_the_plist(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, home: Path
+) -> None:
+    runner = FakeLaunchctl()
+    host = mac(tmp_path, runner)
+    assert run("install", home, flags(), host) == 0
+    runner.calls.clear()
+
+    assert run("uninstall", home, flags(), host) == 0
+
+    assert runner.calls == [["launchctl", "bootout", TARGET], ["launchctl", "print", TARGET]]
+    assert not agent_file(tmp_path).exists()
+    assert runner.loaded == {}
+
+
+def test_uninstalling_twice_is_fine(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, home: Path
+) -> None:
+    runner = FakeLaunchctl()
+    host = mac(tmp_path, runner)
+    run("install", home, flags(), host)
+    assert run("uninstall", home, flags(), host) == 0
+    runner.calls.clear()
+
+    assert run("uninstall", home, flags(), host) == 0
+
+    # bootout says "No such process"; launchctl print confirms the job is not loaded: fine.
+    assert runner.calls == [["launchctl", "bootout", TARGET], ["launchctl", "print", TARGET]]
+    assert "not installed" in capsys.readouterr().out
+
+
+def test_uninstall_without_ever_installing_is_fine(tmp_path: Path, home: Path) -> None:
+    host = mac(tmp_path, FakeLaunchctl())
+    assert run("uninstall", home, flags(), host) == 0
+
+
+def test_a_bootout_that_leaves_the_job_loaded_fails_with_launchctls_message(
+    tmp_path: Path, home: Path
+) -> None:
+    runner = FakeLaunchctl()
+    host = mac(tmp_path, runner)
+    run("install", home, flags(), host)
+    runner.fail["bootout"] = (1, "Boot-out failed: 1: Operation not permitted")
+
+    with pytest.raises(UsageError) as caught:
+        run("uninstall", home, flags(), host)
+
+    message = str(caught.value)
+    assert "launchctl bootout" in message and "Operation not permitted" in message
+    assert "\n" not in message
+    assert agent_file(tmp_path).exists(), "keep the file while the job still runs from it"
+
+
+def test_a_failing_bootstrap_is_one_line_with_launchctls_message(
+    tmp_path: Path, home: Path
+) -> None:
+    runner = FakeLaunchctl()
+    runner.fail["bootstrap"] = (
+        125, "Bootstrap failed: 125:\nDomain does not support specified action"
+    )
+    health = FakeHealth()
+
+    with pytest.raises(UsageError) as caught:
+        run("install", home, flags(), mac(tmp_path, runner, health))
+
+    assert str(caught.value) == (
+        f"`launchctl bootstrap gui/501 {agent_file(tmp_path)}` failed: "
+        "Bootstrap failed: 125: Domain does not support specified action"
+    )
+    assert health.calls == [], "no point waiting for a server that was never started"
+
+
+def test_install_that_never_gets_healthy_exits_1_and_points_at_the_log(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, home: Path
+) -> None:
+    host = mac(tmp_path, FakeLaunchctl(), FakeHealth(healthy=False))
+    assert run("install", home, flags(port=9002), host) == 1
+    err = capsys.readouterr().err
+    assert "/health" in err and "9002" in err
+    assert str(home / "logs" / "serve.err.log") in err
+    assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize("action", ["install", "uninstall"])
+def test_install_and_uninstall_on_linux_say_it_is_for_macos(
+    action: str, tmp_path: Path, home: Path
+) -> None:
+    runner = FakeLaunchctl()
+    linux = Host(
+        runner=runner,
+        health=FakeHealth(),
+        user_home=tmp_path / "user",
+        env={},
+        macos=False,
+        uid=1000,
+    )
+    with pytest.raises(UsageError) as caught:
+        run(action, home, flags(), linux)
+    message = str(caught.value)
+    assert "macOS" in message and "tholos-mlx systemd install" in message and "\n" not in message
+    assert runner.calls == [] and not (tmp_path / "user").exists()
+
+
+@pytest.mark.skipif(sys.platform == "darwin", reason="on a Mac this would really install")
+def test_the_cli_refuses_launchd_install_on_linux_in_one_line_with_status_2(
+    tmp_path: Path,
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "tholos_mlx", "launchd", "install", "--home", str(tmp_path / "h")],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "macOS" in done.stderr
+    assert done.stdout == ""
+
+
+def test_an_unknown_action_is_a_usage_error(home: Path) -> None:
+    with pytest.raises(UsageError, match="install, uninstall or print"):
+        run("reload", home, flags())
+
+
+# --- service.wait_for_health (shared with systemd) ------------------------------------------
+
+
+@pytest.fixture
+def health_server() -> Iterator[int]:
+    """A stand-in /health on 127.0.0.1 that wants `Bearer right-key`; yields its port."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (the stdlib's spelling)
+            ok = self.path == "/health" and self.headers.get("Authorization") == "Bearer right-key"
+            self.send_response(200 if ok else 401)
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            pass  # keep pytest's output clean
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_wait_for_health_is_true_once_health_answers_200_to_the_key(
+    health_server: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A proxy in the environment must not swallow the loopback request.
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:9/")
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9/")
+    assert service.wait_for_health(health_server, "right-key", 5.0) is True
+
+
+def test_wait_for_health_gives_up_after_the_timeout(health_server: int) -> None:
+    assert service.wait_for_health(health_server, "wrong-key", 0.3) is False

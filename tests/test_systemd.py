@@ -1,0 +1,405 @@
+"""systemd.py: the `systemd --user` unit, printed, installed and removed with a fake systemctl."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import pytest
+
+from tholos_mlx import config, service, systemd
+from tholos_mlx import home as home_module
+from tholos_mlx.config import Settings
+from tholos_mlx.errors import UsageError
+from tholos_mlx.service import Host
+
+REPO = Path(__file__).resolve().parents[1]
+UNIT = "tholos-mlx.service"
+FLAG_NAMES = (
+    "port", "model", "queue_timeout", "max_queue", "allow_origins", "log_prompts", "prompt_cache_mb"
+)
+AWKWARD = 'it\'s "R&D" 100% $HOME \\ back;slash'  # everything systemd would otherwise rewrite
+
+
+@pytest.fixture(autouse=True)
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test keeps its state in a temp THOLOS_HOME."""
+    folder = tmp_path / "home"
+    monkeypatch.setenv("THOLOS_HOME", str(folder))
+    return folder
+
+
+def flags(**given: Any) -> dict[str, Any]:
+    """The serve flags as cli.serve_flags hands them over: None for each one not given."""
+    return {**dict.fromkeys(FLAG_NAMES), **given}
+
+
+def settings_for(home: Path, given: dict[str, Any]) -> Settings:
+    """Settings the way the CLI builds them."""
+    return config.build(home, given)
+
+
+def run(action: str, home: Path, given: dict[str, Any], host: Host | None = None) -> int:
+    """`tholos-mlx systemd ACTION` with these flags, called the way cli.py calls it."""
+    return systemd.command(action, settings_for(home, given), given, host)
+
+
+class FakeSystemctl:
+    """`systemctl --user` that succeeds (unless told otherwise) and records every call."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+        self.fail: dict[str, tuple[int, str]] = {}  # verb -> answer
+
+    def __call__(self, argv: Sequence[str]) -> tuple[int, str]:
+        self.calls.append(list(argv))
+        assert list(argv[:2]) == ["systemctl", "--user"]
+        return self.fail.get(argv[2], (0, ""))
+
+
+class FakeHealth:
+    """A /health check that answers at once and remembers what it was asked."""
+
+    def __init__(self, healthy: bool = True) -> None:
+        self.healthy = healthy
+        self.calls: list[tuple[int, str, float]] = []
+
+    def __call__(self, port: int, key: str, timeout: float) -> bool:
+        self.calls.append((port, key, timeout))
+        return self.healthy
+
+
+def linux(
+    tmp_path: Path,
+    runner: FakeSystemctl,
+    health: FakeHealth | None = None,
+    env: dict[str, str] | None = None,
+) -> Host:
+    """A pretend Linux box whose user home is a temp folder, so the real ~/.config is untouched."""
+    return Host(
+        runner=runner,
+        health=health or FakeHealth(),
+        user_home=tmp_path / "user",
+        env={} if env is None else env,
+        macos=False,
+        uid=1000,
+    )
+
+
+def unit_file(tmp_path: Path) -> Path:
+    """The unit's path inside the pretend user home."""
+    return tmp_path / "user" / ".config" / "systemd" / "user" / UNIT
+
+
+def printed(capsys: pytest.CaptureFixture[str], home: Path, given: dict[str, Any]) -> str:
+    """What `tholos-mlx systemd print` writes for these flags."""
+    assert run("print", home, given) == 0
+    return capsys.readouterr().out
+
+
+def entries(text: str) -> list[tuple[str, str, str]]:
+    """(section, key, value) for each setting of a unit file, in order."""
+    out: list[tuple[str, str, str]] = []
+    section = ""
+    for line in text.splitlines():
+        if not line.strip() or line.startswith(("#", ";")):
+            continue
+        if line.startswith("["):
+            section = line.strip("[]")
+            continue
+        key, _, value = line.partition("=")
+        out.append((section, key, value))
+    return out
+
+
+def value(text: str, section: str, key: str) -> list[str]:
+    """Every value a key has in a section (Environment= may repeat)."""
+    return [v for s, k, v in entries(text) if (s, k) == (section, key)]
+
+
+def systemd_words(line: str) -> list[str]:
+    """Split a command line as systemd does: quotes and backslashes, then %% and $$ undoubled."""
+    words: list[str] = []
+    i = 0
+    while i < len(line):
+        if line[i] == " ":
+            i += 1
+            continue
+        chars: list[str] = []
+        quoted = False
+        while i < len(line) and (quoted or line[i] != " "):
+            if line[i] == "\\":
+                chars.append(line[i + 1])
+                i += 2
+            elif line[i] == '"':
+                quoted = not quoted
+                i += 1
+            else:
+                chars.append(line[i])
+                i += 1
+        words.append("".join(chars).replace("%%", "%").replace("$$", "$"))
+    return words
+
+
+# --- print ---------------------------------------------------------------------------------
+
+
+def test_print_writes_a_user_unit_with_every_required_setting(
+    capsys: pytest.CaptureFixture[str], home: Path
+) -> None:
+    text = printed(capsys, home, flags(port=9000, model="fast"))
+    assert systemd_words(value(text, "Service", "ExecStart")[0]) == [
+        os.path.abspath(sys.executable), "-m", "tholos_mlx", "serve",
+        "--port", "9000", "--model", "fast", "--home", str(home),
+    ]
+    assert value(text, "Service", "Environment") == [f'"THOLOS_HOME={home}"', "HF_HUB_OFFLINE=1"]
+    assert value(text, "Service", "Restart") == ["on-failure"]
+    assert value(text, "Service", "RestartSec") == ["10"]
+    assert value(text, "Service", "StandardOutput") == [f"append:{home}/logs/serve.out.log"]
+    assert value(text, "Service", "StandardError") == [f"append:{home}/logs/serve.err.log"]
+    assert value(text, "Install", "WantedBy") == ["default.target"]
+
+
+def test_print_without_flags_runs_plain_serve_with_the_home(
+    capsys: pytest.CaptureFixture[str], home: Path
+) -> None:
+    text = printed(capsys, home, flags())
+    exec_start = value(text, "Service", "ExecStart")[0]
+    assert "  " not in exec_start
+    assert systemd_words(exec_start)[1:] == ["-m", "tholos_mlx", "serve", "--home", str(home)]
+
+
+def test_the_systemd_folder_holds_the_template_the_module_fills() -> None:
+    assert (REPO / "systemd" / UNIT).read_text(encoding="utf-8") == systemd.TEMPLATE, (
+        "systemd/tholos-mlx.service and systemd.TEMPLATE differ: copy one onto the other"
+    )
+
+
+def test_the_printed_unit_is_the_template_with_its_fields_filled_in(
+    capsys: pytest.CaptureFixture[str], home: Path
+) -> None:
+    template = (REPO / "systemd" / UNIT).read_text(encoding="utf-8")
+    expected = (
+        template.replace("@PYTHON@", os.path.abspath(sys.executable))
+        .replace("@SERVE_FLAGS@", "--port 9000 --model fast")
+        .replace("@THOLOS_HOME_ARG@", str(home))
+        .replace("@THOLOS_HOME_ENV@", str(home))
+        .replace("@STDOUT_LOG@", f"{home}/logs/serve.out.log")
+        .replace("@STDERR_LOG@", f"{home}/logs/serve.err.log")
+    )
+    assert printed(capsys, home, flags(port=9000, model="fast")) == expected
+
+
+def test_awkward_values_are_quoted_so_systemd_reads_them_back_unchanged(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    odd = tmp_path / AWKWARD
+    text = printed(capsys, odd, flags(model=AWKWARD, allow_origins=("-x",)))
+    words = systemd_words(value(text, "Service", "ExecStart")[0])
+    assert words[4:] == ["--model", AWKWARD, "--allow-origin=-x", "--home", str(odd)]
+    [env] = [systemd_words(v)[0] for v in value(text, "Service", "Environment") if "THOLOS" in v]
+    assert env == f"THOLOS_HOME={odd}"
+
+
+@pytest.mark.skipif(
+    not (shutil.which("systemd-analyze") and shutil.which("bash")),
+    reason="needs systemd-analyze and bash",
+)
+def test_systemd_itself_reads_awkward_values_back_unchanged(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    odd = tmp_path / AWKWARD
+    folder = tmp_path / "units"
+    folder.mkdir()
+    (folder / UNIT).write_text(printed(capsys, odd, flags(model=AWKWARD)), encoding="utf-8")
+    # At debug level `verify` dumps the unit as systemd parsed it (systemd 252).
+    done = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", f"./{UNIT}"],
+        cwd=folder, capture_output=True, text=True, timeout=60,
+        env={**os.environ, "SYSTEMD_LOG_LEVEL": "debug"},
+    )
+    dump: dict[str, str] = {}
+    for line in (done.stdout + done.stderr).splitlines():
+        name, _, rest = line.strip().partition(": ")
+        if name in ("Command Line", "StandardErrorFileToAppend") or rest.startswith("THOLOS_HOME="):
+            dump[name] = rest
+    if "Command Line" not in dump:
+        pytest.skip(f"this systemd-analyze does not dump parsed units: {done.stderr[-300:]}")
+    # The dump shows argv quoted for a POSIX shell (shlex misreads \$), before $$ becomes $.
+    words = subprocess.run(
+        ["bash", "-c", "printf '%s\\0' " + dump["Command Line"]],
+        capture_output=True, text=True, check=True, timeout=60,
+    ).stdout.split("\0")[:-1]
+    argv = [w.replace("$$", "$") for w in words]
+    assert argv[4:] == ["--model", AWKWARD, "--home", str(odd)]
+    assert dump["Environment"] == f"THOLOS_HOME={odd}"
+    assert dump["StandardErrorFileToAppend"] == str(odd / "logs" / "serve.err.log")
+
+
+def test_a_python_path_with_a_dollar_is_refused(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, home: Path
+) -> None:
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "$odd" / "python"))
+    with pytest.raises(UsageError, match=r"\$"):
+        run("print", home, flags())
+
+
+def test_python_m_tholos_mlx_systemd_print_writes_the_unit(tmp_path: Path) -> None:
+    where = tmp_path / "x"
+    done = subprocess.run(
+        [sys.executable, "-m", "tholos_mlx", "systemd", "print", "--home", str(where),
+         "--port", "9000", "--model", "fast"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert systemd_words(value(done.stdout, "Service", "ExecStart")[0]) == [
+        os.path.abspath(sys.executable), "-m", "tholos_mlx", "serve",
+        "--port", "9000", "--model", "fast", "--home", str(where),
+    ]
+    assert not where.exists(), "print must not create anything"
+
+
+# --- install / uninstall -------------------------------------------------------------------
+
+
+def test_unit_path_honours_xdg_config_home(tmp_path: Path) -> None:
+    runner = FakeSystemctl()
+    assert systemd.unit_path(linux(tmp_path, runner)) == unit_file(tmp_path)
+    xdg = tmp_path / "xdg"
+    assert systemd.unit_path(linux(tmp_path, runner, env={"XDG_CONFIG_HOME": str(xdg)})) == (
+        xdg / "systemd" / "user" / UNIT
+    )
+    # The XDG spec says a relative value is to be ignored.
+    relative = linux(tmp_path, runner, env={"XDG_CONFIG_HOME": "rel"})
+    assert systemd.unit_path(relative) == unit_file(tmp_path)
+
+
+def test_install_reloads_enables_and_restarts_the_unit(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, home: Path
+) -> None:
+    given = flags(port=9000, model="fast")
+    text = printed(capsys, home, given)
+    runner, health = FakeSystemctl(), FakeHealth()
+
+    assert run("install", home, given, linux(tmp_path, runner, health)) == 0
+
+    assert runner.calls == [
+        ["systemctl", "--user", "daemon-reload"],
+        ["systemctl", "--user", "enable", UNIT],
+        ["systemctl", "--user", "restart", UNIT],
+    ]
+    assert unit_file(tmp_path).read_text(encoding="utf-8") == text
+    key = (home / "api_key").read_text().strip()
+    assert health.calls == [(9000, key, service.HEALTH_TIMEOUT_S)]
+    assert (home / "logs").is_dir()
+    assert str(unit_file(tmp_path)) in capsys.readouterr().out
+
+
+def test_install_writes_the_unit_atomically(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path, home: Path
+) -> None:
+    given = flags(port=9000)
+    text = printed(capsys, home, given)
+    writes: list[tuple[Path, bytes]] = []
+    real = home_module.write_atomic
+
+    def spy(path: Path, data: bytes, mode: int = 0o644) -> None:
+        writes.append((path, data))
+        real(path, data, mode)
+
+    monkeypatch.setattr("tholos_mlx.service.write_atomic", spy)
+    assert run("install", home, given, linux(tmp_path, FakeSystemctl())) == 0
+    assert writes == [(unit_file(tmp_path), text.encode())]
+    assert [p.name for p in unit_file(tmp_path).parent.iterdir()] == [UNIT], "no temp file left"
+
+
+def test_installing_twice_restarts_with_the_new_flags(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, home: Path
+) -> None:
+    runner = FakeSystemctl()
+    host = linux(tmp_path, runner)
+    first, second = flags(port=9000), flags(port=9001)
+    assert run("install", home, first, host) == 0
+    assert run("install", home, second, host) == 0
+    assert runner.calls[3:] == runner.calls[:3]
+    assert "--port 9001" in unit_file(tmp_path).read_text(encoding="utf-8")
+
+
+def test_uninstall_disables_stops_removes_and_reloads(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, home: Path
+) -> None:
+    runner = FakeSystemctl()
+    host = linux(tmp_path, runner)
+    run("install", home, flags(), host)
+    runner.calls.clear()
+
+    assert run("uninstall", home, flags(), host) == 0
+
+    assert runner.calls == [
+        ["systemctl", "--user", "disable", "--now", UNIT],
+        ["systemctl", "--user", "daemon-reload"],
+    ]
+    assert not unit_file(tmp_path).exists()
+
+
+def test_uninstalling_twice_is_fine(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, home: Path
+) -> None:
+    runner = FakeSystemctl()
+    host = linux(tmp_path, runner)
+    run("install", home, flags(), host)
+    assert run("uninstall", home, flags(), host) == 0
+    runner.calls.clear()
+
+    assert run("uninstall", home, flags(), host) == 0
+
+    assert runner.calls == [], "no unit file: nothing for systemd to stop"
+    assert "not installed" in capsys.readouterr().out
+
+
+def test_a_failing_systemctl_is_one_line_with_its_message(tmp_path: Path, home: Path) -> None:
+    runner = FakeSystemctl()
+    runner.fail["daemon-reload"] = (1, "Failed to connect to bus:\nNo medium found")
+    health = FakeHealth()
+
+    with pytest.raises(UsageError) as caught:
+        run("install", home, flags(), linux(tmp_path, runner, health))
+
+    assert str(caught.value) == (
+        "`systemctl --user daemon-reload` failed: Failed to connect to bus: No medium found"
+    )
+    assert health.calls == []
+
+
+def test_install_that_never_gets_healthy_exits_1_and_points_at_the_log(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, home: Path
+) -> None:
+    host = linux(tmp_path, FakeSystemctl(), FakeHealth(healthy=False))
+    assert run("install", home, flags(port=9002), host) == 1
+    err = capsys.readouterr().err
+    assert "/health" in err and "9002" in err
+    assert str(home / "logs" / "serve.err.log") in err
+
+
+@pytest.mark.parametrize("action", ["install", "uninstall"])
+def test_install_and_uninstall_on_macos_say_to_use_launchd(
+    action: str, tmp_path: Path, home: Path
+) -> None:
+    runner = FakeSystemctl()
+    mac = Host(
+        runner=runner,
+        health=FakeHealth(),
+        user_home=tmp_path / "user",
+        env={},
+        macos=True,
+        uid=501,
+    )
+    with pytest.raises(UsageError) as caught:
+        run(action, home, flags(), mac)
+    message = str(caught.value)
+    assert "Linux" in message and "tholos-mlx launchd install" in message and "\n" not in message
+    assert runner.calls == [] and not (tmp_path / "user").exists()
