@@ -243,4 +243,9 @@ def _serve(settings: Settings) -> int:
         )
     finally:
         engine.stop()
-    return 0
+    # Workaround (mlx 0.32 / mlx-lm 0.32 on Linux): a process that loaded a tokenizer off the
+    # main thread can abort in C++ teardown at interpreter exit; all state is on disk already.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

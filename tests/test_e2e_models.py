@@ -1,0 +1,135 @@
+"""End to end: no model, switching between installed ids, a broken folder, memory, and SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests import server as srv
+from tests.conftest import DEMO_ID
+from tholos_mlx.machine import rss_bytes
+
+TINY = [{"role": "system", "content": "x"}, {"role": "user", "content": "Hi"}]
+
+
+@pytest.fixture(scope="module")
+def two_models(demo_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A home whose tier table names the demo folder twice (ids a and b) and a broken folder."""
+    home = tmp_path_factory.mktemp("two-models")
+    demo = demo_home / "models" / DEMO_ID
+    broken = home / "models" / "broken"
+    broken.mkdir(parents=True)
+    (broken / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    (broken / "model.safetensors").write_bytes(b"not really safetensors")
+    (broken / "tokenizer.json").write_text("{}")
+    (home / "tiers.toml").write_text(
+        f'[models.a]\npath = "{demo}"\ntier = "fast"\n\n'
+        f'[models.b]\npath = "{demo}"\ntier = "other"\n\n'
+        '[models.gone]\npath = "models/not-there"\ntier = "fast"\n\n'
+        '[models.broken]\npath = "models/broken"\ntier = "broken"\n'
+    )
+    return home
+
+
+@pytest.fixture(scope="module")
+def idle(two_models: Path) -> Iterator[srv.Server]:
+    """A server started without --model."""
+    with srv.running(two_models) as s:
+        yield s
+
+
+def loaded(server: srv.Server) -> str | None:
+    with server.client() as c:
+        return c.get("/health").json()["model"]  # type: ignore[no-any-return]
+
+
+def test_nothing_loaded_and_no_model_named_answers_503_naming_the_models_list(idle: srv.Server) -> None:
+    assert loaded(idle) is None
+    r = idle.chat(TINY, max_tokens=1)
+    assert r.status_code == 503
+    err = r.json()["error"]
+    assert err["type"] == "service_unavailable" and "/v1/models" in err["message"]
+
+
+def test_a_missing_folder_is_left_out_of_the_list_and_named_in_the_log(idle: srv.Server) -> None:
+    with idle.client() as c:
+        ids = [m["id"] for m in c.get("/v1/models").json()["data"]]
+    assert ids[:2] == ["a", "b"] and "gone" not in ids
+    assert "gone" in idle.log_text()
+
+
+def test_naming_a_model_switches_to_it_and_a_tier_resolves_to_its_first_model(idle: srv.Server) -> None:
+    r = idle.chat(TINY, model="other", max_tokens=1)
+    assert r.status_code == 200 and r.json()["model"] == "b"
+    assert loaded(idle) == "b"
+    r = idle.chat(TINY, model="a", max_tokens=1)
+    assert r.status_code == 200 and r.json()["model"] == "a"
+    with idle.client() as c:
+        flags = {m["id"]: m["loaded"] for m in c.get("/v1/models").json()["data"]}
+    assert flags["a"] is True and flags["b"] is False
+    r = idle.chat(TINY, model="", max_tokens=1)
+    assert r.json()["model"] == "a"
+
+
+def test_a_folder_that_fails_to_load_gets_a_clear_error_and_the_old_model_keeps_serving(
+    idle: srv.Server,
+) -> None:
+    assert idle.chat(TINY, model="a", max_tokens=1).status_code == 200
+    r = idle.chat(TINY, model="broken", max_tokens=1)
+    assert r.status_code == 503
+    err = r.json()["error"]
+    assert "broken" in err["message"] and "Traceback" not in r.text
+    assert loaded(idle) == "a"
+    assert idle.chat(TINY, max_tokens=1).status_code == 200
+
+
+def test_ten_switches_leave_resident_memory_about_where_one_switch_left_it(
+    idle: srv.Server, demo_home: Path
+) -> None:
+    weights = sum(p.stat().st_size for p in (demo_home / "models" / DEMO_ID).glob("*.safetensors"))
+    for name in ("a", "b"):
+        assert idle.chat(TINY, model=name, max_tokens=1).status_code == 200
+    after_one = rss_bytes(idle.proc.pid)
+    for n in range(10):
+        assert idle.chat(TINY, model="ab"[n % 2], max_tokens=1).status_code == 200
+    after_ten = rss_bytes(idle.proc.pid)
+    # A leak would keep every old copy of the weights: 10 switches would add ~10x their size.
+    assert after_ten - after_one < max(64 * 2**20, weights // 2), (after_one, after_ten)
+
+
+def test_sigterm_stops_the_running_generation_refuses_waiters_and_exits_0(demo_home: Path) -> None:
+    server = srv.start(demo_home, "--model", "fast")
+    try:
+        body = {
+            "messages": [{"role": "user", "content": "Tell me a long story."}],
+            "temperature": 0, "max_tokens": 300, "stream": True,
+        }
+        lines: list[str] = []
+        first = threading.Event()
+
+        def stream() -> None:
+            with server.client() as c, c.stream("POST", "/v1/chat/completions", json=body) as r:
+                for line in r.iter_lines():
+                    lines.append(line)
+                    if '"content":"' in line and '"role"' not in line:
+                        first.set()
+            first.set()
+
+        reader = threading.Thread(target=stream, daemon=True)
+        reader.start()
+        assert first.wait(120)
+        sent = time.monotonic()
+        code = srv.stop(server, signal.SIGTERM, timeout=15)
+        took = time.monotonic() - sent
+        reader.join(10)
+    finally:
+        srv.stop(server)
+    assert code == 0, server.log_text()[-2000:]
+    assert took < 5.0
+    assert "data: [DONE]" not in lines  # the cut-short stream does not pretend it finished
