@@ -77,6 +77,14 @@ def test_naming_a_model_switches_to_it_and_a_tier_resolves_to_its_first_model(id
     assert r.json()["model"] == "a"
 
 
+def test_switching_models_drops_the_old_models_prompt_cache(idle: srv.Server) -> None:
+    assert idle.chat(TINY, model="a", max_tokens=1).status_code == 200
+    warm = idle.chat(TINY, model="a", max_tokens=1).json()
+    assert warm["usage"]["prompt_tokens_details"]["cached_tokens"] > 0
+    switched = idle.chat(TINY, model="b", max_tokens=1).json()
+    assert switched["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
+
+
 def test_a_folder_that_fails_to_load_gets_a_clear_error_and_the_old_model_keeps_serving(
     idle: srv.Server,
 ) -> None:

@@ -86,12 +86,12 @@ class PromptCache:
         """Store a cache for these tokens, dropping entries it makes redundant, then evicting LRU."""
         if not tokens or self.budget_bytes <= 0:
             return
+        nbytes = cache_bytes(cache)
+        if nbytes > self.budget_bytes:
+            return  # checked first: an entry that cannot be stored must not drop its prefixes
         key_tokens = tuple(tokens)
         for key in [k for k, e in self._entries.items() if key_tokens[: len(e.tokens)] == e.tokens]:
             del self._entries[key]  # a prefix of the new entry: the new one serves it too
-        nbytes = cache_bytes(cache)
-        if nbytes > self.budget_bytes:
-            return
         self._entries[self._next] = _Entry(key_tokens, cache, nbytes)
         self._next += 1
         total = self.nbytes
