@@ -13,7 +13,7 @@ import pytest
 
 from tests import server as srv
 from tests.conftest import DEMO_ID
-from tholos_mlx.machine import rss_bytes
+from tholos_mlx.machine import rss_bytes, total_memory_bytes
 
 TINY = [{"role": "system", "content": "x"}, {"role": "user", "content": "Hi"}]
 
@@ -28,11 +28,18 @@ def two_models(demo_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     (broken / "config.json").write_text(json.dumps({"model_type": "llama"}))
     (broken / "model.safetensors").write_bytes(b"not really safetensors")
     (broken / "tokenizer.json").write_text("{}")
+    huge = home / "models" / "huge"
+    huge.mkdir()
+    (huge / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    (huge / "tokenizer.json").write_text("{}")
+    with (huge / "model.safetensors").open("wb") as f:  # sparse: no disk is used
+        f.truncate(4 * max(total_memory_bytes(), 2**30))
     (home / "tiers.toml").write_text(
         f'[models.a]\npath = "{demo}"\ntier = "fast"\n\n'
         f'[models.b]\npath = "{demo}"\ntier = "other"\n\n'
         '[models.gone]\npath = "models/not-there"\ntier = "fast"\n\n'
-        '[models.broken]\npath = "models/broken"\ntier = "broken"\n'
+        '[models.broken]\npath = "models/broken"\ntier = "broken"\n\n'
+        '[models.huge]\npath = "models/huge"\ntier = "huge"\n'
     )
     return home
 
@@ -95,6 +102,18 @@ def test_a_folder_that_fails_to_load_gets_a_clear_error_and_the_old_model_keeps_
     assert "broken" in err["message"] and "Traceback" not in r.text
     assert loaded(idle) == "a"
     assert idle.chat(TINY, max_tokens=1).status_code == 200
+
+
+def test_a_model_larger_than_memory_gets_503_before_the_loaded_one_is_released(
+    idle: srv.Server,
+) -> None:
+    assert idle.chat(TINY, model="a", max_tokens=1).status_code == 200
+    r = idle.chat(TINY, model="huge", max_tokens=1)
+    assert r.status_code == 503
+    err = r.json()["error"]
+    assert err["type"] == "service_unavailable" and err["code"] == "model_too_large"
+    assert "GiB" in err["message"]
+    assert loaded(idle) == "a"
 
 
 def test_ten_switches_leave_resident_memory_about_where_one_switch_left_it(
