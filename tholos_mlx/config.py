@@ -46,7 +46,7 @@ def _check(name: str, value: Any) -> Any:
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise UsageError(f"config.toml: {name} must be of type {kind.__name__}")
     if name == "allow_origins":
-        if not all(isinstance(o, str) for o in value):
+        if not isinstance(value, list) or not all(isinstance(o, str) for o in value):
             raise UsageError("config.toml: allow_origins must be a list of strings")
         return tuple(value)
     return value

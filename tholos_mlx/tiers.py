@@ -139,6 +139,12 @@ class TierTable:
             param="model",
         )
 
+    def tier_of(self, model_id: str) -> str | None:
+        """The tier tiers.toml gives this id (whatever state its folder is in), if any."""
+        spec = self._raw().get(model_id)
+        tier = spec.get("tier") if isinstance(spec, dict) else None
+        return tier if isinstance(tier, str) else None
+
     def has(self, model_id: str) -> bool:
         """Whether tiers.toml names this id (whatever state its folder is in)."""
         return model_id in self._raw()

@@ -1,0 +1,86 @@
+"""Shared fixtures: a temp THOLOS_HOME per test, the demo GGUF, a home with it imported."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CACHE = ROOT / "tests" / ".cache"  # gitignored; the tests own it, never the user's home
+FETCH = ROOT / "scripts" / "fetch-demo-gguf"
+DEMO_ID = "smollm2-135m"
+DEMO_TIER = "fast"
+
+CLI = Callable[..., "subprocess.CompletedProcess[str]"]
+
+
+def run_cli(
+    *args: str | Path,
+    timeout: float = 300,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run `python -m tholos_mlx ARGS` in a subprocess, as a user would, capturing its output."""
+    return subprocess.run(
+        [sys.executable, "-m", "tholos_mlx", *map(str, args)],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.fixture(autouse=True)
+def tholos_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own empty THOLOS_HOME; the user's real one is never touched."""
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("THOLOS_HOME", str(home))
+    # Nothing a test runs may reach a model hub.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    return home
+
+
+@pytest.fixture
+def cli() -> CLI:
+    """The command line as a subprocess: cli("key", "--rotate") -> CompletedProcess."""
+    return run_cli
+
+
+@pytest.fixture(scope="session")
+def demo_gguf() -> Path:
+    """SmolLM2-135M-Instruct.Q4_1.gguf, fetched once into tests/.cache by fetch-demo-gguf."""
+    out = subprocess.run(
+        [str(FETCH), str(CACHE)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "PYTHON": sys.executable},
+    )
+    if out.returncode != 0:
+        pytest.fail(f"scripts/fetch-demo-gguf failed ({out.returncode}): {out.stderr.strip()}")
+    path = Path(out.stdout.strip())
+    assert path.is_file(), f"fetch-demo-gguf printed {out.stdout!r}"
+    return path
+
+
+@pytest.fixture(scope="session")
+def demo_home(tmp_path_factory: pytest.TempPathFactory, demo_gguf: Path) -> Iterator[Path]:
+    """A THOLOS_HOME with the demo model imported as `smollm2-135m`, tier `fast`, by the real CLI.
+
+    Shared by the whole session: treat it as read-only (copy it to change anything).
+    """
+    home = tmp_path_factory.mktemp("demo-home")
+    out = run_cli("import-gguf", demo_gguf, "--id", DEMO_ID, "--tier", DEMO_TIER, "--home", home)
+    if out.returncode != 0:
+        pytest.fail(
+            f"import-gguf of the demo model failed ({out.returncode}): {out.stderr.strip()}"
+        )
+    yield home

@@ -1,0 +1,111 @@
+"""Tests for tholos_mlx.cli: argument parsing, exit codes and one-line errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import CLI
+from tholos_mlx import __version__
+from tholos_mlx.cli import build_parser, serve_flags
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["serve", "--port", "abc"], "--port"),
+        (["serve", "--port", "0"], "--port"),
+        (["serve", "--port", "70000"], "--port"),
+        (["serve", "--host", "0.0.0.0"], "--host"),
+        (["serve", "--queue-timeout", "-1"], "--queue-timeout"),
+        (["serve", "--max-queue", "many"], "--max-queue"),
+        (["frobnicate"], "frobnicate"),
+        ([], "required"),
+        (["import-gguf", "model.gguf"], "--id"),
+        (["import-gguf", "--id", "x"], "FILE"),
+        (["key", "--rotate", "extra"], "extra"),
+        (["launchd", "start"], "start"),
+    ],
+)
+def test_bad_arguments_exit_2_with_one_clear_line(cli: CLI, args: list[str], says: str) -> None:
+    out = cli(*args)
+    assert out.returncode == 2
+    assert out.stdout == ""
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    assert "error" in lines[0] and says in lines[0]
+    assert "Traceback" not in out.stderr
+
+
+def test_a_bad_config_toml_makes_serve_exit_2_with_one_line(cli: CLI, tholos_home: Path) -> None:
+    (tholos_home / "config.toml").write_text("port = 'abc'\n")
+    out = cli("serve")
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [out.stderr.strip()]
+    assert "config.toml" in out.stderr
+
+
+def test_version_and_help_exit_0(cli: CLI) -> None:
+    version = cli("--version")
+    assert version.returncode == 0 and __version__ in version.stdout
+    help_ = cli("--help")
+    assert help_.returncode == 0
+    for command in ("serve", "key", "models", "import-gguf", "launchd", "systemd", "bench"):
+        assert command in help_.stdout
+
+
+def test_serve_help_has_no_host_flag(cli: CLI) -> None:
+    out = cli("serve", "--help")
+    assert out.returncode == 0
+    assert "--port" in out.stdout and "--host" not in out.stdout
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["serve"],
+        ["key"],
+        ["key", "--rotate"],
+        ["models"],
+        ["import-gguf", "f.gguf", "--id", "x"],
+        ["launchd", "print"],
+        ["systemd", "print"],
+        ["bench"],
+    ],
+)
+def test_home_is_accepted_after_any_subcommand(args: list[str], tmp_path: Path) -> None:
+    parsed = build_parser().parse_args([*args, "--home", str(tmp_path)])
+    assert parsed.home == str(tmp_path)
+
+
+def test_home_is_accepted_before_the_subcommand(tmp_path: Path) -> None:
+    assert build_parser().parse_args(["--home", str(tmp_path), "models"]).home == str(tmp_path)
+
+
+def test_serve_flags_not_given_stay_none_so_config_toml_can_fill_them() -> None:
+    flags = serve_flags(build_parser().parse_args(["serve"]))
+    assert set(flags.values()) == {None}
+    flags = serve_flags(
+        build_parser().parse_args(
+            ["serve", "--port", "9001", "--allow-origin", "http://a", "--allow-origin", "http://b"]
+        )
+    )
+    assert flags["port"] == 9001
+    assert flags["allow_origins"] == ("http://a", "http://b")
+
+
+def test_import_gguf_of_a_missing_file_exits_2_with_one_line(cli: CLI, tmp_path: Path) -> None:
+    out = cli("import-gguf", tmp_path / "nope.gguf", "--id", "x")
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        f"tholos-mlx: error: no such file: {tmp_path / 'nope.gguf'}"
+    ]
+
+
+def test_import_gguf_with_a_bad_id_exits_2_with_one_line(cli: CLI, tmp_path: Path) -> None:
+    src = tmp_path / "m.gguf"
+    src.write_bytes(b"GGUF")
+    out = cli("import-gguf", src, "--id", "../escape")
+    assert out.returncode == 2
+    assert len(out.stderr.strip().splitlines()) == 1 and "invalid model id" in out.stderr

@@ -1,0 +1,96 @@
+"""Tests for tholos_mlx.config: defaults < config.toml < command-line flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tholos_mlx.config import DEFAULT_PORT, Settings, build, load_file
+from tholos_mlx.errors import UsageError
+
+NO_FLAGS: dict[str, object] = {
+    "port": None,
+    "model": None,
+    "queue_timeout": None,
+    "max_queue": None,
+    "allow_origins": None,
+    "log_prompts": None,
+    "prompt_cache_mb": None,
+}
+
+
+def write_config(home: Path, text: str) -> None:
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "config.toml").write_text(text, encoding="utf-8")
+
+
+def test_without_config_toml_or_flags_the_defaults_apply(tholos_home: Path) -> None:
+    s = build(tholos_home, NO_FLAGS)
+    assert s == Settings(home=tholos_home)
+    assert (s.port, s.model, s.queue_timeout, s.max_queue) == (DEFAULT_PORT, None, 60.0, 8)
+    assert (s.allow_origins, s.log_prompts) == ((), False)
+    assert s.port == 8756
+
+
+def test_config_toml_overrides_the_defaults(tholos_home: Path) -> None:
+    write_config(
+        tholos_home,
+        """
+port = 9000
+model = "fast"
+queue-timeout = 5
+max_queue = 2
+allow-origin = ["http://localhost:3000"]
+log-prompts = true
+""",
+    )
+    s = build(tholos_home, NO_FLAGS)
+    assert (s.port, s.model, s.queue_timeout, s.max_queue) == (9000, "fast", 5.0, 2)
+    assert isinstance(s.queue_timeout, float)
+    assert s.allow_origins == ("http://localhost:3000",)
+    assert s.log_prompts is True
+
+
+def test_flags_override_config_toml_and_absent_flags_do_not(tholos_home: Path) -> None:
+    write_config(tholos_home, "port = 9000\nmax-queue = 2\n")
+    s = build(tholos_home, {**NO_FLAGS, "port": 9100, "allow_origins": ("https://a.example",)})
+    assert s.port == 9100
+    assert s.max_queue == 2
+    assert s.allow_origins == ("https://a.example",)
+
+
+def test_a_serve_table_in_config_toml_is_read_too(tholos_home: Path) -> None:
+    write_config(tholos_home, "[serve]\nport = 9200\n")
+    assert build(tholos_home, NO_FLAGS).port == 9200
+
+
+def test_settings_are_read_only(tholos_home: Path) -> None:
+    s = build(tholos_home, NO_FLAGS)
+    with pytest.raises(AttributeError):
+        s.port = 1  # type: ignore[misc]
+
+
+def test_missing_config_toml_gives_no_overrides(tholos_home: Path) -> None:
+    assert load_file(tholos_home) == {}
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("port = [", "not valid TOML"),
+        ("port = 'abc'", "port must be of type int"),
+        ("port = true", "port must be of type int"),
+        ("colour = 'red'", "unknown setting 'colour'"),
+        ("allow-origin = [1]", "allow_origins must be a list of strings"),
+        ("port = 70000", "--port must be between 1 and 65535"),
+        ("queue-timeout = 0", "--queue-timeout must be a positive"),
+        ("max-queue = -1", "--max-queue must be 0 or more"),
+    ],
+)
+def test_a_bad_config_toml_is_a_usage_error_saying_what_is_wrong(
+    tholos_home: Path, text: str, says: str
+) -> None:
+    write_config(tholos_home, text)
+    with pytest.raises(UsageError, match=says.replace("[", r"\[")):
+        build(tholos_home, NO_FLAGS)
