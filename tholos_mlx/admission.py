@@ -87,16 +87,9 @@ class Gate:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(fut)
         try:
-            await asyncio.wait_for(asyncio.shield(fut), timeout=self.queue_timeout)
-        except asyncio.TimeoutError:
-            if fut.done() and not fut.cancelled() and fut.exception() is None:
-                return Turn(self)  # handed over in the same instant as the deadline
-            self._forget(fut)
-            raise ServiceUnavailable(
-                f"The engine stayed busy for {self.queue_timeout:g} s; this request was not started. "
-                "Retry after a pause.",
-                retry_after=self.retry_after(),
-            ) from None
+            # asyncio.wait, not wait_for: on Python 3.11 wait_for swallows a cancel that arrives
+            # as the turn is handed over, and the gone client's request would run anyway.
+            await asyncio.wait((fut,), timeout=self.queue_timeout)
         except BaseException:
             # Cancelled while waiting (client gone): leave the line, or pass on a turn just handed to us.
             if fut.done() and not fut.cancelled() and fut.exception() is None:
@@ -104,6 +97,14 @@ class Gate:
             else:
                 self._forget(fut)
             raise
+        if not fut.done():
+            self._forget(fut)
+            raise ServiceUnavailable(
+                f"The engine stayed busy for {self.queue_timeout:g} s; this request was not started. "
+                "Retry after a pause.",
+                retry_after=self.retry_after(),
+            )
+        fut.result()  # close() failed the waiters: its 503 is raised here
         return Turn(self)
 
     def _forget(self, fut: asyncio.Future[None]) -> None:

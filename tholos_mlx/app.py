@@ -290,6 +290,8 @@ async def _stream(
                     out.append(enc.usage(ev.usage))
                 out.append(sse.DONE)
             elif isinstance(ev, BaseException):
+                if texts:  # text that came in the same batch before the error still goes out
+                    out.append(enc.content("".join(texts)))
                 err = ev if isinstance(ev, TholosError) else ServerError("The engine failed.")
                 out.append(sse.error_frame(err))
                 await response.send(b"".join(out))

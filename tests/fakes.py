@@ -1,0 +1,322 @@
+"""A fake engine with the real engine's interface and threading, and a live server around it.
+
+FakeEngine runs every job on one background thread, in submit order, exactly as
+tholos_mlx.engine.Engine does: Started, Deltas, Finished (or an exception), then
+channel.close() and on_done via loop.call_soon_threadsafe. What each job does is
+scripted by a Script; what it got is recorded in a Job.
+
+LiveServer runs create_app(...) with a FakeEngine on a real 127.0.0.1 port, in a
+background thread with its own event loop, so tests can talk to it with httpx
+concurrently (sanic-testing's client is sequential).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import httpx
+
+from tholos_mlx.admission import Gate
+from tholos_mlx.app import create_app
+from tholos_mlx.channel import Channel, Delta, Finished, Started
+from tholos_mlx.config import Settings
+from tholos_mlx.home import KeyStore, ensure_key
+from tholos_mlx.schema import ChatRequest, Usage
+from tholos_mlx.tiers import ModelEntry, TierTable
+
+WAIT_S = 10.0  # generous bound for anything a test waits on; never a timing assert
+
+
+@dataclass
+class Script:
+    """What the fake does with one request."""
+
+    pieces: tuple[str, ...] = ("Hello", ", ", "world", "!")
+    delay: float = 0.0  # seconds before each piece
+    finish_reason: str = "stop"
+    prompt_tokens: int = 7
+    cached_tokens: int = 0
+    error_before_start: BaseException | None = None  # put instead of Started
+    error_after: int | None = None  # put `error` after this many pieces
+    error: BaseException | None = None
+    hold: threading.Event | None = None  # wait for it (while honouring cancel) before each piece
+
+    @property
+    def text(self) -> str:
+        """The whole answer this script produces."""
+        return "".join(self.pieces)
+
+
+@dataclass
+class Job:
+    """What one submit() received and how it ended."""
+
+    request: ChatRequest
+    entry: ModelEntry | None
+    started: threading.Event = field(default_factory=threading.Event)
+    done: threading.Event = field(default_factory=threading.Event)
+    pieces_sent: int = 0
+    cancelled: bool = False  # saw channel.cancelled while running
+    dropped: bool = False  # cancelled before it started: nothing was generated
+
+
+class FakeEngine:
+    """Implements tholos_mlx.app.EngineLike on a real thread; tests script it and read its jobs."""
+
+    def __init__(self, script: Script | None = None, loaded: str | None = "alpha") -> None:
+        self.script = script or Script()
+        self.scripts: list[Script] = []  # consumed one per job, before falling back to .script
+        self.jobs: list[Job] = []  # in the order the engine thread ran them
+        self._loaded = loaded
+        self._lock = threading.Lock()
+        self._queue: queue.Queue[Callable[[], None] | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._main, name="fake-engine", daemon=True)
+        self._thread.start()
+
+    @property
+    def loaded(self) -> str | None:
+        """The id of the "model in memory"."""
+        return self._loaded
+
+    @property
+    def requests(self) -> list[ChatRequest]:
+        """Every request the engine thread received, in order."""
+        return [j.request for j in self.jobs]
+
+    @property
+    def entries(self) -> list[ModelEntry | None]:
+        """The model entry each request came with (None: use the loaded one)."""
+        return [j.entry for j in self.jobs]
+
+    def submit(
+        self, request: ChatRequest, entry: ModelEntry | None, on_done: Callable[[], None]
+    ) -> Channel:
+        """Queue a job; its events arrive on the returned channel; on_done runs on the loop."""
+        loop = asyncio.get_running_loop()
+        channel = Channel(loop)
+        script = self.scripts.pop(0) if self.scripts else self.script
+
+        def job() -> None:
+            record = Job(request, entry)
+            with self._lock:
+                self.jobs.append(record)
+            try:
+                self._run(script, record, channel)
+            except BaseException as exc:  # the real engine turns these into events too
+                channel.put(exc)
+            finally:
+                channel.close()
+                record.done.set()
+                loop.call_soon_threadsafe(on_done)
+
+        self._queue.put(job)
+        return channel
+
+    def stop(self) -> None:
+        """End the engine thread."""
+        self._queue.put(None)
+        self._thread.join(WAIT_S)
+
+    def wait_jobs(self, n: int) -> list[Job]:
+        """Block until the engine thread has received n jobs."""
+        deadline = time.monotonic() + WAIT_S
+        while len(self.jobs) < n:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the fake engine got {len(self.jobs)} jobs, not {n}")
+            time.sleep(0.005)
+        return self.jobs[:n]
+
+    def _main(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            job()
+
+    def _run(self, script: Script, record: Job, channel: Channel) -> None:
+        if channel.cancelled:  # like Engine._run: a request dropped before its turn does nothing
+            record.dropped = True
+            return
+        if script.error_before_start is not None:
+            raise script.error_before_start
+        if record.entry is not None:
+            self._loaded = record.entry.id  # "switch" to the named model
+        if self._loaded is None:
+            raise AssertionError("the app submitted a request with no model loaded or named")
+        channel.put(Started(self._loaded, script.prompt_tokens, script.cached_tokens))
+        record.started.set()
+        for i, piece in enumerate(script.pieces):
+            if script.error_after is not None and i == script.error_after:
+                assert script.error is not None
+                raise script.error
+            if not self._pause(script, channel):
+                record.cancelled = True
+                return
+            channel.put(Delta(piece))
+            record.pieces_sent += 1
+        if channel.cancelled:
+            record.cancelled = True
+            return
+        usage = Usage(script.prompt_tokens, len(script.pieces), script.cached_tokens)
+        channel.put(Finished(script.finish_reason, usage))
+
+    @staticmethod
+    def _pause(script: Script, channel: Channel) -> bool:
+        """Wait before a piece as scripted; False if the request was cancelled meanwhile."""
+        if script.delay:
+            deadline = time.monotonic() + script.delay
+            while (left := deadline - time.monotonic()) > 0:
+                if channel.cancelled:
+                    return False
+                time.sleep(min(left, 0.01))
+        if script.hold is not None:
+            while not script.hold.wait(0.01):
+                if channel.cancelled:
+                    return False
+        return not channel.cancelled
+
+
+# -- a home with models and a tier table --
+
+TIERS_TOML = """\
+[models.alpha]
+path = "models/alpha"
+tier = "fast"
+
+[models.beta]
+path = "models/beta"
+tier = "fast"
+
+[models.gamma]
+path = "models/gamma"
+tier = "big"
+"""
+
+
+def make_home(home: Path) -> Path:
+    """A THOLOS_HOME with readable model folders alpha, beta (tier fast), gamma (tier big)."""
+    for model_id in ("alpha", "beta", "gamma"):
+        folder = home / "models" / model_id
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "config.json").write_text('{"model_type": "llama"}', encoding="utf-8")
+        (folder / "model.safetensors").write_bytes(b"\0" * 16)
+    (home / "tiers.toml").write_text(TIERS_TOML, encoding="utf-8")
+    return home
+
+
+# -- the app on a real port --
+
+
+class LiveServer:
+    """create_app(...) with a FakeEngine, served on 127.0.0.1 from a background thread."""
+
+    def __init__(
+        self,
+        home: Path,
+        engine: FakeEngine | None = None,
+        *,
+        max_queue: int = 8,
+        queue_timeout: float = 60.0,
+        **settings: Any,
+    ) -> None:
+        self.home = home
+        self.engine = engine or FakeEngine()
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("127.0.0.1", 0))
+        self.port: int = self._sock.getsockname()[1]
+        self.settings = replace(
+            Settings(home=home, port=self.port),
+            max_queue=max_queue,
+            queue_timeout=queue_timeout,
+            **settings,
+        )
+        self.gate = Gate(max_queue=max_queue, queue_timeout=queue_timeout)
+        self.tiers = TierTable(home)
+        self.keys = KeyStore(home)
+        self.key = ensure_key(home)
+        self.app = create_app(self.settings, self.engine, self.gate, self.tiers, self.keys)
+        # Sanic's TouchUp recompiles its HTTP class from source at each app's startup (0.15 s,
+        # and a second app in one process fails to rebuild it): an optimisation tests can skip.
+        self.app.config.TOUCHUP = False
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._stop: asyncio.Event | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._main, name="live-server", daemon=True)
+
+    @property
+    def auth(self) -> dict[str, str]:
+        """The Authorization header with the current key."""
+        return {"Authorization": f"Bearer {self.key}"}
+
+    def client(self, **kwargs: Any) -> httpx.Client:
+        """An httpx client for this server that sends the key."""
+        headers = {**self.auth, **kwargs.pop("headers", {})}
+        kwargs.setdefault("timeout", WAIT_S)
+        return httpx.Client(base_url=self.url, headers=headers, verify=False, **kwargs)
+
+    def start(self) -> None:
+        """Serve until stop()."""
+        self._thread.start()
+        if not self._ready.wait(WAIT_S):
+            raise AssertionError("the server did not start")
+        if self._error is not None:
+            raise self._error
+
+    def stop(self) -> None:
+        """Stop serving and end the fake engine's thread."""
+        if self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(WAIT_S)
+        self.engine.stop()
+
+    def _main(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_until_complete(self._serve())
+        finally:
+            self._loop.close()
+
+    async def _serve(self) -> None:
+        self._stop = asyncio.Event()
+        try:
+            server = await self.app.create_server(
+                sock=self._sock, return_asyncio_server=True, access_log=False
+            )
+            assert server is not None
+            await server.startup()
+            await server.start_serving()
+        except BaseException as exc:
+            self._error = exc
+            self._ready.set()
+            raise
+        self._ready.set()
+        try:
+            await self._stop.wait()
+        finally:
+            server.close()
+            await server.wait_closed()
+
+
+@contextmanager
+def live_server(
+    home: Path, engine: FakeEngine | None = None, **kwargs: Any
+) -> Iterator[LiveServer]:
+    """A LiveServer on a home with models, stopped afterwards."""
+    server = LiveServer(make_home(home), engine, **kwargs)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
