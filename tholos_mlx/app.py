@@ -10,7 +10,7 @@ from typing import Any, Callable, Protocol
 import orjson
 from sanic import Request, Sanic
 from sanic import exceptions as sanic_exc
-from sanic.response import HTTPResponse
+from sanic.response import BaseHTTPResponse, HTTPResponse
 
 from tholos_mlx import sse
 from tholos_mlx.admission import Gate
@@ -71,7 +71,7 @@ def _wants_plain(request: Request) -> bool:
 
 def create_app(
     settings: Settings, engine: EngineLike, gate: Gate, tiers: TierTable, keys: KeyStore
-) -> Sanic:
+) -> Sanic[Any, Any]:
     """Build the Sanic app: routes and error rendering only, every dependency injected."""
     app = Sanic(f"tholos_{next(_names)}")
     app.config.REQUEST_MAX_SIZE = settings.max_body_bytes
@@ -114,12 +114,13 @@ def create_app(
         guard(request)
         return None
 
-    @app.on_response
-    async def _cors(request: Request, response: HTTPResponse) -> None:
+    async def _cors(request: Request, response: BaseHTTPResponse) -> None:
         origin = request.headers.get("origin")
         if origin and origin in origins:
             response.headers["Access-Control-Allow-Origin"] = origin
             response.headers["Vary"] = "Origin"
+
+    app.register_middleware(_cors, "response")
 
     @app.exception(Exception)
     async def _render(request: Request, exc: Exception) -> HTTPResponse:
@@ -131,7 +132,7 @@ def create_app(
                 err = denied
         headers = {}
         if isinstance(exc, sanic_exc.MethodNotAllowed) and getattr(exc, "allowed_methods", None):
-            headers["Allow"] = ", ".join(sorted(exc.allowed_methods))
+            headers["Allow"] = ", ".join(sorted(exc.allowed_methods or ()))
         return error_response(err, headers)
 
     @app.get("/health")

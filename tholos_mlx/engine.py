@@ -190,7 +190,8 @@ class Engine:
     def _switch(self, entry: ModelEntry) -> None:
         """Make `entry` the loaded model, freeing the old one first (never two in memory)."""
         current = self._loaded
-        if current is not None and current.entry == entry:
+        if current is not None and (current.entry.id, current.entry.path) == (entry.id, entry.path):
+            current.entry = entry  # a new tier in tiers.toml needs no reload
             return
         need = weights_bytes(entry.path)
         limit = memory_limit_bytes()
@@ -219,13 +220,14 @@ class Engine:
                     log.error("reloading %r failed too: %s", previous.id, again)
             raise ServiceUnavailable(
                 f"Model `{entry.id}` failed to load ({exc.__class__.__name__})."
-                + (f" `{previous.id}` is still loaded." if self.loaded else ""),
+                + (f" `{previous.id}` is still loaded." if previous and self.loaded else ""),
                 code="model_load_failed",
             ) from None
 
     def _load(self, entry: ModelEntry) -> None:
         started = time.perf_counter()
-        model, tokenizer = mlx_load(str(entry.path))
+        loaded = mlx_load(str(entry.path))
+        model, tokenizer = loaded[0], loaded[1]
         size = weights_bytes(entry.path)
         self._loaded = _Loaded(entry, model, tokenizer, _context_length(entry.path), size)
         budget_mb = self._prompt_cache_mb
