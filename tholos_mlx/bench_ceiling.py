@@ -1,0 +1,345 @@
+"""The server's own ceiling: the real HTTP/SSE path in front of an engine whose tokens cost nothing.
+
+Run as `python -m tholos_mlx.bench_ceiling serve --home H --port P` it serves the real app
+(create_app, Gate, KeyStore, TierTable) with the zero-cost engine; `measure()` drives it.
+Two dummy models pick how the engine hands tokens over:
+  flood     every token as fast as the thread can put it; the app merges what piled up
+  lockstep  the next token only once the app took the previous one: one token per SSE
+            frame, as when a real model decodes; the event loop's CPU time per frame is
+            then the server's cost per token
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import itertools
+import pstats
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from tholos_mlx.bench_client import BenchError, Stream, free_port
+from tholos_mlx.bench_report import stats
+from tholos_mlx.bench_server import ServerProcess
+from tholos_mlx.channel import Channel, Delta, Event, Finished, Started
+from tholos_mlx.home import ensure_key
+from tholos_mlx.schema import ChatRequest, Usage
+from tholos_mlx.tiers import ModelEntry
+
+MODES = ("flood", "lockstep")
+WORDS = (" the", " quick", " brown", " fox", " jumps", " over", " a", " lazy", " dog", ".")
+TARGET_TOKENS_PER_S = 20_000
+TARGET_US_PER_TOKEN = 50.0
+
+
+def expected_text(tokens: int) -> str:
+    """What the fake engine says for a request of `tokens` tokens."""
+    return "".join(itertools.islice(itertools.cycle(WORDS), tokens))
+
+
+class _MeteredChannel(Channel):
+    """A Channel that measures the event loop's CPU time for its request, and can pace the producer.
+
+    It is created in submit() and cancelled in the handler's `finally`, both on the loop's
+    thread, so the thread CPU time between them is everything the loop spent on this request.
+    """
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, lockstep: bool, report: Callable[[float], None]
+    ):
+        super().__init__(loop)
+        self._lockstep = lockstep
+        self._report: Callable[[float], None] | None = report
+        # A bare lock as a binary semaphore: release() costs the loop far less than Event.set().
+        self.turn = threading.Lock()
+        self._cpu0 = time.thread_time()
+
+    async def next_batch(self, timeout: float | None = None) -> list[Event] | None:
+        batch = await super().next_batch(timeout)
+        if self._lockstep:
+            try:
+                self.turn.release()
+            except RuntimeError:  # already free: the producer has not taken its turn yet
+                pass
+        return batch
+
+    def cancel(self) -> None:
+        super().cancel()
+        report, self._report = self._report, None
+        if report is not None:
+            report(time.thread_time() - self._cpu0)
+        try:
+            self.turn.release()  # a producer waiting for its turn sees `cancelled` at once
+        except RuntimeError:
+            pass
+
+
+class FakeEngine:
+    """The engine interface of app.EngineLike, producing tokens from a thread at no cost."""
+
+    def __init__(self, stats: Path | None = None) -> None:
+        self._loaded: str | None = "flood"
+        self._stats = stats
+
+    @property
+    def loaded(self) -> str | None:
+        """The mode last asked for, as the loaded model id."""
+        return self._loaded
+
+    def submit(
+        self, request: ChatRequest, entry: ModelEntry | None, on_done: Callable[[], None]
+    ) -> Channel:
+        """Start one completion on its own thread, as engine.py's thread would run it."""
+        loop = asyncio.get_running_loop()
+        if entry is not None:
+            self._loaded = entry.id
+        mode = self._loaded or "flood"
+        tokens = request.max_tokens or 16
+        lockstep = mode == "lockstep"
+        engine_cpu: list[float] = []
+
+        def report(loop_cpu: float) -> None:
+            if self._stats is not None:
+                line = {
+                    "mode": mode,
+                    "tokens": tokens,
+                    "loop_cpu_s": loop_cpu,
+                    "engine_cpu_s": engine_cpu[0] if engine_cpu else None,
+                }
+                with open(self._stats, "ab") as f:
+                    f.write(orjson.dumps(line) + b"\n")
+
+        channel = _MeteredChannel(loop, lockstep, report)
+
+        def run() -> None:
+            cpu0 = time.thread_time()
+            try:
+                channel.put(Started(mode, 1, 0))
+                turn, put, words = channel.turn, channel.put, itertools.cycle(WORDS)
+                for _ in range(tokens):
+                    if lockstep:
+                        turn.acquire()
+                    if channel.cancelled:
+                        return
+                    put(Delta(next(words)))
+                engine_cpu.append(time.thread_time() - cpu0)  # before the app can see the end
+                put(Finished("length", Usage(1, tokens, 0)))
+            finally:
+                channel.close()
+                loop.call_soon_threadsafe(on_done)
+
+        threading.Thread(target=run, name="bench-fake-engine", daemon=True).start()
+        return channel
+
+
+def stats_file(home: Path) -> Path:
+    """Where the ceiling server appends one JSON line of CPU times per request."""
+    return home / "ceiling-stats.jsonl"
+
+
+def make_home(root: Path) -> Path:
+    """A throwaway THOLOS_HOME with one dummy model folder per mode."""
+    for mode in MODES:
+        folder = root / "models" / mode
+        folder.mkdir(parents=True)
+        (folder / "config.json").write_text('{"model_type": "none"}\n')
+        (folder / "README").write_text("zero-cost engine for tholos-mlx bench --ceiling\n")
+    ensure_key(root)
+    return root
+
+
+def serve(home: Path, port: int, profile: Path | None) -> int:
+    """Serve the real app with the fake engine until SIGINT/SIGTERM (in this process)."""
+    from tholos_mlx.admission import Gate
+    from tholos_mlx.app import create_app
+    from tholos_mlx.config import Settings
+    from tholos_mlx.home import KeyStore
+    from tholos_mlx.tiers import TierTable
+
+    settings = Settings(home=home, port=port)
+    gate = Gate(max_queue=settings.max_queue, queue_timeout=settings.queue_timeout)
+    app = create_app(settings, FakeEngine(stats_file(home)), gate, TierTable(home), KeyStore(home))
+    profiler = cProfile.Profile() if profile else None
+    if profiler is not None:
+        profiler.enable()  # the event loop's thread: every per-request and per-frame call
+    try:
+        app.run(host="127.0.0.1", port=port, single_process=True, access_log=False, motd=False)
+    finally:
+        if profiler is not None and profile is not None:
+            profiler.disable()
+            profiler.dump_stats(str(profile))
+    return 0
+
+
+def _cpu_line(stats: Path, before: int) -> dict[str, Any]:
+    """The CPU times the server wrote for the request that just ended (it writes after eof)."""
+    deadline = time.monotonic() + 5.0
+    while True:
+        lines = stats.read_bytes().splitlines() if stats.exists() else []
+        if len(lines) > before:
+            line: dict[str, Any] = orjson.loads(lines[before])
+            return line
+        if time.monotonic() > deadline:
+            raise BenchError("ceiling: the server reported no CPU time for the request")
+        time.sleep(0.01)
+
+
+def _lines(path: Path) -> int:
+    return len(path.read_bytes().splitlines()) if path.exists() else 0
+
+
+def _one_stream(port: int, key: str, mode: str, tokens: int, stats: Path) -> dict[str, float | int]:
+    """Stream one completion of `tokens` tokens; time it and check every byte of its text."""
+    before = _lines(stats)
+    body = orjson.dumps(
+        {
+            "model": mode,
+            "stream": True,
+            "max_tokens": tokens,
+            "messages": [{"role": "user", "content": "go"}],
+        }
+    )
+    stream = Stream(port, "/v1/chat/completions", key, body)
+    try:
+        if stream.status != 200:
+            raise BenchError(f"ceiling: HTTP {stream.status}: {stream.body()[:200]!r}")
+        pieces: list[bytes] = []
+        first: float | None = None
+        for piece in stream.pieces():  # collect only: parsing would slow this client down
+            if first is None:
+                first = time.perf_counter()
+            pieces.append(piece)
+        ended = time.perf_counter()
+    finally:
+        stream.close()
+    data = b"".join(pieces)
+    texts: list[str] = []
+    frames = 0
+    for event in data.split(b"\n\n"):
+        if event.startswith(b"data: {"):
+            for choice in orjson.loads(event[6:]).get("choices") or ():
+                text = choice["delta"].get("content")
+                if text:
+                    texts.append(text)
+                    frames += 1
+    if "".join(texts) != expected_text(tokens) or not data.endswith(b"data: [DONE]\n\n"):
+        raise BenchError(
+            f"ceiling: the {mode} stream did not carry exactly the {tokens} tokens sent"
+        )
+    elapsed = ended - stream.sent_at
+    cpu = _cpu_line(stats, before)
+    return {
+        "seconds": elapsed,
+        "tokens_per_s": tokens / elapsed,
+        "wall_us_per_token": elapsed / tokens * 1e6,
+        "frames": frames,
+        "frames_per_s": frames / elapsed,
+        "tokens_per_frame": tokens / max(frames, 1),
+        "bytes": len(data),
+        "first_byte_s": (first or ended) - stream.sent_at,
+        "loop_cpu_us_per_token": cpu["loop_cpu_s"] / tokens * 1e6,
+        "loop_cpu_us_per_frame": cpu["loop_cpu_s"] / max(frames, 1) * 1e6,
+        "engine_cpu_us_per_token": (cpu["engine_cpu_s"] or 0.0) / tokens * 1e6,
+    }
+
+
+def _summary(runs: list[dict[str, float | int]]) -> dict[str, Any]:
+    return {name: stats([float(r[name]) for r in runs]) for name in runs[0]}
+
+
+def measure(tokens: int, runs: int, warmup: int, profile: bool, log_dir: Path) -> dict[str, Any]:
+    """Run the ceiling server in a subprocess and stream `tokens` tokens per run in each mode."""
+    with tempfile.TemporaryDirectory(prefix="tholos-ceiling-") as tmp:
+        home = make_home(Path(tmp))
+        key = ensure_key(home)
+        stats = stats_file(home)
+        port = free_port()
+        args = ["tholos_mlx.bench_ceiling", "serve", "--home", str(home), "--port", str(port)]
+        result: dict[str, Any] = {"tokens": tokens, "runs": runs, "warmup": warmup, "modes": {}}
+        with ServerProcess(args, port, key, log_dir / "ceiling-server.log", start_timeout=60):
+            for mode in MODES:
+                for _ in range(warmup):
+                    _one_stream(port, key, mode, min(tokens, 2000), stats)
+                result["modes"][mode] = _summary(
+                    [_one_stream(port, key, mode, tokens, stats) for _ in range(runs)]
+                )
+        flood, lock = result["modes"]["flood"], result["modes"]["lockstep"]
+        # The target (issue 6): >= 20,000 tokens/s to one client, < 50 us of server work a token.
+        # Lockstep wall time also holds two thread wake-ups per token that belong to this
+        # harness, so the per-token cost is the event loop's CPU time per one-token frame.
+        result["target_tokens_per_s"] = TARGET_TOKENS_PER_S
+        result["target_us_per_token"] = TARGET_US_PER_TOKEN
+        result["tokens_per_s"] = flood["tokens_per_s"]["median"]
+        result["us_per_token"] = lock["loop_cpu_us_per_frame"]["median"]
+        result["one_token_per_frame_tokens_per_s"] = lock["tokens_per_s"]["median"]
+        result["meets_target"] = (
+            result["tokens_per_s"] >= TARGET_TOKENS_PER_S
+            and result["us_per_token"] <= TARGET_US_PER_TOKEN
+        )
+        if profile:
+            result["profile"] = _profile(home, key, tokens, log_dir)
+    return result
+
+
+def _profile(home: Path, key: str, tokens: int, log_dir: Path) -> dict[str, Any]:
+    """One lockstep stream under cProfile in the server; where the loop's time per token goes."""
+    port = free_port()
+    prof = log_dir / "ceiling.prof"
+    args = [
+        "tholos_mlx.bench_ceiling",
+        "serve",
+        "--home",
+        str(home),
+        "--port",
+        str(port),
+        "--profile",
+        str(prof),
+    ]
+    server = ServerProcess(args, port, key, log_dir / "ceiling-profile.log", start_timeout=60)
+    with server:
+        run = _one_stream(port, key, "lockstep", tokens, stats_file(home))
+    if not prof.exists():
+        raise BenchError(f"ceiling: the profiled server wrote no profile:\n{server.tail()}")
+    # {(file, line, function): (primitive calls, calls, self time, total time, callers)}
+    raw: Any = pstats.Stats(str(prof)).stats  # type: ignore[attr-defined]
+    rows = []
+    for (file, line, fn), (_cc, calls, tottime, cumtime, _callers) in raw.items():
+        rows.append(
+            {
+                "function": f"{Path(file).name}:{line}({fn})" if line else fn,
+                "calls_per_token": calls / tokens,
+                "self_us_per_token": tottime / tokens * 1e6,
+                "total_us_per_token": cumtime / tokens * 1e6,
+            }
+        )
+    top_self = sorted(rows, key=lambda r: -r["self_us_per_token"])[:25]
+    top_total = sorted(rows, key=lambda r: -r["total_us_per_token"])[:25]
+    return {
+        "tool": "cProfile (event-loop thread; its overhead inflates small calls)",
+        "profiled_us_per_token": run["wall_us_per_token"],
+        "top_self": top_self,
+        "top_total": top_total,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m tholos_mlx.bench_ceiling serve ...`: the subprocess side."""
+    p = argparse.ArgumentParser(prog="python -m tholos_mlx.bench_ceiling")
+    p.add_argument("action", choices=["serve"])
+    p.add_argument("--home", required=True, type=Path)
+    p.add_argument("--port", required=True, type=int)
+    p.add_argument("--profile", type=Path, default=None)
+    args = p.parse_args(argv)
+    return serve(args.home, args.port, args.profile)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

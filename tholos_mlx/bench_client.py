@@ -1,0 +1,167 @@
+"""A minimal streaming HTTP/1.1 client over a socket, for measuring the server from outside."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import orjson
+
+_RECV = 1 << 16
+
+
+class BenchError(Exception):
+    """A benchmark step failed: a server that died, a refused request, a broken stream."""
+
+
+@dataclass
+class StreamStats:
+    """What the client saw of one streamed chat completion."""
+
+    sent_at: float  # perf_counter when the request was written
+    first_content_at: float | None = None
+    last_content_at: float | None = None
+    ended_at: float = 0.0
+    content: list[str] = field(default_factory=list)
+    frames: int = 0  # data events with content
+    usage: dict[str, object] | None = None
+    finish_reason: str | None = None
+
+    @property
+    def text(self) -> str:
+        """The whole answer text."""
+        return "".join(self.content)
+
+
+class Stream:
+    """One POST whose response body arrives as it is sent; chunked transfer is undone here."""
+
+    def __init__(
+        self, port: int, path: str, key: str, body: bytes, timeout: float = 3600.0
+    ) -> None:
+        self._sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        # Small writes must leave at once, as a real client's would.
+        self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            f"Authorization: Bearer {key}\r\nContent-Type: application/json\r\n"
+            f"Accept: text/event-stream\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        ).encode()
+        self.sent_at = time.perf_counter()
+        self._sock.sendall(head + body)
+        self._buf = bytearray()
+        self.status, self.headers = self._read_head()
+
+    def _recv(self) -> bytes:
+        data = self._sock.recv(_RECV)
+        if not data:
+            raise BenchError("the server closed the connection mid-response")
+        return data
+
+    def _read_head(self) -> tuple[int, dict[str, str]]:
+        while b"\r\n\r\n" not in self._buf:
+            self._buf += self._recv()
+        end = self._buf.index(b"\r\n\r\n")
+        lines = bytes(self._buf[:end]).decode("latin-1").split("\r\n")
+        del self._buf[: end + 4]
+        status = int(lines[0].split()[1])
+        headers = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        return status, headers
+
+    def pieces(self) -> Iterator[bytes]:
+        """The body as it arrives (dechunked), until the server ends it."""
+        if self.headers.get("transfer-encoding", "").lower() != "chunked":
+            if self._buf:
+                yield bytes(self._buf)
+                self._buf.clear()
+            while data := self._sock.recv(_RECV):
+                yield data
+            return
+        buf = self._buf
+        while True:
+            while (eol := buf.find(b"\r\n")) < 0:
+                buf += self._recv()
+            size = int(bytes(buf[:eol]).split(b";")[0], 16)
+            if size == 0:
+                return
+            need = eol + 2 + size + 2
+            while len(buf) < need:
+                buf += self._recv()
+            yield bytes(buf[eol + 2 : eol + 2 + size])
+            del buf[:need]
+
+    def body(self) -> bytes:
+        """The whole body (for error answers)."""
+        return b"".join(self.pieces())
+
+    def close(self) -> None:
+        """Drop the connection."""
+        self._sock.close()
+
+
+def stream_chat(port: int, key: str, payload: dict[str, object]) -> StreamStats:
+    """POST a streamed chat completion and time its content events as they arrive."""
+    stream = Stream(port, "/v1/chat/completions", key, orjson.dumps(payload))
+    try:
+        if stream.status != 200:
+            raise BenchError(f"HTTP {stream.status}: {stream.body()[:300]!r}")
+        stats = StreamStats(sent_at=stream.sent_at)
+        pending = b""
+        for piece in stream.pieces():
+            now = time.perf_counter()
+            events = (pending + piece).split(b"\n\n")
+            pending = events.pop()
+            for event in events:
+                _take(stats, event, now)
+        stats.ended_at = time.perf_counter()
+        return stats
+    finally:
+        stream.close()
+
+
+def _take(stats: StreamStats, event: bytes, now: float) -> None:
+    if not event.startswith(b"data: ") or event == b"data: [DONE]":
+        return
+    chunk = orjson.loads(event[6:])
+    if "error" in chunk:
+        raise BenchError(f"error frame in the stream: {chunk['error']}")
+    if chunk.get("usage"):
+        stats.usage = chunk["usage"]
+    for choice in chunk.get("choices") or ():
+        text = choice.get("delta", {}).get("content")
+        if text:
+            stats.content.append(text)
+            stats.frames += 1
+            if stats.first_content_at is None:
+                stats.first_content_at = now
+            stats.last_content_at = now
+        if choice.get("finish_reason"):
+            stats.finish_reason = choice["finish_reason"]
+
+
+def get_json(port: int, path: str, key: str, timeout: float = 5.0) -> tuple[int, object]:
+    """GET a JSON resource (for /health polling)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(
+            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            f"Authorization: Bearer {key}\r\nConnection: close\r\n\r\n".encode()
+        )
+        data = b""
+        while chunk := sock.recv(_RECV):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status = int(head.split(b"\r\n", 1)[0].split()[1])
+    return status, orjson.loads(body) if body else None
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port

@@ -1,0 +1,118 @@
+"""Benchmark prompts of exact token counts, tokenized exactly as the engine tokenizes them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tholos_mlx.errors import UsageError
+
+Messages = list[dict[str, str]]
+
+# The same ChatML fallback engine.py uses for model folders that ship no chat template.
+FALLBACK_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+# A list of numbers cut anywhere: the model goes on counting, so it rarely stops early.
+COUNT_SYSTEM = "Count on."
+_NUMBERS = ", ".join(str(i) for i in range(1, 1400)) + ", "  # ~7,000 tokens; repeated if more
+_POLICY = (
+    "You are the support assistant of Harbor Lane Books, an independent bookshop. "
+    "Answer in two sentences at most, politely and plainly. Opening hours are 9 to 18 "
+    "on weekdays and 10 to 16 on Saturdays; the shop is closed on Sundays and public holidays. "
+    "Orders over 40 euros ship free within the country; smaller orders pay 4.90 euros. "
+    "Books may be returned within 30 days with the receipt, unread and undamaged. "
+    "Gift cards never expire and can be used online or in the shop. "
+    "The reading club meets on the first Thursday of each month at 19:00. "
+    "Never promise a delivery date; say that most orders arrive within three working days. "
+)
+QUESTIONS = (
+    "When are you open on Saturday?",
+    "Is shipping free for a 25 euro order?",
+    "Can I return a book after two weeks?",
+    "Do gift cards expire?",
+    "When does the reading club meet?",
+    "Are you open on Sunday?",
+    "How long does delivery take?",
+    "Can I use a gift card online?",
+)
+
+
+def chat_ids(tokenizer: Any, messages: Messages) -> list[int]:
+    """The prompt's token ids, as tholos_mlx/engine.py `_tokenize` builds them for the server."""
+    extra: dict[str, Any] = {}
+    if not getattr(tokenizer, "chat_template", None):
+        extra["chat_template"] = FALLBACK_TEMPLATE
+    text = tokenizer.apply_chat_template(
+        messages, add_generation_prompt=True, tokenize=False, **extra
+    )
+    ids: list[int] = list(tokenizer.encode(text, add_special_tokens=False))
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if (
+        getattr(tokenizer, "add_bos_token", False)
+        and bos is not None
+        and (not ids or ids[0] != bos)
+    ):
+        ids.insert(0, bos)
+    return ids
+
+
+def _fit(tokenizer: Any, source: str, total: int, build: Any) -> tuple[Messages, list[int]]:
+    """Messages `build(text)` whose prompt is `total` tokens, `text` a token prefix of `source`."""
+    pool: list[int] = list(tokenizer.encode(source, add_special_tokens=False))
+    overhead = len(chat_ids(tokenizer, build("")))
+    if total <= overhead:
+        raise UsageError(
+            f"a {total}-token prompt is too short: this model's chat template alone takes "
+            f"{overhead} tokens; ask for at least {overhead + 1}"
+        )
+    while len(pool) < total:
+        pool += pool
+    take = total - overhead
+    best: tuple[int, Messages, list[int]] | None = None
+    for _ in range(12):  # decode -> encode may merge tokens at the cut: nudge until exact
+        messages = build(tokenizer.decode(pool[:take]))
+        ids = chat_ids(tokenizer, messages)
+        miss = len(ids) - total
+        if best is None or abs(miss) < abs(best[0]):
+            best = (miss, messages, ids)
+        if miss == 0:
+            break
+        take = max(1, take - miss)
+    assert best is not None
+    return best[1], best[2]
+
+
+def counting_prompt(tokenizer: Any, total: int) -> tuple[Messages, list[int]]:
+    """A chat of `total` prompt tokens that makes the model count on (few early stops)."""
+    return _fit(
+        tokenizer,
+        _NUMBERS,
+        total,
+        lambda text: [
+            {"role": "system", "content": COUNT_SYSTEM},
+            {"role": "user", "content": text},
+        ],
+    )
+
+
+def shared_system(tokenizer: Any, total: int) -> str:
+    """A system prompt of about `total` tokens for the cached-prefix case."""
+    messages, _ = _fit(
+        tokenizer,
+        _POLICY * (1 + total // 100),
+        total,
+        lambda text: [
+            {"role": "system", "content": text},
+            {"role": "user", "content": QUESTIONS[0]},
+        ],
+    )
+    return messages[0]["content"]
+
+
+def question_chat(system: str, index: int) -> Messages:
+    """The shared system prompt with the index-th question."""
+    return [
+        {"role": "system", "content": system},
+        {"role": "user", "content": QUESTIONS[index % len(QUESTIONS)]},
+    ]

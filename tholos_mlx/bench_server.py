@@ -1,0 +1,95 @@
+"""A server as a subprocess for the benchmark: started, polled on /health, always stopped."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from tholos_mlx import machine
+from tholos_mlx.bench_client import BenchError, get_json
+
+
+class ServerProcess:
+    """`python -m ARGS` serving on a port; ready once /health answers 200 with the key."""
+
+    def __init__(
+        self, args: list[str], port: int, key: str, log: Path, start_timeout: float = 300.0
+    ):
+        self.args = args
+        self.port = port
+        self.key = key
+        self.log = log
+        self.start_timeout = start_timeout
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        """The server's process id."""
+        assert self._proc is not None
+        return self._proc.pid
+
+    def rss_bytes(self) -> int:
+        """The server's resident memory now."""
+        return machine.rss_bytes(self.pid) if self._proc else 0
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        """Start it and wait for /health; fail fast with its log if it dies."""
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+        env.setdefault("THOLOS_LOG_LEVEL", "WARNING")  # keep per-request lines out of the timing
+        with open(self.log, "wb") as out:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", *self.args], stdout=out, stderr=subprocess.STDOUT, env=env
+            )
+        deadline = time.monotonic() + self.start_timeout
+        while True:
+            code = self._proc.poll()
+            if code is not None:
+                raise BenchError(
+                    f"the server exited with status {code} before it was ready:\n{self.tail()}"
+                )
+            try:
+                status, _ = get_json(self.port, "/health", self.key, timeout=2.0)
+                if status == 200:
+                    return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise BenchError(
+                    f"the server was not ready after {self.start_timeout:g} s:\n{self.tail()}"
+                )
+            time.sleep(0.2)
+
+    def stop(self, grace: float = 15.0) -> int | None:
+        """Terminate it (a graceful stop for Sanic), then kill it if it lingers."""
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return proc.returncode if proc else None
+        proc.terminate()
+        try:
+            return proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            return proc.wait()
+
+    def tail(self, lines: int = 20) -> str:
+        """The end of its log, for error messages."""
+        try:
+            text = self.log.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
