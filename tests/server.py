@@ -79,7 +79,9 @@ def _wait_healthy(server: Server, timeout: float) -> None:
         except httpx.HTTPError:
             pass
         time.sleep(0.2)
-    raise RuntimeError(f"tholos-mlx serve did not answer /health in {timeout} s:\n{server.log_text()[-3000:]}")
+    raise RuntimeError(
+        f"tholos-mlx serve did not answer /health in {timeout} s:\n{server.log_text()[-3000:]}"
+    )
 
 
 def stop(server: Server, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
@@ -104,8 +106,22 @@ def start(home: Path, *flags: str, timeout: float = 120.0) -> Server:
     env = {**os.environ, "THOLOS_HOME": str(home), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "tholos_mlx", "serve", "--home", str(home), "--port", str(port), *flags],
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ROOT, env=env,
+            [
+                sys.executable,
+                "-m",
+                "tholos_mlx",
+                "serve",
+                "--home",
+                str(home),
+                "--port",
+                str(port),
+                *flags,
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=ROOT,
+            env=env,
         )
     server = Server(home, port, key, proc, log)
     try:

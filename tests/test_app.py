@@ -14,9 +14,9 @@ import httpx
 import pytest
 
 import tholos_mlx.app
+from tests.fakes import WAIT_S, FakeEngine, LiveServer, Script, live_server
 from tholos_mlx.errors import ContextLengthExceeded, ServiceUnavailable
 from tholos_mlx.home import rotate_key
-from tests.fakes import WAIT_S, FakeEngine, LiveServer, Script, live_server
 
 HELLO = {"messages": [{"role": "user", "content": "Hello"}]}
 ERROR_KEYS = {"message", "type", "param", "code"}
@@ -105,8 +105,9 @@ def queue_len(server: LiveServer) -> int:
         return int(c.get("/health").json()["queue"])
 
 
-def post_in_thread(pool: ThreadPoolExecutor, server: LiveServer, body: dict[str, Any],
-                   **client_kwargs: Any) -> Future[httpx.Response]:
+def post_in_thread(
+    pool: ThreadPoolExecutor, server: LiveServer, body: dict[str, Any], **client_kwargs: Any
+) -> Future[httpx.Response]:
     """POST a chat completion from another thread, with its own client."""
 
     def go() -> httpx.Response:
@@ -230,8 +231,15 @@ def test_a_non_streamed_completion_has_exactly_openais_shape(
     assert r.status_code == 200, r.text
     assert r.headers["content-type"] == "application/json"
     body = r.json()
-    assert set(body) == {"id", "object", "created", "model", "choices", "usage",
-                         "system_fingerprint"}
+    assert set(body) == {
+        "id",
+        "object",
+        "created",
+        "model",
+        "choices",
+        "usage",
+        "system_fingerprint",
+    }
     assert body["id"].startswith("chatcmpl-") and len(body["id"]) > len("chatcmpl-")
     assert body["object"] == "chat.completion"
     assert isinstance(body["created"], int) and before - 1 <= body["created"] <= time.time() + 1
@@ -330,8 +338,10 @@ def test_text_part_content_and_sampling_fields_reach_the_engine(
     body = {
         "messages": [
             {"role": "developer", "content": "Be brief."},
-            {"role": "user", "content": [{"type": "text", "text": "Hel"},
-                                         {"type": "text", "text": "lo"}]},
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "Hel"}, {"type": "text", "text": "lo"}],
+            },
         ],
         "temperature": 0,
         "top_p": 0.5,
@@ -342,10 +352,17 @@ def test_text_part_content_and_sampling_fields_reach_the_engine(
     }
     assert client.post("/v1/chat/completions", json=body).status_code == 200
     (req,) = server.engine.requests
-    assert [(m.role, m.content) for m in req.messages] == [("system", "Be brief."),
-                                                          ("user", "Hello")]
+    assert [(m.role, m.content) for m in req.messages] == [
+        ("system", "Be brief."),
+        ("user", "Hello"),
+    ]
     assert (req.temperature, req.top_p, req.max_tokens, req.stop, req.seed) == (
-        0.0, 0.5, 9, ("\n\n", "END"), 42)
+        0.0,
+        0.5,
+        9,
+        ("\n\n", "END"),
+        42,
+    )
 
 
 # -- 4. bad input, table-driven, on one server that must survive it all --
@@ -354,68 +371,287 @@ BIG = b'{"messages": [{"role": "user", "content": "' + b"x" * (4 * 1024 * 1024) 
 
 # id, method, path, body (dict/list -> JSON, bytes raw), status, type, code, param
 BAD_INPUT: list[tuple[str, str, str, Any, int, str, str | None, str | None]] = [
-    ("malformed json", "POST", "/v1/chat/completions", b'{"messages": [', 400,
-     "invalid_request_error", None, None),
-    ("body is an array", "POST", "/v1/chat/completions", [HELLO], 400,
-     "invalid_request_error", None, None),
-    ("body is a string", "POST", "/v1/chat/completions", "hi", 400,
-     "invalid_request_error", None, None),
-    ("empty body", "POST", "/v1/chat/completions", b"", 400,
-     "invalid_request_error", None, None),
-    ("messages missing", "POST", "/v1/chat/completions", {"model": "alpha"}, 400,
-     "invalid_request_error", None, "messages"),
-    ("messages empty", "POST", "/v1/chat/completions", {"messages": []}, 400,
-     "invalid_request_error", None, "messages"),
-    ("messages not a list", "POST", "/v1/chat/completions", {"messages": "hi"}, 400,
-     "invalid_request_error", None, "messages"),
-    ("message not an object", "POST", "/v1/chat/completions", {"messages": ["hi"]}, 400,
-     "invalid_request_error", None, "messages[0]"),
-    ("unknown role", "POST", "/v1/chat/completions",
-     {"messages": [{"role": "wizard", "content": "hi"}]}, 400,
-     "invalid_request_error", None, "messages[0].role"),
-    ("content a number", "POST", "/v1/chat/completions",
-     {"messages": [{"role": "user", "content": 5}]}, 400,
-     "invalid_request_error", None, "messages[0].content"),
-    ("content an image part", "POST", "/v1/chat/completions",
-     {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]}, 400,
-     "invalid_request_error", "unsupported_parameter", "messages[0].content[0].type"),
-    ("temperature 3", "POST", "/v1/chat/completions", chat(temperature=3), 400,
-     "invalid_request_error", None, "temperature"),
-    ("temperature a string", "POST", "/v1/chat/completions", chat(temperature="hot"), 400,
-     "invalid_request_error", None, "temperature"),
-    ("top_p 0", "POST", "/v1/chat/completions", chat(top_p=0), 400,
-     "invalid_request_error", None, "top_p"),
-    ("max_tokens 0", "POST", "/v1/chat/completions", chat(max_tokens=0), 400,
-     "invalid_request_error", None, "max_tokens"),
-    ("max_tokens a string", "POST", "/v1/chat/completions", chat(max_tokens="5"), 400,
-     "invalid_request_error", None, "max_tokens"),
-    ("max_tokens a float", "POST", "/v1/chat/completions", chat(max_tokens=5.5), 400,
-     "invalid_request_error", None, "max_tokens"),
-    ("five stop strings", "POST", "/v1/chat/completions", chat(stop=list("abcde")), 400,
-     "invalid_request_error", None, "stop"),
-    ("n 2", "POST", "/v1/chat/completions", chat(n=2), 400,
-     "invalid_request_error", "unsupported_parameter", "n"),
-    ("logprobs true", "POST", "/v1/chat/completions", chat(logprobs=True), 400,
-     "invalid_request_error", "unsupported_parameter", "logprobs"),
-    ("json_object response_format", "POST", "/v1/chat/completions",
-     chat(response_format={"type": "json_object"}), 400,
-     "invalid_request_error", "unsupported_parameter", "response_format"),
-    ("stream a string", "POST", "/v1/chat/completions", chat(stream="yes"), 400,
-     "invalid_request_error", None, "stream"),
-    ("prompt longer than the context", "POST", "/v1/chat/completions", HELLO, 400,
-     "invalid_request_error", "context_length_exceeded", "messages"),
-    ("body over 4 MiB", "POST", "/v1/chat/completions", BIG, 413,
-     "invalid_request_error", "request_too_large", None),
-    ("GET on chat completions", "GET", "/v1/chat/completions", None, 405,
-     "invalid_request_error", "method_not_allowed", None),
-    ("POST on models", "POST", "/v1/models", HELLO, 405,
-     "invalid_request_error", "method_not_allowed", None),
-    ("unknown path", "GET", "/v1/nothing-here", None, 404,
-     "invalid_request_error", "not_found", None),
-    ("completions path of the old API", "POST", "/v1/completions", {"prompt": "hi"}, 404,
-     "invalid_request_error", "not_found", None),
-    ("unknown model", "POST", "/v1/chat/completions", chat(model="nope"), 404,
-     "invalid_request_error", "model_not_found", "model"),
+    (
+        "malformed json",
+        "POST",
+        "/v1/chat/completions",
+        b'{"messages": [',
+        400,
+        "invalid_request_error",
+        None,
+        None,
+    ),
+    (
+        "body is an array",
+        "POST",
+        "/v1/chat/completions",
+        [HELLO],
+        400,
+        "invalid_request_error",
+        None,
+        None,
+    ),
+    (
+        "body is a string",
+        "POST",
+        "/v1/chat/completions",
+        "hi",
+        400,
+        "invalid_request_error",
+        None,
+        None,
+    ),
+    ("empty body", "POST", "/v1/chat/completions", b"", 400, "invalid_request_error", None, None),
+    (
+        "messages missing",
+        "POST",
+        "/v1/chat/completions",
+        {"model": "alpha"},
+        400,
+        "invalid_request_error",
+        None,
+        "messages",
+    ),
+    (
+        "messages empty",
+        "POST",
+        "/v1/chat/completions",
+        {"messages": []},
+        400,
+        "invalid_request_error",
+        None,
+        "messages",
+    ),
+    (
+        "messages not a list",
+        "POST",
+        "/v1/chat/completions",
+        {"messages": "hi"},
+        400,
+        "invalid_request_error",
+        None,
+        "messages",
+    ),
+    (
+        "message not an object",
+        "POST",
+        "/v1/chat/completions",
+        {"messages": ["hi"]},
+        400,
+        "invalid_request_error",
+        None,
+        "messages[0]",
+    ),
+    (
+        "unknown role",
+        "POST",
+        "/v1/chat/completions",
+        {"messages": [{"role": "wizard", "content": "hi"}]},
+        400,
+        "invalid_request_error",
+        None,
+        "messages[0].role",
+    ),
+    (
+        "content a number",
+        "POST",
+        "/v1/chat/completions",
+        {"messages": [{"role": "user", "content": 5}]},
+        400,
+        "invalid_request_error",
+        None,
+        "messages[0].content",
+    ),
+    (
+        "content an image part",
+        "POST",
+        "/v1/chat/completions",
+        {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]},
+        400,
+        "invalid_request_error",
+        "unsupported_parameter",
+        "messages[0].content[0].type",
+    ),
+    (
+        "temperature 3",
+        "POST",
+        "/v1/chat/completions",
+        chat(temperature=3),
+        400,
+        "invalid_request_error",
+        None,
+        "temperature",
+    ),
+    (
+        "temperature a string",
+        "POST",
+        "/v1/chat/completions",
+        chat(temperature="hot"),
+        400,
+        "invalid_request_error",
+        None,
+        "temperature",
+    ),
+    (
+        "top_p 0",
+        "POST",
+        "/v1/chat/completions",
+        chat(top_p=0),
+        400,
+        "invalid_request_error",
+        None,
+        "top_p",
+    ),
+    (
+        "max_tokens 0",
+        "POST",
+        "/v1/chat/completions",
+        chat(max_tokens=0),
+        400,
+        "invalid_request_error",
+        None,
+        "max_tokens",
+    ),
+    (
+        "max_tokens a string",
+        "POST",
+        "/v1/chat/completions",
+        chat(max_tokens="5"),
+        400,
+        "invalid_request_error",
+        None,
+        "max_tokens",
+    ),
+    (
+        "max_tokens a float",
+        "POST",
+        "/v1/chat/completions",
+        chat(max_tokens=5.5),
+        400,
+        "invalid_request_error",
+        None,
+        "max_tokens",
+    ),
+    (
+        "five stop strings",
+        "POST",
+        "/v1/chat/completions",
+        chat(stop=list("abcde")),
+        400,
+        "invalid_request_error",
+        None,
+        "stop",
+    ),
+    (
+        "n 2",
+        "POST",
+        "/v1/chat/completions",
+        chat(n=2),
+        400,
+        "invalid_request_error",
+        "unsupported_parameter",
+        "n",
+    ),
+    (
+        "logprobs true",
+        "POST",
+        "/v1/chat/completions",
+        chat(logprobs=True),
+        400,
+        "invalid_request_error",
+        "unsupported_parameter",
+        "logprobs",
+    ),
+    (
+        "json_object response_format",
+        "POST",
+        "/v1/chat/completions",
+        chat(response_format={"type": "json_object"}),
+        400,
+        "invalid_request_error",
+        "unsupported_parameter",
+        "response_format",
+    ),
+    (
+        "stream a string",
+        "POST",
+        "/v1/chat/completions",
+        chat(stream="yes"),
+        400,
+        "invalid_request_error",
+        None,
+        "stream",
+    ),
+    (
+        "prompt longer than the context",
+        "POST",
+        "/v1/chat/completions",
+        HELLO,
+        400,
+        "invalid_request_error",
+        "context_length_exceeded",
+        "messages",
+    ),
+    (
+        "body over 4 MiB",
+        "POST",
+        "/v1/chat/completions",
+        BIG,
+        413,
+        "invalid_request_error",
+        "request_too_large",
+        None,
+    ),
+    (
+        "GET on chat completions",
+        "GET",
+        "/v1/chat/completions",
+        None,
+        405,
+        "invalid_request_error",
+        "method_not_allowed",
+        None,
+    ),
+    (
+        "POST on models",
+        "POST",
+        "/v1/models",
+        HELLO,
+        405,
+        "invalid_request_error",
+        "method_not_allowed",
+        None,
+    ),
+    (
+        "unknown path",
+        "GET",
+        "/v1/nothing-here",
+        None,
+        404,
+        "invalid_request_error",
+        "not_found",
+        None,
+    ),
+    (
+        "completions path of the old API",
+        "POST",
+        "/v1/completions",
+        {"prompt": "hi"},
+        404,
+        "invalid_request_error",
+        "not_found",
+        None,
+    ),
+    (
+        "unknown model",
+        "POST",
+        "/v1/chat/completions",
+        chat(model="nope"),
+        404,
+        "invalid_request_error",
+        "model_not_found",
+        "model",
+    ),
 ]
 
 
@@ -425,14 +661,25 @@ BAD_INPUT: list[tuple[str, str, str, Any, int, str, str | None, str | None]] = [
     ids=[row[0] for row in BAD_INPUT],
 )
 def test_bad_input_gets_a_4xx_in_openai_shape_naming_the_param(
-    shared_server: LiveServer, method: str, path: str, body: Any, status: int, type_: str,
-    code: str | None, param: str | None,
+    shared_server: LiveServer,
+    method: str,
+    path: str,
+    body: Any,
+    status: int,
+    type_: str,
+    code: str | None,
+    param: str | None,
 ) -> None:
     engine = shared_server.engine
     if code == "context_length_exceeded":
-        engine.scripts.append(Script(error_before_start=ContextLengthExceeded(
-            "This model's maximum context length is 8 tokens; your messages take 9.",
-            param="messages")))
+        engine.scripts.append(
+            Script(
+                error_before_start=ContextLengthExceeded(
+                    "This model's maximum context length is 8 tokens; your messages take 9.",
+                    param="messages",
+                )
+            )
+        )
     before = len(engine.jobs)
     kwargs: dict[str, Any] = {}
     if isinstance(body, bytes):
@@ -462,8 +709,9 @@ def test_an_unexpected_engine_error_is_a_500_without_internals(
     server: LiveServer, client: httpx.Client
 ) -> None:
     server.engine.script = Script(error_before_start=RuntimeError("secret /Users/me/weights"))
-    err = error_of(client.post("/v1/chat/completions", json=HELLO), 500, "server_error",
-                   "internal_error")
+    err = error_of(
+        client.post("/v1/chat/completions", json=HELLO), 500, "server_error", "internal_error"
+    )
     assert "secret" not in err["message"]
     assert client.get("/health").status_code == 200
 
@@ -471,16 +719,29 @@ def test_an_unexpected_engine_error_is_a_500_without_internals(
 # -- 5. the localhost boundary: Host header and CORS --
 
 
-@pytest.mark.parametrize("host", ["evil.com:{port}", "evil.com", "127.0.0.1:1", "127.0.0.1",
-                                  "localhost.evil.com:{port}", "0.0.0.0:{port}"])
+@pytest.mark.parametrize(
+    "host",
+    [
+        "evil.com:{port}",
+        "evil.com",
+        "127.0.0.1:1",
+        "127.0.0.1",
+        "localhost.evil.com:{port}",
+        "0.0.0.0:{port}",
+    ],
+)
 def test_a_foreign_host_header_gets_403_even_with_the_right_key(
     shared_server: LiveServer, host: str
 ) -> None:
     port = shared_server.port
     before = len(shared_server.engine.jobs)
     with shared_server.client() as client:
-        for method, path in [("GET", "/health"), ("POST", "/v1/chat/completions"),
-                             ("GET", "/no/such/path"), ("GET", "/v1/chat/completions")]:
+        for method, path in [
+            ("GET", "/health"),
+            ("POST", "/v1/chat/completions"),
+            ("GET", "/no/such/path"),
+            ("GET", "/v1/chat/completions"),
+        ]:
             r = client.request(method, path, json=HELLO, headers={"Host": host.format(port=port)})
             err = error_of(r, 403, "invalid_request_error", "forbidden_host")
             assert str(port) in err["message"]
@@ -490,8 +751,9 @@ def test_a_foreign_host_header_gets_403_even_with_the_right_key(
     assert len(shared_server.engine.jobs) == before
 
 
-@pytest.mark.parametrize("host", ["127.0.0.1:{port}", "localhost:{port}", "[::1]:{port}",
-                                  "LocalHost:{port}"])
+@pytest.mark.parametrize(
+    "host", ["127.0.0.1:{port}", "localhost:{port}", "[::1]:{port}", "LocalHost:{port}"]
+)
 def test_loopback_host_headers_are_served(shared_server: LiveServer, host: str) -> None:
     with shared_server.client() as client:
         r = client.get("/health", headers={"Host": host.format(port=shared_server.port)})
@@ -503,8 +765,9 @@ def test_no_cors_headers_are_sent_by_default(server: LiveServer, client: httpx.C
     responses = [
         client.get("/health", headers=origin),
         client.post("/v1/chat/completions", json=HELLO, headers=origin),
-        client.options("/v1/chat/completions",
-                       headers={**origin, "Access-Control-Request-Method": "POST"}),
+        client.options(
+            "/v1/chat/completions", headers={**origin, "Access-Control-Request-Method": "POST"}
+        ),
     ]
     for r in responses:
         assert not [h for h in r.headers if h.lower().startswith("access-control-")], r.headers
@@ -513,11 +776,14 @@ def test_no_cors_headers_are_sent_by_default(server: LiveServer, client: httpx.C
 def test_an_allowed_origin_gets_cors_headers_and_a_working_preflight(tmp_path: Path) -> None:
     with live_server(tmp_path / "home", allow_origins=("http://x.test",)) as s:
         with httpx.Client(base_url=s.url, timeout=WAIT_S, verify=False) as anon:
-            pre = anon.options("/v1/chat/completions", headers={
-                "Origin": "http://x.test",
-                "Access-Control-Request-Method": "POST",
-                "Access-Control-Request-Headers": "authorization, content-type",
-            })
+            pre = anon.options(
+                "/v1/chat/completions",
+                headers={
+                    "Origin": "http://x.test",
+                    "Access-Control-Request-Method": "POST",
+                    "Access-Control-Request-Headers": "authorization, content-type",
+                },
+            )
         assert pre.status_code in (200, 204), pre.text
         assert pre.headers["Access-Control-Allow-Origin"] == "http://x.test"
         assert "POST" in pre.headers["Access-Control-Allow-Methods"]
@@ -526,8 +792,9 @@ def test_an_allowed_origin_gets_cors_headers_and_a_working_preflight(tmp_path: P
             r = c.post("/v1/chat/completions", json=HELLO, headers={"Origin": "http://x.test"})
             assert r.status_code == 200
             assert r.headers["Access-Control-Allow-Origin"] == "http://x.test"
-            r = c.post("/v1/chat/completions", json=chat(stream=True),
-                       headers={"Origin": "http://x.test"})
+            r = c.post(
+                "/v1/chat/completions", json=chat(stream=True), headers={"Origin": "http://x.test"}
+            )
             assert r.headers["content-type"].startswith("text/event-stream")
             assert r.headers["Access-Control-Allow-Origin"] == "http://x.test"
             # An error answer carries it too, so the page can read why.
@@ -536,8 +803,13 @@ def test_an_allowed_origin_gets_cors_headers_and_a_working_preflight(tmp_path: P
             assert r.headers["Access-Control-Allow-Origin"] == "http://x.test"
             for r in [
                 c.get("/health", headers={"Origin": "http://other.test"}),
-                c.options("/v1/chat/completions", headers={
-                    "Origin": "http://other.test", "Access-Control-Request-Method": "POST"}),
+                c.options(
+                    "/v1/chat/completions",
+                    headers={
+                        "Origin": "http://other.test",
+                        "Access-Control-Request-Method": "POST",
+                    },
+                ),
             ]:
                 assert not [h for h in r.headers if h.lower().startswith("access-control-")]
         assert len(s.engine.jobs) == 2  # the n=2 request was refused before the engine
@@ -549,8 +821,12 @@ def test_an_allowed_origin_gets_cors_headers_and_a_working_preflight(tmp_path: P
 def test_nothing_loaded_and_no_model_named_is_503(tmp_path: Path) -> None:
     with live_server(tmp_path / "home", FakeEngine(loaded=None)) as s, s.client() as c:
         for body in (HELLO, chat(model=""), chat(model=None)):
-            err = error_of(c.post("/v1/chat/completions", json=body), 503, "service_unavailable",
-                           "model_not_loaded")
+            err = error_of(
+                c.post("/v1/chat/completions", json=body),
+                503,
+                "service_unavailable",
+                "model_not_loaded",
+            )
             assert "/v1/models" in err["message"]
         assert s.engine.jobs == []
 
@@ -589,20 +865,34 @@ def test_errors_stay_json_when_text_plain_is_accepted(
     server: LiveServer, client: httpx.Client
 ) -> None:
     plain = {"Accept": "text/plain"}
-    err = error_of(client.post("/v1/chat/completions", json=chat(temperature=3), headers=plain),
-                   400, "invalid_request_error", None)
+    err = error_of(
+        client.post("/v1/chat/completions", json=chat(temperature=3), headers=plain),
+        400,
+        "invalid_request_error",
+        None,
+    )
     assert err["param"] == "temperature"
-    server.engine.script = Script(error_before_start=ContextLengthExceeded("too long",
-                                                                           param="messages"))
-    error_of(client.post("/v1/chat/completions", json=HELLO, headers=plain), 400,
-             "invalid_request_error", "context_length_exceeded")
-    error_of(client.get("/health", headers={**plain, "Authorization": "Bearer nope"}), 401,
-             "invalid_request_error", "invalid_api_key")
+    server.engine.script = Script(
+        error_before_start=ContextLengthExceeded("too long", param="messages")
+    )
+    error_of(
+        client.post("/v1/chat/completions", json=HELLO, headers=plain),
+        400,
+        "invalid_request_error",
+        "context_length_exceeded",
+    )
+    error_of(
+        client.get("/health", headers={**plain, "Authorization": "Bearer nope"}),
+        401,
+        "invalid_request_error",
+        "invalid_api_key",
+    )
 
 
 def test_a_stream_ignores_accept_text_plain(client: httpx.Client) -> None:
-    r = client.post("/v1/chat/completions", json=chat(stream=True),
-                    headers={"Accept": "text/plain"})
+    r = client.post(
+        "/v1/chat/completions", json=chat(stream=True), headers={"Accept": "text/plain"}
+    )
     assert r.headers["content-type"].startswith("text/event-stream")
     chunks(sse(r.text)[0])
 
@@ -610,16 +900,23 @@ def test_a_stream_ignores_accept_text_plain(client: httpx.Client) -> None:
 # -- 8. errors after streaming started --
 
 
-@pytest.mark.parametrize("error,type_,secret", [
-    (ServiceUnavailable("The generation was stopped."), "service_unavailable", None),
-    (RuntimeError("secret internals"), "server_error", "secret"),
-])
+@pytest.mark.parametrize(
+    "error,type_,secret",
+    [
+        (ServiceUnavailable("The generation was stopped."), "service_unavailable", None),
+        (RuntimeError("secret internals"), "server_error", "secret"),
+    ],
+)
 def test_an_error_after_streaming_started_is_one_error_event_and_no_done(
-    server: LiveServer, client: httpx.Client, error: BaseException, type_: str,
+    server: LiveServer,
+    client: httpx.Client,
+    error: BaseException,
+    type_: str,
     secret: str | None,
 ) -> None:
-    server.engine.script = Script(pieces=("one", "two", "three"), error_after=2, error=error,
-                                  delay=0.005)
+    server.engine.script = Script(
+        pieces=("one", "two", "three"), error_after=2, error=error, delay=0.005
+    )
     r = client.post("/v1/chat/completions", json=chat(stream=True))
     assert r.status_code == 200
     data, _ = sse(r.text)
@@ -640,8 +937,9 @@ def test_an_error_after_streaming_started_is_one_error_event_and_no_done(
 def test_an_error_before_streaming_started_is_a_plain_json_error(
     server: LiveServer, client: httpx.Client
 ) -> None:
-    server.engine.script = Script(error_before_start=ContextLengthExceeded("too long",
-                                                                           param="messages"))
+    server.engine.script = Script(
+        error_before_start=ContextLengthExceeded("too long", param="messages")
+    )
     r = client.post("/v1/chat/completions", json=chat(stream=True))
     error_of(r, 400, "invalid_request_error", "context_length_exceeded")
 
@@ -651,8 +949,10 @@ def test_an_error_before_streaming_started_is_a_plain_json_error(
 
 def test_a_full_queue_answers_429_with_retry_after_at_once(tmp_path: Path) -> None:
     hold = threading.Event()
-    with live_server(tmp_path / "home", FakeEngine(Script(hold=hold)), max_queue=1) as s, \
-            ThreadPoolExecutor(4) as pool:
+    with (
+        live_server(tmp_path / "home", FakeEngine(Script(hold=hold)), max_queue=1) as s,
+        ThreadPoolExecutor(4) as pool,
+    ):
         try:
             first = post_in_thread(pool, s, chat(messages=[{"role": "user", "content": "1"}]))
             s.engine.wait_jobs(1)[0].started.wait(WAIT_S)
@@ -681,8 +981,10 @@ def test_a_request_that_waits_past_the_queue_timeout_gets_503_with_retry_after(
     tmp_path: Path,
 ) -> None:
     hold = threading.Event()
-    with live_server(tmp_path / "home", FakeEngine(Script(hold=hold)), queue_timeout=1.0) as s, \
-            ThreadPoolExecutor(2) as pool:
+    with (
+        live_server(tmp_path / "home", FakeEngine(Script(hold=hold)), queue_timeout=1.0) as s,
+        ThreadPoolExecutor(2) as pool,
+    ):
         try:
             first = post_in_thread(pool, s, chat(stream=True))
             s.engine.wait_jobs(1)[0].started.wait(WAIT_S)
@@ -703,8 +1005,10 @@ def test_a_request_that_waits_past_the_queue_timeout_gets_503_with_retry_after(
 
 def test_requests_get_the_engine_in_arrival_order(tmp_path: Path) -> None:
     hold = threading.Event()
-    with live_server(tmp_path / "home", FakeEngine(Script(hold=hold))) as s, \
-            ThreadPoolExecutor(6) as pool:
+    with (
+        live_server(tmp_path / "home", FakeEngine(Script(hold=hold))) as s,
+        ThreadPoolExecutor(6) as pool,
+    ):
         futures = []
         try:
             for i in range(6):
@@ -729,8 +1033,7 @@ def test_a_client_that_disconnects_mid_stream_stops_its_generation_and_frees_the
     # The first would take 30 s if nobody stopped it; the second is quick.
     engine.scripts = [Script(pieces=("tok ",) * 3000, delay=0.01), Script(pieces=("next",))]
     with live_server(tmp_path / "home", engine) as s, ThreadPoolExecutor(2) as pool:
-        with s.client() as c, c.stream("POST", "/v1/chat/completions",
-                                       json=chat(stream=True)) as r:
+        with s.client() as c, c.stream("POST", "/v1/chat/completions", json=chat(stream=True)) as r:
             assert r.status_code == 200
             lines = (line for line in r.iter_lines() if '"content":"tok ' in line)
             next(lines)
@@ -751,8 +1054,10 @@ def test_a_client_that_disconnects_mid_stream_stops_its_generation_and_frees_the
 
 def test_a_client_that_disconnects_while_waiting_leaves_the_line(tmp_path: Path) -> None:
     hold = threading.Event()
-    with live_server(tmp_path / "home", FakeEngine(Script(hold=hold))) as s, \
-            ThreadPoolExecutor(2) as pool:
+    with (
+        live_server(tmp_path / "home", FakeEngine(Script(hold=hold))) as s,
+        ThreadPoolExecutor(2) as pool,
+    ):
         try:
             first = post_in_thread(pool, s, HELLO)
             s.engine.wait_jobs(1)[0].started.wait(WAIT_S)

@@ -8,8 +8,18 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-LIGHT = ["app", "schema", "sse", "admission", "channel", "tiers", "home", "errors", "config",
-         "prompt_cache"]
+LIGHT = [
+    "app",
+    "schema",
+    "sse",
+    "admission",
+    "channel",
+    "tiers",
+    "home",
+    "errors",
+    "config",
+    "prompt_cache",
+]
 FORBIDDEN = ("mlx", "mlx_lm", "tholos_mlx.engine")
 
 PROBE = """
@@ -24,7 +34,11 @@ def imported_by(*modules: str) -> list[str]:
     """Every module in sys.modules after a fresh interpreter imports these."""
     out = subprocess.run(
         [sys.executable, "-c", PROBE, *modules],
-        check=True, capture_output=True, text=True, cwd=ROOT, timeout=60,
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
     )
     return list(json.loads(out.stdout))
 
@@ -42,6 +56,14 @@ def test_the_http_side_imports_neither_mlx_nor_the_engine() -> None:
 
 def test_the_check_recognises_mlx_and_the_engine() -> None:
     """Guards the guard without paying for an MLX import."""
-    assert heavy(["mlx", "mlx.core", "mlx_lm.generate", "tholos_mlx.engine", "json",
-                  "mlxtra", "tholos_mlx.engine_notes"]) == [
-        "mlx", "mlx.core", "mlx_lm.generate", "tholos_mlx.engine"]
+    assert heavy(
+        [
+            "mlx",
+            "mlx.core",
+            "mlx_lm.generate",
+            "tholos_mlx.engine",
+            "json",
+            "mlxtra",
+            "tholos_mlx.engine_notes",
+        ]
+    ) == ["mlx", "mlx.core", "mlx_lm.generate", "tholos_mlx.engine"]

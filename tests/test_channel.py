@@ -25,8 +25,12 @@ def run(test: Callable[[], Awaitable[Any]]) -> Any:
 def test_events_ready_together_come_as_one_batch_in_order() -> None:
     async def body() -> None:
         ch = Channel(asyncio.get_running_loop())
-        events: list[Event] = [Started("m", 3, 1), Delta("a"), Delta("b"),
-                               Finished("stop", Usage(3, 2, 1))]
+        events: list[Event] = [
+            Started("m", 3, 1),
+            Delta("a"),
+            Delta("b"),
+            Finished("stop", Usage(3, 2, 1)),
+        ]
         for ev in events:
             ch.put(ev)
         assert await ch.next_batch() == events

@@ -33,7 +33,7 @@ def sdk(served: srv.Server) -> openai.OpenAI:
 
 def sse_events(body: str) -> list[str]:
     """The data payloads of an SSE body, in order (comments dropped)."""
-    return [line[len("data: "):] for line in body.split("\n") if line.startswith("data: ")]
+    return [line[len("data: ") :] for line in body.split("\n") if line.startswith("data: ")]
 
 
 def test_health_reports_the_loaded_model_and_an_empty_queue(served: srv.Server) -> None:
@@ -67,11 +67,19 @@ def test_the_openai_sdk_gets_paris_with_openai_shaped_usage(sdk: openai.OpenAI) 
     assert resp.usage.total_tokens == resp.usage.prompt_tokens + resp.usage.completion_tokens
 
 
-def test_streamed_text_equals_the_non_streamed_text_and_usage_comes_last(sdk: openai.OpenAI) -> None:
-    whole = sdk.chat.completions.create(model=DEMO_ID, messages=FRANCE, temperature=0, max_tokens=12)
+def test_streamed_text_equals_the_non_streamed_text_and_usage_comes_last(
+    sdk: openai.OpenAI,
+) -> None:
+    whole = sdk.chat.completions.create(
+        model=DEMO_ID, messages=FRANCE, temperature=0, max_tokens=12
+    )
     chunks = list(
         sdk.chat.completions.create(
-            model="fast", messages=FRANCE, temperature=0, max_tokens=12, stream=True,
+            model="fast",
+            messages=FRANCE,
+            temperature=0,
+            max_tokens=12,
+            stream=True,
             stream_options={"include_usage": True},
         )
     )
@@ -108,9 +116,7 @@ def test_a_stop_string_never_reaches_the_client_even_mid_token(served: srv.Serve
     body = {"messages": FRANCE, "temperature": 0, "max_tokens": 12, "stop": "aris", "stream": True}
     with served.client() as c:
         events = sse_events(c.post("/v1/chat/completions", json=body).text)
-    streamed = "".join(
-        json.loads(e)["choices"][0]["delta"].get("content", "") for e in events[:-1]
-    )
+    streamed = "".join(json.loads(e)["choices"][0]["delta"].get("content", "") for e in events[:-1])
     assert streamed == text
 
 
@@ -142,7 +148,9 @@ def test_accept_text_plain_returns_only_the_answer_text(served: srv.Server) -> N
     body = {"messages": FRANCE, "temperature": 0, "max_tokens": 12}
     with served.client() as c:
         r = c.post("/v1/chat/completions", json=body, headers={"Accept": "text/plain"})
-        bad = c.post("/v1/chat/completions", json={"messages": []}, headers={"Accept": "text/plain"})
+        bad = c.post(
+            "/v1/chat/completions", json={"messages": []}, headers={"Accept": "text/plain"}
+        )
     assert r.status_code == 200
     assert r.headers["content-type"] == "text/plain; charset=utf-8"
     assert "Paris" in r.text and not r.text.lstrip().startswith("{")
@@ -169,30 +177,90 @@ BAD_INPUT = [
     ("messages missing", b"{}", 400, "messages", None),
     ("messages empty", b'{"messages": []}', 400, "messages", None),
     ("messages not a list", b'{"messages": "hi"}', 400, "messages", None),
-    ("unknown role", b'{"messages": [{"role": "wizard", "content": "x"}]}', 400, "messages[0].role", None),
-    ("content a number", b'{"messages": [{"role": "user", "content": 5}]}', 400, "messages[0].content", None),
-    ("temperature above 2", b'{"messages": [{"role": "user", "content": "x"}], "temperature": 2.5}', 400, "temperature", None),
-    ("top_p zero", b'{"messages": [{"role": "user", "content": "x"}], "top_p": 0}', 400, "top_p", None),
-    ("max_tokens zero", b'{"messages": [{"role": "user", "content": "x"}], "max_tokens": 0}', 400, "max_tokens", None),
-    ("max_tokens a string", b'{"messages": [{"role": "user", "content": "x"}], "max_tokens": "5"}', 400, "max_tokens", None),
-    ("five stop strings", b'{"messages": [{"role": "user", "content": "x"}], "stop": ["a","b","c","d","e"]}', 400, "stop", None),
+    (
+        "unknown role",
+        b'{"messages": [{"role": "wizard", "content": "x"}]}',
+        400,
+        "messages[0].role",
+        None,
+    ),
+    (
+        "content a number",
+        b'{"messages": [{"role": "user", "content": 5}]}',
+        400,
+        "messages[0].content",
+        None,
+    ),
+    (
+        "temperature above 2",
+        b'{"messages": [{"role": "user", "content": "x"}], "temperature": 2.5}',
+        400,
+        "temperature",
+        None,
+    ),
+    (
+        "top_p zero",
+        b'{"messages": [{"role": "user", "content": "x"}], "top_p": 0}',
+        400,
+        "top_p",
+        None,
+    ),
+    (
+        "max_tokens zero",
+        b'{"messages": [{"role": "user", "content": "x"}], "max_tokens": 0}',
+        400,
+        "max_tokens",
+        None,
+    ),
+    (
+        "max_tokens a string",
+        b'{"messages": [{"role": "user", "content": "x"}], "max_tokens": "5"}',
+        400,
+        "max_tokens",
+        None,
+    ),
+    (
+        "five stop strings",
+        b'{"messages": [{"role": "user", "content": "x"}], "stop": ["a","b","c","d","e"]}',
+        400,
+        "stop",
+        None,
+    ),
     ("n above one", b'{"messages": [{"role": "user", "content": "x"}], "n": 2}', 400, "n", None),
-    ("logprobs", b'{"messages": [{"role": "user", "content": "x"}], "logprobs": true}', 400, "logprobs", None),
-    ("unknown model", b'{"model": "nope", "messages": [{"role": "user", "content": "x"}]}', 404, "model", "model_not_found"),
+    (
+        "logprobs",
+        b'{"messages": [{"role": "user", "content": "x"}], "logprobs": true}',
+        400,
+        "logprobs",
+        None,
+    ),
+    (
+        "unknown model",
+        b'{"model": "nope", "messages": [{"role": "user", "content": "x"}]}',
+        404,
+        "model",
+        "model_not_found",
+    ),
     (
         "prompt longer than the context",
         json.dumps({"messages": [{"role": "user", "content": LONG}]}).encode(),
-        400, "messages", "context_length_exceeded",
+        400,
+        "messages",
+        "context_length_exceeded",
     ),
 ]
 
 
-@pytest.mark.parametrize(("case", "body", "status", "param", "code"), BAD_INPUT, ids=[b[0] for b in BAD_INPUT])
+@pytest.mark.parametrize(
+    ("case", "body", "status", "param", "code"), BAD_INPUT, ids=[b[0] for b in BAD_INPUT]
+)
 def test_bad_input_gets_an_openai_shaped_4xx_naming_the_param(
     served: srv.Server, case: str, body: bytes, status: int, param: str | None, code: str | None
 ) -> None:
     with served.client() as c:
-        r = c.post("/v1/chat/completions", content=body, headers={"Content-Type": "application/json"})
+        r = c.post(
+            "/v1/chat/completions", content=body, headers={"Content-Type": "application/json"}
+        )
     assert r.status_code == status, r.text
     err = r.json()["error"]
     assert set(err) == {"message", "type", "param", "code"}
@@ -260,7 +328,12 @@ def test_prompt_and_answer_text_never_reach_the_log(served: srv.Server) -> None:
 
 
 def test_a_client_without_the_key_gets_401_on_every_path(served: srv.Server) -> None:
-    for method, path in [("GET", "/health"), ("GET", "/v1/models"), ("POST", "/v1/chat/completions"), ("GET", "/nope")]:
+    for method, path in [
+        ("GET", "/health"),
+        ("GET", "/v1/models"),
+        ("POST", "/v1/chat/completions"),
+        ("GET", "/nope"),
+    ]:
         r = httpx.request(method, f"{served.base}{path}", timeout=10)
         assert r.status_code == 401, path
         assert r.headers["www-authenticate"] == "Bearer"

@@ -56,7 +56,9 @@ def loaded(server: srv.Server) -> str | None:
         return c.get("/health").json()["model"]  # type: ignore[no-any-return]
 
 
-def test_nothing_loaded_and_no_model_named_answers_503_naming_the_models_list(idle: srv.Server) -> None:
+def test_nothing_loaded_and_no_model_named_answers_503_naming_the_models_list(
+    idle: srv.Server,
+) -> None:
     assert loaded(idle) is None
     r = idle.chat(TINY, max_tokens=1)
     assert r.status_code == 503
@@ -71,7 +73,9 @@ def test_a_missing_folder_is_left_out_of_the_list_and_named_in_the_log(idle: srv
     assert "gone" in idle.log_text()
 
 
-def test_naming_a_model_switches_to_it_and_a_tier_resolves_to_its_first_model(idle: srv.Server) -> None:
+def test_naming_a_model_switches_to_it_and_a_tier_resolves_to_its_first_model(
+    idle: srv.Server,
+) -> None:
     r = idle.chat(TINY, model="other", max_tokens=1)
     assert r.status_code == 200 and r.json()["model"] == "b"
     assert loaded(idle) == "b"
@@ -135,7 +139,9 @@ def test_sigterm_stops_the_running_generation_refuses_waiters_and_exits_0(demo_h
     try:
         body = {
             "messages": [{"role": "user", "content": "Tell me a long story."}],
-            "temperature": 0, "max_tokens": 300, "stream": True,
+            "temperature": 0,
+            "max_tokens": 300,
+            "stream": True,
         }
         lines: list[str] = []
         first = threading.Event()

@@ -43,23 +43,38 @@ def text(resp: dict[str, Any]) -> str:
     return str(resp["choices"][0]["message"]["content"])
 
 
-def test_a_repeated_prompt_hits_the_cache_and_gives_the_same_greedy_text(served: srv.Server) -> None:
+def test_a_repeated_prompt_hits_the_cache_and_gives_the_same_greedy_text(
+    served: srv.Server,
+) -> None:
     question = ask("What is the capital of Italy?")
     cold = complete(served, question)
     warm = complete(served, question)
     assert cached(cold) == 0
-    assert cached(warm) == warm["usage"]["prompt_tokens"] - 1  # all but the token that yields logits
+    assert (
+        cached(warm) == warm["usage"]["prompt_tokens"] - 1
+    )  # all but the token that yields logits
     assert text(warm) == text(cold)
 
-    body = {"messages": question, "temperature": 0, "max_tokens": 8, "stream": True,
-            "stream_options": {"include_usage": True}}
+    body = {
+        "messages": question,
+        "temperature": 0,
+        "max_tokens": 8,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     with served.client() as c:
-        events = [ln[6:] for ln in c.post("/v1/chat/completions", json=body).text.split("\n")
-                  if ln.startswith("data: ")]
+        events = [
+            ln[6:]
+            for ln in c.post("/v1/chat/completions", json=body).text.split("\n")
+            if ln.startswith("data: ")
+        ]
     usage = json.loads(events[-2])["usage"]
     assert usage["prompt_tokens_details"]["cached_tokens"] == usage["prompt_tokens"] - 1
-    streamed = "".join(json.loads(e)["choices"][0]["delta"].get("content", "")
-                       for e in events[:-2] if json.loads(e)["choices"])
+    streamed = "".join(
+        json.loads(e)["choices"][0]["delta"].get("content", "")
+        for e in events[:-2]
+        if json.loads(e)["choices"]
+    )
     assert streamed == text(cold)
 
 

@@ -43,7 +43,9 @@ def wait_until(predicate: object, timeout: float = 60.0) -> None:
 class Streamer(threading.Thread):
     """Streams a long answer in the background until told to hang up."""
 
-    def __init__(self, server: srv.Server, messages: list[dict[str, str]], max_tokens: int = 200) -> None:
+    def __init__(
+        self, server: srv.Server, messages: list[dict[str, str]], max_tokens: int = 200
+    ) -> None:
         super().__init__(daemon=True)
         self.server, self.messages, self.max_tokens = server, messages, max_tokens
         self.hang_up = threading.Event()
@@ -51,9 +53,17 @@ class Streamer(threading.Thread):
         self.ended = threading.Event()
 
     def run(self) -> None:
-        body = {"messages": self.messages, "temperature": 0, "max_tokens": self.max_tokens, "stream": True}
+        body = {
+            "messages": self.messages,
+            "temperature": 0,
+            "max_tokens": self.max_tokens,
+            "stream": True,
+        }
         try:
-            with self.server.client() as c, c.stream("POST", "/v1/chat/completions", json=body) as r:
+            with (
+                self.server.client() as c,
+                c.stream("POST", "/v1/chat/completions", json=body) as r,
+            ):
                 for line in r.iter_lines():
                     if '"content":"' in line and '"role"' not in line:
                         self.first_text.set()
@@ -67,7 +77,9 @@ class Streamer(threading.Thread):
 class Asker(threading.Thread):
     """Sends one non-streamed request in the background and keeps the response."""
 
-    def __init__(self, server: srv.Server, messages: list[dict[str, str]], max_tokens: int = 1) -> None:
+    def __init__(
+        self, server: srv.Server, messages: list[dict[str, str]], max_tokens: int = 1
+    ) -> None:
         super().__init__(daemon=True)
         self.server, self.messages, self.max_tokens = server, messages, max_tokens
         self.response: httpx.Response | None = None
@@ -80,7 +92,9 @@ class Asker(threading.Thread):
         self.done_at = time.monotonic()
 
 
-def test_full_queue_answers_429_and_a_long_wait_answers_503_both_with_retry_after(tight: srv.Server) -> None:
+def test_full_queue_answers_429_and_a_long_wait_answers_503_both_with_retry_after(
+    tight: srv.Server,
+) -> None:
     running = Streamer(tight, LONG)
     running.start()
     assert running.first_text.wait(120)
@@ -156,7 +170,7 @@ def test_requests_run_one_at_a_time_in_arrival_order(demo_home: Path) -> None:
         for n in range(3):
             a = Asker(s, [SYSTEM, {"role": "user", "content": f"Say the number {n}."}])
             a.start()
-            wait_until(lambda: queue_length(s) == n + 1)  # queued strictly after the one before
+            wait_until(lambda n=n: queue_length(s) == n + 1)  # queued strictly after the one before
             askers.append(a)
         started = time.monotonic()
         with s.client() as c:

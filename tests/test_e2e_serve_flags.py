@@ -21,8 +21,14 @@ def test_a_rotated_key_works_at_once_and_the_old_one_is_refused(tmp_path: Path) 
         assert rotated.returncode == 0
         new = rotated.stdout.strip()
         assert new and new != old
-        assert httpx.get(f"{s.base}/health", headers={"Authorization": f"Bearer {new}"}).status_code == 200
-        assert httpx.get(f"{s.base}/health", headers={"Authorization": f"Bearer {old}"}).status_code == 401
+        assert (
+            httpx.get(f"{s.base}/health", headers={"Authorization": f"Bearer {new}"}).status_code
+            == 200
+        )
+        assert (
+            httpx.get(f"{s.base}/health", headers={"Authorization": f"Bearer {old}"}).status_code
+            == 401
+        )
 
 
 def test_allow_origin_sends_cors_headers_for_that_origin_only(tmp_path: Path) -> None:

@@ -22,7 +22,13 @@ from tholos_mlx.service import Host
 REPO = Path(__file__).resolve().parents[1]
 TARGET = "gui/501/ai.tholos.mlx"
 FLAG_NAMES = (
-    "port", "model", "queue_timeout", "max_queue", "allow_origins", "log_prompts", "prompt_cache_mb"
+    "port",
+    "model",
+    "queue_timeout",
+    "max_queue",
+    "allow_origins",
+    "log_prompts",
+    "prompt_cache_mb",
 )
 
 
@@ -125,8 +131,16 @@ def test_print_writes_a_plist_with_every_required_key(
     plist = plistlib.loads(printed(capsys, home, flags(port=9000, model="fast")).encode())
     assert plist["Label"] == "ai.tholos.mlx"
     assert plist["ProgramArguments"] == [
-        os.path.abspath(sys.executable), "-m", "tholos_mlx", "serve",
-        "--port", "9000", "--model", "fast", "--home", str(home),
+        os.path.abspath(sys.executable),
+        "-m",
+        "tholos_mlx",
+        "serve",
+        "--port",
+        "9000",
+        "--model",
+        "fast",
+        "--home",
+        str(home),
     ]
     assert Path(plist["ProgramArguments"][0]).is_absolute()
     assert plist["EnvironmentVariables"] == {"THOLOS_HOME": str(home), "HF_HUB_OFFLINE": "1"}
@@ -149,14 +163,30 @@ def test_print_gives_every_serve_flag_back_to_serve(
     capsys: pytest.CaptureFixture[str], home: Path
 ) -> None:
     given = flags(
-        port=8800, model="smart", queue_timeout=2.5, max_queue=0,
-        allow_origins=("https://a.example", "-odd"), log_prompts=True, prompt_cache_mb=0,
+        port=8800,
+        model="smart",
+        queue_timeout=2.5,
+        max_queue=0,
+        allow_origins=("https://a.example", "-odd"),
+        log_prompts=True,
+        prompt_cache_mb=0,
     )
     args = plistlib.loads(printed(capsys, home, given).encode())["ProgramArguments"]
     assert args[4:-2] == [
-        "--port", "8800", "--model", "smart", "--queue-timeout", "2.5", "--max-queue", "0",
-        "--allow-origin", "https://a.example", "--allow-origin=-odd", "--log-prompts",
-        "--prompt-cache-mb", "0",
+        "--port",
+        "8800",
+        "--model",
+        "smart",
+        "--queue-timeout",
+        "2.5",
+        "--max-queue",
+        "0",
+        "--allow-origin",
+        "https://a.example",
+        "--allow-origin=-odd",
+        "--log-prompts",
+        "--prompt-cache-mb",
+        "0",
     ]
 
 
@@ -213,15 +243,37 @@ def test_a_control_character_in_a_value_is_refused_in_one_line(home: Path) -> No
 def test_python_m_tholos_mlx_launchd_print_writes_a_parsable_plist(tmp_path: Path) -> None:
     where = tmp_path / "x"
     done = subprocess.run(
-        [sys.executable, "-m", "tholos_mlx", "launchd", "print", "--home", str(where),
-         "--port", "9000", "--model", "fast"],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "tholos_mlx",
+            "launchd",
+            "print",
+            "--home",
+            str(where),
+            "--port",
+            "9000",
+            "--model",
+            "fast",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stderr
     plist = plistlib.loads(done.stdout.encode())
     assert plist["ProgramArguments"] == [
-        os.path.abspath(sys.executable), "-m", "tholos_mlx", "serve",
-        "--port", "9000", "--model", "fast", "--home", str(where),
+        os.path.abspath(sys.executable),
+        "-m",
+        "tholos_mlx",
+        "serve",
+        "--port",
+        "9000",
+        "--model",
+        "fast",
+        "--home",
+        str(where),
     ]
     assert plist["EnvironmentVariables"]["THOLOS_HOME"] == str(where)
     assert not where.exists(), "print must not create anything"
@@ -354,7 +406,8 @@ def test_a_failing_bootstrap_is_one_line_with_launchctls_message(
 ) -> None:
     runner = FakeLaunchctl()
     runner.fail["bootstrap"] = (
-        125, "Bootstrap failed: 125:\nDomain does not support specified action"
+        125,
+        "Bootstrap failed: 125:\nDomain does not support specified action",
     )
     health = FakeHealth()
 
@@ -405,7 +458,10 @@ def test_the_cli_refuses_launchd_install_on_linux_in_one_line_with_status_2(
 ) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "tholos_mlx", "launchd", "install", "--home", str(tmp_path / "h")],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and "macOS" in done.stderr

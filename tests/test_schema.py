@@ -73,11 +73,17 @@ BAD_INPUTS: list[tuple[bytes, int, str, str | None, str | None]] = [
     (msg(content=[{"text": "Hi"}]), 400, INVALID, "messages[1].content[0].type", None),
     (
         msg(content=[{"type": "text", "text": "a"}, {"type": "image_url", "image_url": {}}]),
-        400, INVALID, "messages[1].content[1].type", "unsupported_parameter",
+        400,
+        INVALID,
+        "messages[1].content[1].type",
+        "unsupported_parameter",
     ),
     (
         msg(content=[{"type": "input_audio", "input_audio": {"data": "", "format": "wav"}}]),
-        400, INVALID, "messages[1].content[0].type", "unsupported_parameter",
+        400,
+        INVALID,
+        "messages[1].content[0].type",
+        "unsupported_parameter",
     ),
     (msg(content=[{"type": "text"}]), 400, INVALID, "messages[1].content[0].text", None),
     (msg(content=[{"type": "text", "text": 5}]), 400, INVALID, "messages[1].content[0].text", None),
@@ -113,7 +119,10 @@ BAD_INPUTS: list[tuple[bytes, int, str, str | None, str | None]] = [
     (body(stream=True, stream_options=True), 400, INVALID, "stream_options", None),
     (
         body(stream=True, stream_options={"include_usage": "true"}),
-        400, INVALID, "stream_options.include_usage", None,
+        400,
+        INVALID,
+        "stream_options.include_usage",
+        None,
     ),
     # seed
     (body(seed=1.5), 400, INVALID, "seed", None),
@@ -129,11 +138,17 @@ BAD_INPUTS: list[tuple[bytes, int, str, str | None, str | None]] = [
     (body(top_logprobs=2), 400, INVALID, "top_logprobs", "unsupported_parameter"),
     (
         body(response_format={"type": "json_object"}),
-        400, INVALID, "response_format", "unsupported_parameter",
+        400,
+        INVALID,
+        "response_format",
+        "unsupported_parameter",
     ),
     (
         body(response_format={"type": "json_schema", "json_schema": {"name": "x"}}),
-        400, INVALID, "response_format", "unsupported_parameter",
+        400,
+        INVALID,
+        "response_format",
+        "unsupported_parameter",
     ),
     (body(response_format="json"), 400, INVALID, "response_format", None),
     (body(tool_choice="required"), 400, INVALID, "tool_choice", "unsupported_parameter"),
@@ -207,9 +222,20 @@ def test_json_null_means_absent_for_every_optional_field() -> None:
     nulls = {
         name: None
         for name in (
-            "model", "temperature", "top_p", "max_tokens", "max_completion_tokens", "stop",
-            "stream", "stream_options", "seed", "n", "logprobs", "top_logprobs",
-            "response_format", "tool_choice",
+            "model",
+            "temperature",
+            "top_p",
+            "max_tokens",
+            "max_completion_tokens",
+            "stop",
+            "stream",
+            "stream_options",
+            "seed",
+            "n",
+            "logprobs",
+            "top_logprobs",
+            "response_format",
+            "tool_choice",
         )
     }
     assert parse_chat(body(**nulls)) == ChatRequest(messages=(ChatMessage("user", "Hi"),))
@@ -348,7 +374,11 @@ def test_completion_body_has_exactly_openai_shape() -> None:
 def test_completion_body_validates_against_the_openai_sdk_type() -> None:
     types = pytest.importorskip("openai.types.chat")
     raw = completion_body(
-        id=new_completion_id(), created=1, model="m", text="t", finish_reason="length",
+        id=new_completion_id(),
+        created=1,
+        model="m",
+        text="t",
+        finish_reason="length",
         usage=Usage(1, 1),
     )
     parsed = types.ChatCompletion.model_validate_json(raw)

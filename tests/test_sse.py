@@ -106,7 +106,13 @@ def test_all_frames_keep_the_same_key_order_as_openai() -> None:
     frames = [enc.role(), enc.content("x"), enc.finish("stop"), enc.usage(Usage(1, 1))]
     for frame in frames:
         assert list(parse(frame)) == [
-            "id", "object", "created", "model", "system_fingerprint", "choices", "usage"
+            "id",
+            "object",
+            "created",
+            "model",
+            "system_fingerprint",
+            "choices",
+            "usage",
         ]
 
 

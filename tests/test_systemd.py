@@ -20,7 +20,13 @@ from tholos_mlx.service import Host
 REPO = Path(__file__).resolve().parents[1]
 UNIT = "tholos-mlx.service"
 FLAG_NAMES = (
-    "port", "model", "queue_timeout", "max_queue", "allow_origins", "log_prompts", "prompt_cache_mb"
+    "port",
+    "model",
+    "queue_timeout",
+    "max_queue",
+    "allow_origins",
+    "log_prompts",
+    "prompt_cache_mb",
 )
 AWKWARD = 'it\'s "R&D" 100% $HOME \\ back;slash'  # everything systemd would otherwise rewrite
 
@@ -153,8 +159,16 @@ def test_print_writes_a_user_unit_with_every_required_setting(
 ) -> None:
     text = printed(capsys, home, flags(port=9000, model="fast"))
     assert systemd_words(value(text, "Service", "ExecStart")[0]) == [
-        os.path.abspath(sys.executable), "-m", "tholos_mlx", "serve",
-        "--port", "9000", "--model", "fast", "--home", str(home),
+        os.path.abspath(sys.executable),
+        "-m",
+        "tholos_mlx",
+        "serve",
+        "--port",
+        "9000",
+        "--model",
+        "fast",
+        "--home",
+        str(home),
     ]
     assert value(text, "Service", "Environment") == [f'"THOLOS_HOME={home}"', "HF_HUB_OFFLINE=1"]
     assert value(text, "Service", "Restart") == ["on-failure"]
@@ -219,7 +233,10 @@ def test_systemd_itself_reads_awkward_values_back_unchanged(
     # At debug level `verify` dumps the unit as systemd parsed it (systemd 252).
     done = subprocess.run(
         ["systemd-analyze", "verify", "--man=no", f"./{UNIT}"],
-        cwd=folder, capture_output=True, text=True, timeout=60,
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=60,
         env={**os.environ, "SYSTEMD_LOG_LEVEL": "debug"},
     )
     dump: dict[str, str] = {}
@@ -232,7 +249,10 @@ def test_systemd_itself_reads_awkward_values_back_unchanged(
     # The dump shows argv quoted for a POSIX shell (shlex misreads \$), before $$ becomes $.
     words = subprocess.run(
         ["bash", "-c", "printf '%s\\0' " + dump["Command Line"]],
-        capture_output=True, text=True, check=True, timeout=60,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
     ).stdout.split("\0")[:-1]
     argv = [w.replace("$$", "$") for w in words]
     assert argv[4:] == ["--model", AWKWARD, "--home", str(odd)]
@@ -251,14 +271,36 @@ def test_a_python_path_with_a_dollar_is_refused(
 def test_python_m_tholos_mlx_systemd_print_writes_the_unit(tmp_path: Path) -> None:
     where = tmp_path / "x"
     done = subprocess.run(
-        [sys.executable, "-m", "tholos_mlx", "systemd", "print", "--home", str(where),
-         "--port", "9000", "--model", "fast"],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "tholos_mlx",
+            "systemd",
+            "print",
+            "--home",
+            str(where),
+            "--port",
+            "9000",
+            "--model",
+            "fast",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stderr
     assert systemd_words(value(done.stdout, "Service", "ExecStart")[0]) == [
-        os.path.abspath(sys.executable), "-m", "tholos_mlx", "serve",
-        "--port", "9000", "--model", "fast", "--home", str(where),
+        os.path.abspath(sys.executable),
+        "-m",
+        "tholos_mlx",
+        "serve",
+        "--port",
+        "9000",
+        "--model",
+        "fast",
+        "--home",
+        str(where),
     ]
     assert not where.exists(), "print must not create anything"
 

@@ -6,6 +6,7 @@ import asyncio
 import math
 import time
 from collections import deque
+
 from tholos_mlx.errors import RateLimited, ServiceUnavailable
 
 # Until the first request has run, guess this many seconds per request for Retry-After.

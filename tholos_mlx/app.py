@@ -267,7 +267,9 @@ async def _stream(
 ) -> None:
     started, batch = first
     enc = sse.ChunkEncoder(
-        id=new_completion_id(), created=int(time.time()), model=started.model,
+        id=new_completion_id(),
+        created=int(time.time()),
+        model=started.model,
         include_usage=include_usage,
     )
     response = await request.respond(

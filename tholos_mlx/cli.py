@@ -61,26 +61,45 @@ def _add_home(p: argparse.ArgumentParser) -> None:
 
 def add_serve_flags(p: argparse.ArgumentParser) -> None:
     """The serve flags; launchd/systemd reuse them for the service they write."""
-    p.add_argument("--port", type=_port, default=None, help=f"port on 127.0.0.1 (default {DEFAULT_PORT})")
-    p.add_argument("--model", default=None, metavar="ID", help="model id or tier to load before serving")
     p.add_argument(
-        "--queue-timeout", type=_positive_float, default=None, metavar="S",
+        "--port", type=_port, default=None, help=f"port on 127.0.0.1 (default {DEFAULT_PORT})"
+    )
+    p.add_argument(
+        "--model", default=None, metavar="ID", help="model id or tier to load before serving"
+    )
+    p.add_argument(
+        "--queue-timeout",
+        type=_positive_float,
+        default=None,
+        metavar="S",
         help="seconds a request may wait for its turn before a 503 (default 60)",
     )
     p.add_argument(
-        "--max-queue", type=_non_negative_int, default=None, metavar="N",
+        "--max-queue",
+        type=_non_negative_int,
+        default=None,
+        metavar="N",
         help="requests allowed to wait; more get 429 (default 8)",
     )
     p.add_argument(
-        "--allow-origin", dest="allow_origins", action="append", default=None, metavar="ORIGIN",
+        "--allow-origin",
+        dest="allow_origins",
+        action="append",
+        default=None,
+        metavar="ORIGIN",
         help="send CORS headers for this browser origin (repeatable); none by default",
     )
     p.add_argument(
-        "--log-prompts", action="store_true", default=None,
+        "--log-prompts",
+        action="store_true",
+        default=None,
         help="log prompt and answer text (off by default: they never reach the log)",
     )
     p.add_argument(
-        "--prompt-cache-mb", type=_non_negative_int, default=None, metavar="MB",
+        "--prompt-cache-mb",
+        type=_non_negative_int,
+        default=None,
+        metavar="MB",
         help="memory for reusable prompt caches (default: sized from the model; 0 turns it off)",
     )
 
@@ -109,7 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("import-gguf", help="convert a llama-family GGUF into an MLX model folder")
     p.add_argument("file", metavar="FILE", help="the .gguf file")
-    p.add_argument("--id", required=True, dest="model_id", help="the OpenAI model id to install it as")
+    p.add_argument(
+        "--id", required=True, dest="model_id", help="the OpenAI model id to install it as"
+    )
     p.add_argument("--tier", default=None, help="tier name for tiers.toml (default: unassigned)")
     p.add_argument("--force", action="store_true", help="replace an existing model with this id")
     _add_home(p)
@@ -130,7 +151,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def serve_flags(args: argparse.Namespace) -> dict[str, Any]:
     """The serve flags the user gave, for config.build (None means not given)."""
-    names = ("port", "model", "queue_timeout", "max_queue", "allow_origins", "log_prompts", "prompt_cache_mb")
+    names = (
+        "port",
+        "model",
+        "queue_timeout",
+        "max_queue",
+        "allow_origins",
+        "log_prompts",
+        "prompt_cache_mb",
+    )
     flags = {n: getattr(args, n, None) for n in names}
     if flags["allow_origins"] is not None:
         flags["allow_origins"] = tuple(flags["allow_origins"])
@@ -204,9 +233,9 @@ def _serve(settings: Settings) -> int:
     from tholos_mlx.admission import Gate
     from tholos_mlx.app import create_app
     from tholos_mlx.engine import Engine
+    from tholos_mlx.errors import ModelNotFound, TholosError
     from tholos_mlx.home import KeyStore
     from tholos_mlx.tiers import TierTable
-    from tholos_mlx.errors import ModelNotFound, TholosError
 
     log = logging.getLogger("tholos.serve")
     tiers = TierTable(settings.home)
@@ -234,12 +263,18 @@ def _serve(settings: Settings) -> int:
     app.register_listener(_stopping, "before_server_stop")
     log.info(
         "serving on http://127.0.0.1:%d/v1 (model: %s); the key is in %s",
-        settings.port, engine.loaded or "none", settings.home / "api_key",
+        settings.port,
+        engine.loaded or "none",
+        settings.home / "api_key",
     )
     try:
         app.run(
-            host="127.0.0.1", port=settings.port, single_process=True,
-            access_log=False, motd=False, auto_reload=False,
+            host="127.0.0.1",
+            port=settings.port,
+            single_process=True,
+            access_log=False,
+            motd=False,
+            auto_reload=False,
         )
     finally:
         engine.stop()

@@ -231,7 +231,9 @@ class Engine:
         size = weights_bytes(entry.path)
         self._loaded = _Loaded(entry, model, tokenizer, _context_length(entry.path), size)
         budget_mb = self._prompt_cache_mb
-        if budget_mb is None:  # default: as much as the weights, at least 256 MiB, at most 1/8 of memory
+        if (
+            budget_mb is None
+        ):  # default: as much as the weights, at least 256 MiB, at most 1/8 of memory
             budget = max(256 * _MB, size)
             budget = min(budget, max(memory_limit_bytes() // 8, 64 * _MB))
         else:
@@ -239,7 +241,11 @@ class Engine:
         self._cache = PromptCache(budget)
         log.info(
             "loaded %s (%.0f MiB, context %d) in %.1f s; prompt cache %d MiB",
-            entry.id, size / _MB, self._loaded.context, time.perf_counter() - started, budget // _MB,
+            entry.id,
+            size / _MB,
+            self._loaded.context,
+            time.perf_counter() - started,
+            budget // _MB,
         )
 
     def _unload(self) -> None:
@@ -258,7 +264,9 @@ class Engine:
         if not getattr(tok, "chat_template", None):
             extra["chat_template"] = FALLBACK_TEMPLATE
         try:
-            text = tok.apply_chat_template(turns, add_generation_prompt=True, tokenize=False, **extra)
+            text = tok.apply_chat_template(
+                turns, add_generation_prompt=True, tokenize=False, **extra
+            )
         except Exception as exc:  # jinja's raise_exception(): the template refuses these messages
             raise InvalidRequest(
                 f"The model's chat template refused these messages: {exc}", param="messages"
@@ -363,11 +371,18 @@ class Engine:
         if channel.cancelled:
             log.info("%s: cancelled after %d tokens", loaded.entry.id, len(generated))
             return
-        completion = len(generated) - (1 if generated and generated[-1] in eos and finish == "stop" else 0)
+        completion = len(generated) - (
+            1 if generated and generated[-1] in eos and finish == "stop" else 0
+        )
         elapsed = time.perf_counter() - started
         log.info(
             "%s: %d prompt tokens (%d cached), %d generated, %.1f s, finish %s",
-            loaded.entry.id, len(prompt), cached, completion, elapsed, finish,
+            loaded.entry.id,
+            len(prompt),
+            cached,
+            completion,
+            elapsed,
+            finish,
         )
         if self._log_prompts:
             log.info("answer: %r", "".join(answer))

@@ -176,7 +176,9 @@ def build(meta: dict[str, Any], max_length: int | None) -> tuple[Tokenizer, dict
         raise
     except Exception as exc:  # noqa: BLE001 - tokenizers raises bare Exception on a bad vocabulary
         text = str(exc).strip().splitlines()
-        raise UsageError(f"the GGUF file's tokenizer is inconsistent: {text[0] if text else exc!r}")
+        raise UsageError(
+            f"the GGUF file's tokenizer is inconsistent: {text[0] if text else exc!r}"
+        ) from None
     # Special tokens match before the model sees the text, and decode as written.
     added = [
         AddedToken(t, special=k in (CONTROL, UNKNOWN), normalized=False)

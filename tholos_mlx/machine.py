@@ -62,7 +62,9 @@ def rss_bytes(pid: int | None = None) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     try:
-        out = subprocess.run(["ps", "-o", "rss=", "-p", str(pid)], capture_output=True, text=True, timeout=5)
+        out = subprocess.run(
+            ["ps", "-o", "rss=", "-p", str(pid)], capture_output=True, text=True, timeout=5
+        )
         return int(out.stdout.strip()) * 1024
     except (OSError, ValueError, subprocess.SubprocessError):
         return 0

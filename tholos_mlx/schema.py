@@ -165,12 +165,12 @@ def _messages(data: Mapping[str, object]) -> tuple[ChatMessage, ...]:
     raw = data.get("messages")
     if raw is None:
         raise InvalidRequest(
-            "'messages' is required: an array of {\"role\", \"content\"} objects.",
+            '\'messages\' is required: an array of {"role", "content"} objects.',
             param="messages",
         )
     if not isinstance(raw, list):
         raise InvalidRequest(
-            f"'messages' must be an array of {{\"role\", \"content\"}} objects; got {_kind(raw)}.",
+            f'\'messages\' must be an array of {{"role", "content"}} objects; got {_kind(raw)}.',
             param="messages",
         )
     if not raw:
@@ -220,7 +220,7 @@ def _content(content: object, role: str, where: str) -> str:
         )
     if not isinstance(content, list):
         raise InvalidRequest(
-            f"'{where}' must be a string or an array of {{\"type\": \"text\", \"text\": ...}} "
+            f'\'{where}\' must be a string or an array of {{"type": "text", "text": ...}} '
             f"parts; got {_kind(content)}.",
             param=where,
         )
@@ -236,8 +236,7 @@ def _text_part(part: object, where: str) -> str:
     """The text of one content part; only {"type": "text"} parts are accepted."""
     if not isinstance(part, dict):
         raise InvalidRequest(
-            f"'{where}' must be an object {{\"type\": \"text\", \"text\": ...}}; "
-            f"got {_kind(part)}.",
+            f'\'{where}\' must be an object {{"type": "text", "text": ...}}; got {_kind(part)}.',
             param=where,
         )
     kind = part.get("type")
@@ -380,7 +379,7 @@ def _refuse_shape_changers(data: Mapping[str, object]) -> None:
     if fmt is not None:
         if not isinstance(fmt, dict):
             raise InvalidRequest(
-                f"'response_format' must be an object such as {{\"type\": \"text\"}}; "
+                f'\'response_format\' must be an object such as {{"type": "text"}}; '
                 f"got {_kind(fmt)}.",
                 param="response_format",
             )
@@ -393,7 +392,7 @@ def _refuse_shape_changers(data: Mapping[str, object]) -> None:
     choice = data.get("tool_choice")
     if choice is not None and choice not in ("none", "auto"):
         raise Unsupported(
-            "'tool_choice' can only be \"none\" or \"auto\": this server does not call tools.",
+            '\'tool_choice\' can only be "none" or "auto": this server does not call tools.',
             param="tool_choice",
         )
     modalities = data.get("modalities")

@@ -23,9 +23,12 @@ class ChunkEncoder:
         # Every chunk shares this head; content() only adds the dumped text between
         # two precomputed byte strings. tests/test_sse.py checks it equals the dict form.
         self._head = (
-            b'data: {"id":' + _dumps(id)
-            + b',"object":"chat.completion.chunk","created":' + _dumps(created)
-            + b',"model":' + _dumps(model)
+            b'data: {"id":'
+            + _dumps(id)
+            + b',"object":"chat.completion.chunk","created":'
+            + _dumps(created)
+            + b',"model":'
+            + _dumps(model)
             + b',"system_fingerprint":null,"choices":'
         )
         self._content_head = self._head + b'[{"index":0,"delta":{"content":'

@@ -117,7 +117,9 @@ class TierTable:
         now = frozenset(missing)
         if now != self._reported:
             for model_id in sorted(now - self._reported):
-                log.warning("model %r in %s: folder missing or unreadable; left out", model_id, self.path)
+                log.warning(
+                    "model %r in %s: folder missing or unreadable; left out", model_id, self.path
+                )
             self._reported = now
 
     def resolve(self, name: str) -> ModelEntry:
@@ -156,7 +158,9 @@ class TierTable:
         except FileNotFoundError:
             pass
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise UsageError(f"{self.path} is not valid TOML ({exc}); fix or remove it first") from None
+            raise UsageError(
+                f"{self.path} is not valid TOML ({exc}); fix or remove it first"
+            ) from None
         except OSError as exc:
             raise UsageError(f"cannot read {self.path}: {exc.strerror}") from None
 
@@ -176,7 +180,10 @@ class TierTable:
         if model_id in raw:
             raw[model_id] = {**raw[model_id], "path": rel, "tier": tier}
             text = "".join(_block(k, v) for k, v in raw.items()).lstrip("\n")
-            text = "# tholos-mlx tier table: OpenAI model id -> installed model folder and tier\n" + text
+            text = (
+                "# tholos-mlx tier table: OpenAI model id -> installed model folder and tier\n"
+                + text
+            )
         else:
             text = text.rstrip("\n") + "\n" + block
         tomllib.loads(text)  # never write a file we could not read back
