@@ -138,6 +138,7 @@ BAD_AUTH = {
     "wrong key": {"Authorization": "Bearer tholos-wrong"},
     "bare bearer": {"Authorization": "Bearer"},
     "basic scheme": {"Authorization": "Basic dXNlcjpwYXNz"},
+    "bytes that are not UTF-8": {"Authorization": b"Bearer \xc3\x28"},  # type: ignore[dict-item]
 }
 
 
@@ -781,10 +782,13 @@ def test_an_allowed_origin_gets_cors_headers_and_a_working_preflight(tmp_path: P
                 headers={
                     "Origin": "http://x.test",
                     "Access-Control-Request-Method": "POST",
-                    "Access-Control-Request-Headers": "authorization, content-type",
+                    # The OpenAI JS SDK in a browser sends its X-Stainless-* headers too.
+                    "Access-Control-Request-Headers": "authorization, content-type, "
+                    "x-stainless-lang, x-stainless-retry-count",
                 },
             )
         assert pre.status_code in (200, 204), pre.text
+        assert "x-stainless-retry-count" in pre.headers["Access-Control-Allow-Headers"].lower()
         assert pre.headers["Access-Control-Allow-Origin"] == "http://x.test"
         assert "POST" in pre.headers["Access-Control-Allow-Methods"]
         assert "authorization" in pre.headers["Access-Control-Allow-Headers"].lower()
@@ -828,6 +832,8 @@ def test_nothing_loaded_and_no_model_named_is_503(tmp_path: Path) -> None:
                 "model_not_loaded",
             )
             assert "/v1/models" in err["message"]
+        r = c.post("/v1/chat/completions", json=HELLO)
+        assert r.headers["x-should-retry"] == "false"  # the SDKs' retries could not help
         assert s.engine.jobs == []
 
 
@@ -995,6 +1001,7 @@ def test_a_request_that_waits_past_the_queue_timeout_gets_503_with_retry_after(
             err = error_of(r, 503, "service_unavailable", "service_unavailable")
             assert "1 s" in err["message"]
             assert 1 <= int(r.headers["Retry-After"]) <= 60
+            assert "x-should-retry" not in r.headers  # waiting again may well work
             assert 0.5 <= took < WAIT_S
         finally:
             hold.set()

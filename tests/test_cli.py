@@ -109,3 +109,25 @@ def test_import_gguf_with_a_bad_id_exits_2_with_one_line(cli: CLI, tmp_path: Pat
     out = cli("import-gguf", src, "--id", "../escape")
     assert out.returncode == 2
     assert len(out.stderr.strip().splitlines()) == 1 and "invalid model id" in out.stderr
+
+
+def test_serve_on_a_port_already_taken_exits_2_with_one_line(cli: CLI, tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = cli("serve", "--home", tmp_path, "--port", str(port))
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [out.stderr.strip()]
+    assert str(port) in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_home_that_cannot_be_expanded_or_written_gives_one_line(cli: CLI) -> None:
+    odd = cli("key", "--home", "~nosuchuser-tholos/x")
+    assert odd.returncode == 2 and "Traceback" not in odd.stderr
+    assert len(odd.stderr.strip().splitlines()) == 1
+    unwritable = cli("key", "--home", "/proc/tholos-cannot-exist")
+    assert unwritable.returncode == 1 and "Traceback" not in unwritable.stderr
+    assert len(unwritable.stderr.strip().splitlines()) == 1

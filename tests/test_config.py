@@ -94,3 +94,15 @@ def test_a_bad_config_toml_is_a_usage_error_saying_what_is_wrong(
     write_config(tholos_home, text)
     with pytest.raises(UsageError, match=says.replace("[", r"\[")):
         build(tholos_home, NO_FLAGS)
+
+
+def test_a_queue_timeout_that_is_not_a_number_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "config.toml").write_text("queue-timeout = nan\n")
+    with pytest.raises(UsageError, match="queue-timeout"):
+        build(tmp_path, {})
+
+
+def test_a_serve_key_that_is_not_a_table_is_refused_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "config.toml").write_text("serve = 1\n")
+    with pytest.raises(UsageError, match="table"):
+        build(tmp_path, {})

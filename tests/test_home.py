@@ -148,3 +148,8 @@ def test_key_command_honours_home_before_or_after_the_subcommand(
     out = cli(*args)
     assert out.returncode == 0, out.stderr
     assert (chosen / home_mod.KEY_FILE).read_text().strip() == out.stdout.strip()
+
+
+def test_a_presented_key_that_is_not_valid_text_simply_does_not_match(tmp_path: Path) -> None:
+    keys = KeyStore(tmp_path)
+    assert keys.matches("\udcc3(") is False  # undecodable header bytes arrive as surrogates

@@ -113,10 +113,13 @@ BAD_INPUTS: list[tuple[bytes, int, str, str | None, str | None]] = [
     (body(stop=5), 400, INVALID, "stop", None),
     (body(stop=["a", 5]), 400, INVALID, "stop", None),
     (body(stop={"a": 1}), 400, INVALID, "stop", None),
+    (body(stop="x" * 1001), 400, INVALID, "stop", None),
+    (body(stop=["ok", "y" * 5000]), 400, INVALID, "stop", None),
     # stream and stream_options
     (body(stream="yes"), 400, INVALID, "stream", None),
     (body(stream=1), 400, INVALID, "stream", None),
     (body(stream=True, stream_options=True), 400, INVALID, "stream_options", None),
+    (body(stream_options={"include_usage": True}), 400, INVALID, "stream_options", None),
     (
         body(stream=True, stream_options={"include_usage": "true"}),
         400,

@@ -198,3 +198,21 @@ def test_check_id_accepts_folder_safe_ids(good: str) -> None:
 def test_check_id_rejects_ids_that_are_not_plain_folder_names(bad: str) -> None:
     with pytest.raises(UsageError):
         check_id(bad)
+
+
+def test_an_entry_whose_path_cannot_be_expanded_is_left_out_not_fatal(tmp_path: Path) -> None:
+    folder = tmp_path / "models" / "ok"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    (tmp_path / "tiers.toml").write_text(
+        '[models.odd]\npath = "~nosuchuser-tholos/m"\ntier = "fast"\n\n'
+        '[models.ok]\npath = "models/ok"\ntier = "fast"\n'
+    )
+    table = TierTable(tmp_path)
+    assert [e.id for e in table.entries()] == ["ok"]
+    assert table.resolve("fast").id == "ok"
+
+
+def test_a_tier_table_that_cannot_be_read_is_reported_not_fatal(tmp_path: Path) -> None:
+    (tmp_path / "tiers.toml").mkdir()  # a folder where the file should be
+    assert TierTable(tmp_path).entries() == []

@@ -59,6 +59,10 @@ def error_response(err: TholosError, headers: dict[str, str] | None = None) -> H
     extra = dict(headers or {})
     if err.retry_after is not None:
         extra["Retry-After"] = str(err.retry_after)
+    elif err.status == 503:
+        # No model, too large, failed to load: the OpenAI SDKs' automatic retries would only
+        # repeat the failure (a failed load even unloads and reloads the working model).
+        extra["x-should-retry"] = "false"
     if isinstance(err, InvalidApiKey):
         extra["WWW-Authenticate"] = "Bearer"
     return _json(err.body(), status=err.status, headers=extra)
@@ -103,11 +107,13 @@ def create_app(
     async def _check(request: Request) -> HTTPResponse | None:
         origin = request.headers.get("origin")
         if request.method == "OPTIONS" and origin in origins:
+            # Echo what the browser asks for: the OpenAI JS SDK adds X-Stainless-* headers.
+            asked = request.headers.get("access-control-request-headers", "")
             return HTTPResponse(
                 status=204,
                 headers={
                     "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
-                    "Access-Control-Allow-Headers": "Authorization, Content-Type, Accept",
+                    "Access-Control-Allow-Headers": asked or "Authorization, Content-Type, Accept",
                     "Access-Control-Max-Age": "600",
                 },
             )
@@ -130,6 +136,8 @@ def create_app(
                 guard(request)
             except TholosError as denied:
                 err = denied
+            except Exception:  # a request too broken to check: answer the original error
+                pass
         headers = {}
         if isinstance(exc, sanic_exc.MethodNotAllowed) and getattr(exc, "allowed_methods", None):
             headers["Allow"] = ", ".join(sorted(exc.allowed_methods or ()))

@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from tholos_mlx import machine
+from tholos_mlx.home import write_atomic
 
 SCHEMA = 1
 
@@ -311,8 +312,8 @@ def write(result: dict[str, Any], out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     base = out / stem(result)
     paths = [base.with_suffix(".json"), base.with_suffix(".md")]
-    paths[0].write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
-    paths[1].write_text(markdown(result), encoding="utf-8")
+    write_atomic(paths[0], orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
+    write_atomic(paths[1], markdown(result).encode("utf-8"))
     png = base.with_suffix(".png")
     if chart(result, png):
         paths.append(png)

@@ -178,17 +178,27 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    home = resolve_home(getattr(args, "home", None))
+    level = os.environ.get("THOLOS_LOG_LEVEL", "INFO").upper()
     logging.basicConfig(
-        level=os.environ.get("THOLOS_LOG_LEVEL", "INFO").upper(),
+        level=level if level in logging.getLevelNamesMapping() else "INFO",
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
     try:
+        try:
+            home = resolve_home(getattr(args, "home", None))
+        except RuntimeError as exc:  # "~nosuchuser": expanduser cannot resolve it
+            raise UsageError(f"--home: {exc}") from None
         return _dispatch(args, home)
     except UsageError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # an unwritable home, a full disk: one line, never a traceback
+        print(
+            f"{PROG}: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "),
+            file=sys.stderr,
+        )
+        return 1
     except KeyboardInterrupt:
         return 130
 
@@ -233,7 +243,6 @@ def _serve(settings: Settings) -> int:
     from tholos_mlx.admission import Gate
     from tholos_mlx.app import create_app
     from tholos_mlx.engine import Engine
-    from tholos_mlx.errors import ModelNotFound, TholosError
     from tholos_mlx.home import KeyStore
     from tholos_mlx.tiers import TierTable
 
@@ -242,32 +251,25 @@ def _serve(settings: Settings) -> int:
     keys = KeyStore(settings.home)
     engine = Engine(prompt_cache_mb=settings.prompt_cache_mb, log_prompts=settings.log_prompts)
     gate = Gate(max_queue=settings.max_queue, queue_timeout=settings.queue_timeout)
+    _check_port(settings.port)  # fail in one line before loading anything
     engine.start()
-    if settings.model:
-        try:
-            engine.load(tiers.resolve(settings.model))
-        except ModelNotFound:
-            engine.stop()
-            raise UsageError(
-                f"--model {settings.model}: no such model or tier; `{PROG} models` lists them"
-            ) from None
-        except TholosError as exc:
-            engine.stop()
-            raise UsageError(f"--model {settings.model}: {exc.message}") from None
-    app = create_app(settings, engine, gate, tiers, keys)
-
-    async def _stopping(*_: Any) -> None:
-        gate.close()  # waiting requests get 503 now
-        engine.cancel_current()  # the running one stops within a token
-
-    app.register_listener(_stopping, "before_server_stop")
-    log.info(
-        "serving on http://127.0.0.1:%d/v1 (model: %s); the key is in %s",
-        settings.port,
-        engine.loaded or "none",
-        settings.home / "api_key",
-    )
+    code = 0
     try:
+        if settings.model:
+            _load_first(engine, tiers, settings.model)
+        app = create_app(settings, engine, gate, tiers, keys)
+
+        async def _stopping(*_: Any) -> None:
+            gate.close()  # waiting requests get 503 now
+            engine.cancel_current()  # the running one stops within a token
+
+        app.register_listener(_stopping, "before_server_stop")
+        log.info(
+            "serving on http://127.0.0.1:%d/v1 (model: %s); the key is in %s",
+            settings.port,
+            engine.loaded or "none",
+            settings.home / "api_key",
+        )
         app.run(
             host="127.0.0.1",
             port=settings.port,
@@ -276,11 +278,43 @@ def _serve(settings: Settings) -> int:
             motd=False,
             auto_reload=False,
         )
+    except UsageError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        code = 2
+    except OSError as exc:
+        print(f"{PROG}: error: cannot serve on 127.0.0.1:{settings.port}: {exc}", file=sys.stderr)
+        code = 1
     finally:
         engine.stop()
-    # Workaround (mlx 0.32 / mlx-lm 0.32 on Linux): a process that loaded a tokenizer off the
-    # main thread can abort in C++ teardown at interpreter exit; all state is on disk already.
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+        # Workaround (mlx 0.32 / mlx-lm 0.32 on Linux): a process that loaded a tokenizer off
+        # the main thread can abort in C++ teardown at interpreter exit; state is on disk already.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def _check_port(port: int) -> None:
+    """Refuse a port another program holds, before minutes of model loading."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise UsageError(f"cannot listen on 127.0.0.1:{port}: {exc.strerror or exc}") from None
+
+
+def _load_first(engine: Any, tiers: Any, name: str) -> None:
+    """Load --model before accepting requests, turning failures into one line."""
+    from tholos_mlx.errors import ModelNotFound, TholosError
+
+    try:
+        engine.load(tiers.resolve(name))
+    except ModelNotFound:
+        raise UsageError(
+            f"--model {name}: no such model or tier; `{PROG} models` lists them"
+        ) from None
+    except TholosError as exc:
+        raise UsageError(f"--model {name}: {exc.message}") from None

@@ -62,6 +62,8 @@ def load_file(home: Path) -> dict[str, Any]:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise UsageError(f"{path}: not valid TOML ({exc})") from None
     table = raw.get("serve", raw)
+    if not isinstance(table, dict):
+        raise UsageError(f"{path}: [serve] must be a table of settings")
     out: dict[str, Any] = {}
     for key, value in table.items():
         name = key.replace("-", "_")
@@ -87,7 +89,7 @@ def validate(s: Settings) -> None:
     """Ranges the flags and the file must respect."""
     if not 1 <= s.port <= 65535:
         raise UsageError(f"--port must be between 1 and 65535, not {s.port}")
-    if s.queue_timeout <= 0:
+    if not s.queue_timeout > 0:  # also refuses nan, which would make waiters wait forever
         raise UsageError("--queue-timeout must be a positive number of seconds")
     if s.max_queue < 0:
         raise UsageError("--max-queue must be 0 or more")

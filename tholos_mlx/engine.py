@@ -208,6 +208,7 @@ class Engine:
                 f"Model `{entry.id}` cannot be loaded: {exc}.", code="model_load_failed"
             ) from None
         previous = current.entry if current else None
+        current = None  # drop our reference too, or the old weights survive the unload
         self._unload()
         try:
             self._load(entry)
@@ -390,6 +391,11 @@ class Engine:
 
     def _keep_cache(self, tokens: list[int], cache: list[Any]) -> None:
         held = cache_tokens(cache)
+        if held is not None and held > len(tokens) and all(c.is_trimmable() for c in cache):
+            # Cancelled as the first token was computed: the cache ran ahead of what we know.
+            for c in cache:
+                c.trim(held - len(tokens))
+            held = cache_tokens(cache)
         if held is None or held == 0 or held > len(tokens):
             return
         self._cache.put(tokens[:held], cache)

@@ -105,4 +105,8 @@ class KeyStore:
     def matches(self, presented: str) -> bool:
         """Compare a presented key to the current one in constant time."""
         self._refresh()
-        return hmac.compare_digest(presented.encode(), self._key)
+        try:
+            raw = presented.encode()
+        except UnicodeEncodeError:  # undecodable header bytes: certainly not our key
+            return False
+        return hmac.compare_digest(raw, self._key)

@@ -19,6 +19,7 @@ ROLES: dict[str, str] = {
     "assistant": "assistant",
 }
 MAX_STOPS = 4
+MAX_STOP_CHARS = 1000
 _ID_ALPHABET = string.ascii_letters + string.digits
 _ID_LENGTH = 29  # the length of OpenAI's own "chatcmpl-" suffixes
 
@@ -119,6 +120,11 @@ def parse_chat(body: bytes) -> ChatRequest:
                 param="stream_options",
             )
         include_usage = _bool(options, "include_usage", "stream_options.include_usage")
+    stream = _bool(data, "stream", "stream")
+    if options is not None and not stream:
+        raise InvalidRequest(
+            "'stream_options' is only allowed when 'stream' is true.", param="stream_options"
+        )
     return ChatRequest(
         messages=messages,
         model=_model(data),
@@ -127,7 +133,7 @@ def parse_chat(body: bytes) -> ChatRequest:
         # max_completion_tokens is OpenAI's current name; it wins over the deprecated one.
         max_tokens=max_completion_tokens if max_completion_tokens is not None else max_tokens,
         stop=_stop(data),
-        stream=_bool(data, "stream", "stream"),
+        stream=stream,
         include_usage=include_usage,
         seed=_seed(data),
     )
@@ -320,6 +326,7 @@ def _stop(data: Mapping[str, object]) -> tuple[str, ...]:
     if value is None:
         return ()
     if isinstance(value, str):
+        _check_stop_lengths((value,))
         return (value,) if value else ()
     if not isinstance(value, list):
         raise InvalidRequest(f"{rule}; got {_kind(value)}.", param="stop")
@@ -328,7 +335,19 @@ def _stop(data: Mapping[str, object]) -> tuple[str, ...]:
     for item in value:
         if not isinstance(item, str):
             raise InvalidRequest(f"{rule}; got an array holding {_kind(item)}.", param="stop")
-    return tuple(s for s in value if s)
+    stops = tuple(s for s in value if s)
+    _check_stop_lengths(stops)
+    return stops
+
+
+def _check_stop_lengths(stops: tuple[str, ...]) -> None:
+    # The matcher's work grows with the square of a stop string's length: bound it.
+    for s in stops:
+        if len(s) > MAX_STOP_CHARS:
+            raise InvalidRequest(
+                f"Each stop string may be at most {MAX_STOP_CHARS} characters; got {len(s)}.",
+                param="stop",
+            )
 
 
 def _bool(data: Mapping[str, object], name: str, param: str) -> bool:

@@ -73,13 +73,19 @@ class TierTable:
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             log.error("%s is not valid TOML, ignoring it: %s", self.path, exc)
             return {}
+        except OSError as exc:  # a folder in its place, no permission: report, never crash
+            log.error("cannot read %s, ignoring it: %s", self.path, exc.strerror)
+            return {}
         models = data.get("models", {})
         return models if isinstance(models, dict) else {}
 
     def _folder(self, value: object) -> Path | None:
         if not isinstance(value, str) or not value:
             return None
-        p = Path(value).expanduser()
+        try:
+            p = Path(value).expanduser()
+        except RuntimeError:  # "~nosuchuser/...": an unreadable entry, left out
+            return None
         return p if p.is_absolute() else self.home / p
 
     def entries(self) -> list[ModelEntry]:
