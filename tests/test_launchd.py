@@ -15,21 +15,13 @@ import pytest
 
 from tholos_mlx import config, launchd, service
 from tholos_mlx import home as home_module
-from tholos_mlx.config import Settings
+from tholos_mlx.config import SERVE_FLAGS, Settings
 from tholos_mlx.errors import UsageError
 from tholos_mlx.service import Host
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET = "gui/501/ai.tholos.mlx"
-FLAG_NAMES = (
-    "port",
-    "model",
-    "queue_timeout",
-    "max_queue",
-    "allow_origins",
-    "log_prompts",
-    "prompt_cache_mb",
-)
+FLAG_NAMES = tuple(SERVE_FLAGS)
 
 
 @pytest.fixture(autouse=True)

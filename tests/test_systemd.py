@@ -13,21 +13,13 @@ import pytest
 
 from tholos_mlx import config, service, systemd
 from tholos_mlx import home as home_module
-from tholos_mlx.config import Settings
+from tholos_mlx.config import SERVE_FLAGS, Settings
 from tholos_mlx.errors import UsageError
 from tholos_mlx.service import Host
 
 REPO = Path(__file__).resolve().parents[1]
 UNIT = "tholos-mlx.service"
-FLAG_NAMES = (
-    "port",
-    "model",
-    "queue_timeout",
-    "max_queue",
-    "allow_origins",
-    "log_prompts",
-    "prompt_cache_mb",
-)
+FLAG_NAMES = tuple(SERVE_FLAGS)
 AWKWARD = 'it\'s "R&D" 100% $HOME \\ back;slash'  # everything systemd would otherwise rewrite
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, NoReturn, Sequence
 
 from tholos_mlx import __version__
-from tholos_mlx.config import DEFAULT_PORT, Settings
+from tholos_mlx.config import DEFAULT_PORT, SERVE_FLAGS, Settings
 from tholos_mlx.errors import UsageError
 
 PROG = "tholos-mlx"
@@ -151,16 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def serve_flags(args: argparse.Namespace) -> dict[str, Any]:
     """The serve flags the user gave, for config.build (None means not given)."""
-    names = (
-        "port",
-        "model",
-        "queue_timeout",
-        "max_queue",
-        "allow_origins",
-        "log_prompts",
-        "prompt_cache_mb",
-    )
-    flags = {n: getattr(args, n, None) for n in names}
+    flags = {n: getattr(args, n, None) for n in SERVE_FLAGS}
     if flags["allow_origins"] is not None:
         flags["allow_origins"] = tuple(flags["allow_origins"])
     return flags

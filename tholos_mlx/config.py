@@ -12,6 +12,18 @@ from tholos_mlx.home import CONFIG_FILE
 
 DEFAULT_PORT = 8756
 
+# The serve flags: setting name -> command-line spelling. One list for the parser's reader
+# (cli.serve_flags) and for the services that write them back (service.flag_argv).
+SERVE_FLAGS: dict[str, str] = {
+    "port": "--port",
+    "model": "--model",
+    "queue_timeout": "--queue-timeout",
+    "max_queue": "--max-queue",
+    "allow_origins": "--allow-origin",
+    "log_prompts": "--log-prompts",
+    "prompt_cache_mb": "--prompt-cache-mb",
+}
+
 
 @dataclass(frozen=True)
 class Settings:

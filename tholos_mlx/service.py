@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from tholos_mlx import machine
-from tholos_mlx.config import Settings
+from tholos_mlx.config import SERVE_FLAGS, Settings
 from tholos_mlx.errors import UsageError
 from tholos_mlx.home import LOGS_DIR, ensure_key, write_atomic
 
@@ -29,16 +29,6 @@ HEALTH_TIMEOUT_S = 60.0  # `--model` loads the model before /health answers: all
 STDOUT_LOG = "serve.out.log"
 STDERR_LOG = "serve.err.log"  # the server logs to stderr, so this is the log worth reading
 
-# Spelling and order of the serve flags given back to `serve` (keys of cli.serve_flags).
-_FLAGS: dict[str, str] = {
-    "port": "--port",
-    "model": "--model",
-    "queue_timeout": "--queue-timeout",
-    "max_queue": "--max-queue",
-    "allow_origins": "--allow-origin",
-    "log_prompts": "--log-prompts",
-    "prompt_cache_mb": "--prompt-cache-mb",
-}
 _FIELD = re.compile(r"@([A-Z][A-Z0-9_]*)@")
 _INLINE = re.compile(r"( ?)@([A-Z][A-Z0-9_]*)@")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -93,7 +83,7 @@ def interpreter() -> str:
 def flag_argv(flags: Mapping[str, Any]) -> list[str]:
     """The serve flags the user gave (None = not given), turned back into command-line words."""
     words: list[str] = []
-    for name, option in _FLAGS.items():
+    for name, option in SERVE_FLAGS.items():
         value = flags.get(name)
         if value is None or value is False:
             continue
