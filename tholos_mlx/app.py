@@ -21,6 +21,7 @@ from tholos_mlx.errors import (
     InvalidApiKey,
     InvalidRequest,
     MethodNotAllowed,
+    NoModelLoaded,
     NotFound,
     PayloadTooLarge,
     ServerError,
@@ -177,7 +178,7 @@ def create_app(
         req = parse_chat(request.body)
         entry = tiers.resolve(req.model) if req.model else None
         if entry is None and engine.loaded is None:
-            raise _no_model()
+            raise NoModelLoaded()
         turn = await gate.acquire()
         try:
             channel = engine.submit(req, entry, turn.release)
@@ -194,13 +195,6 @@ def create_app(
             channel.cancel()  # the client left, or we are done: the engine stops within a token
 
     return app
-
-
-def _no_model() -> ServiceUnavailable:
-    return ServiceUnavailable(
-        "No model is loaded. Name one of the ids or tiers of GET /v1/models in `model`.",
-        code="model_not_loaded",
-    )
 
 
 def _as_tholos(exc: Exception) -> TholosError:

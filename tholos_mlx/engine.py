@@ -25,6 +25,7 @@ from tholos_mlx.channel import Channel, Delta, Finished, Started
 from tholos_mlx.errors import (
     ContextLengthExceeded,
     InvalidRequest,
+    NoModelLoaded,
     ServerError,
     ServiceUnavailable,
     TholosError,
@@ -287,10 +288,7 @@ class Engine:
             self._switch(entry)
         loaded = self._loaded
         if loaded is None:
-            raise ServiceUnavailable(
-                "No model is loaded. Name one of the ids or tiers of GET /v1/models in `model`.",
-                code="model_not_loaded",
-            )
+            raise NoModelLoaded()
         prompt = self._tokenize(loaded, request.messages)
         room = loaded.context - len(prompt)
         if room < 1:

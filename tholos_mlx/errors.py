@@ -118,6 +118,17 @@ class ServiceUnavailable(TholosError):
     code = "service_unavailable"
 
 
+class NoModelLoaded(ServiceUnavailable):
+    """Nothing is loaded and the request names no model (503)."""
+
+    code = "model_not_loaded"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "No model is loaded. Name one of the ids or tiers of GET /v1/models in `model`."
+        )
+
+
 class ServerError(TholosError):
     """Anything unexpected (500); the message never carries a traceback."""
 
