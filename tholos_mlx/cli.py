@@ -252,7 +252,7 @@ def _serve(settings: Settings) -> int:
 
         async def _stopping(*_: Any) -> None:
             gate.close()  # waiting requests get 503 now
-            engine.cancel_current()  # the running one stops within a token
+            engine.begin_shutdown()  # the running one stops within a token
 
         app.register_listener(_stopping, "before_server_stop")
         log.info(
