@@ -15,9 +15,9 @@ from tholos_mlx.errors import UsageError
 from tholos_mlx.tiers import ModelEntry
 
 
-def say(text: str) -> None:
-    """A progress line, on stderr so that stdout holds only the results."""
-    print(text, file=sys.stderr, flush=True)
+def say(line: str) -> None:
+    """A progress line (never prompt text), on stderr so that stdout holds only the results."""
+    print(line, file=sys.stderr, flush=True)
 
 
 def model_info(entry: ModelEntry) -> dict[str, Any]:
