@@ -13,33 +13,20 @@ from typing import Any, Iterator, Sequence
 
 import pytest
 
-from tholos_mlx import config, launchd, service
+from tests.service_fakes import FakeHealth, flags, settings_for
 from tholos_mlx import home as home_module
-from tholos_mlx.config import SERVE_FLAGS, Settings
+from tholos_mlx import launchd, service
 from tholos_mlx.errors import UsageError
 from tholos_mlx.service import Host
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET = "gui/501/ai.tholos.mlx"
-FLAG_NAMES = tuple(SERVE_FLAGS)
 
 
-@pytest.fixture(autouse=True)
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Every test keeps its state in a temp THOLOS_HOME."""
-    folder = tmp_path / "home"
-    monkeypatch.setenv("THOLOS_HOME", str(folder))
-    return folder
-
-
-def flags(**given: Any) -> dict[str, Any]:
-    """The serve flags as cli.serve_flags hands them over: None for each one not given."""
-    return {**dict.fromkeys(FLAG_NAMES), **given}
-
-
-def settings_for(home: Path, given: dict[str, Any]) -> Settings:
-    """Settings the way the CLI builds them."""
-    return config.build(home, given)
+@pytest.fixture
+def home(tholos_home: Path) -> Path:
+    """The temp THOLOS_HOME the conftest gives every test."""
+    return tholos_home
 
 
 def run(action: str, home: Path, given: dict[str, Any], host: Host | None = None) -> int:
@@ -77,18 +64,6 @@ class FakeLaunchctl:
                 return 0, ""
             return 113, 'Could not find service "ai.tholos.mlx" in domain for user gui: 501'
         raise AssertionError(f"unexpected launchctl call {argv}")
-
-
-class FakeHealth:
-    """A /health check that answers at once and remembers what it was asked."""
-
-    def __init__(self, healthy: bool = True) -> None:
-        self.healthy = healthy
-        self.calls: list[tuple[int, str, float]] = []
-
-    def __call__(self, port: int, key: str, timeout: float) -> bool:
-        self.calls.append((port, key, timeout))
-        return self.healthy
 
 
 def mac(tmp_path: Path, runner: FakeLaunchctl, health: FakeHealth | None = None) -> Host:
@@ -186,7 +161,7 @@ def test_flags_from_config_toml_stay_in_config_toml(
     capsys: pytest.CaptureFixture[str], home: Path
 ) -> None:
     # The service reads config.toml each time it starts, so editing it must still take effect.
-    home.mkdir()
+    home.mkdir(exist_ok=True)
     (home / "config.toml").write_text("port = 9100\n")
     args = plistlib.loads(printed(capsys, home, flags()).encode())["ProgramArguments"]
     assert "--port" not in args

@@ -11,34 +11,21 @@ from typing import Any, Sequence
 
 import pytest
 
-from tholos_mlx import config, service, systemd
+from tests.service_fakes import FakeHealth, flags, settings_for
 from tholos_mlx import home as home_module
-from tholos_mlx.config import SERVE_FLAGS, Settings
+from tholos_mlx import service, systemd
 from tholos_mlx.errors import UsageError
 from tholos_mlx.service import Host
 
 REPO = Path(__file__).resolve().parents[1]
 UNIT = "tholos-mlx.service"
-FLAG_NAMES = tuple(SERVE_FLAGS)
 AWKWARD = 'it\'s "R&D" 100% $HOME \\ back;slash'  # everything systemd would otherwise rewrite
 
 
-@pytest.fixture(autouse=True)
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Every test keeps its state in a temp THOLOS_HOME."""
-    folder = tmp_path / "home"
-    monkeypatch.setenv("THOLOS_HOME", str(folder))
-    return folder
-
-
-def flags(**given: Any) -> dict[str, Any]:
-    """The serve flags as cli.serve_flags hands them over: None for each one not given."""
-    return {**dict.fromkeys(FLAG_NAMES), **given}
-
-
-def settings_for(home: Path, given: dict[str, Any]) -> Settings:
-    """Settings the way the CLI builds them."""
-    return config.build(home, given)
+@pytest.fixture
+def home(tholos_home: Path) -> Path:
+    """The temp THOLOS_HOME the conftest gives every test."""
+    return tholos_home
 
 
 def run(action: str, home: Path, given: dict[str, Any], host: Host | None = None) -> int:
@@ -57,18 +44,6 @@ class FakeSystemctl:
         self.calls.append(list(argv))
         assert list(argv[:2]) == ["systemctl", "--user"]
         return self.fail.get(argv[2], (0, ""))
-
-
-class FakeHealth:
-    """A /health check that answers at once and remembers what it was asked."""
-
-    def __init__(self, healthy: bool = True) -> None:
-        self.healthy = healthy
-        self.calls: list[tuple[int, str, float]] = []
-
-    def __call__(self, port: int, key: str, timeout: float) -> bool:
-        self.calls.append((port, key, timeout))
-        return self.healthy
 
 
 def linux(

@@ -29,7 +29,7 @@ from tholos_mlx.errors import (
     TholosError,
 )
 from tholos_mlx.home import KeyStore
-from tholos_mlx.schema import ChatRequest, Usage, completion_body, new_completion_id, parse_chat
+from tholos_mlx.schema import ChatRequest, completion_body, new_completion_id, parse_chat
 from tholos_mlx.tiers import ModelEntry, TierTable
 
 log = logging.getLogger("tholos.app")
@@ -230,26 +230,26 @@ async def _first(channel: Channel) -> tuple[Started, list[Event]]:
         raise ServerError("The engine answered out of order.")
 
 
+_STOPPED = "The generation was stopped (server shutting down)."
+
+
 async def _complete(
     request: Request, channel: Channel, first: tuple[Started, list[Event]]
 ) -> HTTPResponse:
     started, batch = first
     texts: list[str] = []
-    finished: Finished | None = None
-    while finished is None:
+    while True:
         for ev in batch:
             if isinstance(ev, Delta):
                 texts.append(ev.text)
-            elif isinstance(ev, Finished):
-                finished = ev
             elif isinstance(ev, BaseException):
                 raise ev
-        if finished is None:
-            next_batch = await channel.next_batch()
-            if next_batch == []:
-                raise ServiceUnavailable("The generation was stopped (server shutting down).")
-            batch = next_batch or []
-    text = "".join(texts)
+            elif isinstance(ev, Finished):
+                return _answer(request, started, "".join(texts), ev)
+        batch = await channel.next_batch() or [ServiceUnavailable(_STOPPED)]
+
+
+def _answer(request: Request, started: Started, text: str, finished: Finished) -> HTTPResponse:
     if _wants_plain(request):
         return HTTPResponse(text, content_type="text/plain; charset=utf-8")
     return _json(
@@ -279,46 +279,38 @@ async def _stream(
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
     out: list[bytes] = [enc.role()]
-    usage: Usage | None = None
+    done = False
     while True:
+        # Every Delta of a batch goes out as one chunk: one write however fast the engine is.
         texts: list[str] = []
         for ev in batch:
             if isinstance(ev, Delta):
                 texts.append(ev.text)
-            elif isinstance(ev, Finished):
-                usage = ev.usage
-                if texts:
-                    out.append(enc.content("".join(texts)))
-                    texts = []
+                continue
+            if texts:  # text that came before the last event still goes out first
+                out.append(enc.content("".join(texts)))
+                texts = []
+            if isinstance(ev, Finished):
                 out.append(enc.finish(ev.finish_reason))
                 if include_usage:
                     out.append(enc.usage(ev.usage))
                 out.append(sse.DONE)
+                done = True
+                break
             elif isinstance(ev, BaseException):
-                if texts:  # text that came in the same batch before the error still goes out
-                    out.append(enc.content("".join(texts)))
+                # After the headers an error is one event, and no [DONE] follows.
                 err = ev if isinstance(ev, TholosError) else ServerError("The engine failed.")
                 out.append(sse.error_frame(err))
-                await response.send(b"".join(out))
-                await response.eof()
-                return
+                done = True
+                break
         if texts:
             out.append(enc.content("".join(texts)))
-        if out:
-            await response.send(b"".join(out))
-            out = []
-        if usage is not None:
-            await response.eof()
-            return
+        await response.send(b"".join(out))
+        if done:
+            break
         next_batch = await channel.next_batch(timeout=KEEPALIVE_S)
-        if next_batch is None:
-            out.append(sse.KEEPALIVE)
-            batch = []
-        elif not next_batch:
-            out.append(sse.error_frame(ServiceUnavailable("The generation was stopped.")))
-            batch = []
-            await response.send(b"".join(out))
-            await response.eof()
-            return
-        else:
-            batch = next_batch
+        if next_batch is None:  # nothing for a while (a long prompt): keep the connection open
+            out, batch = [sse.KEEPALIVE], []
+        else:  # [] means closed without an end: stopped at shutdown
+            out, batch = [], next_batch or [ServiceUnavailable(_STOPPED)]
+    await response.eof()

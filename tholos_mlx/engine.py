@@ -327,6 +327,12 @@ class Engine:
         finish = "length"
         answer: list[str] = []  # kept only with --log-prompts
 
+        def emit(text: str) -> None:
+            if text:
+                channel.put(Delta(text))
+                if self._log_prompts:
+                    answer.append(text)
+
         def progress(_done: int, _total: int) -> None:
             if channel.cancelled:
                 raise _Cancelled
@@ -349,21 +355,14 @@ class Engine:
                     finish = step.finish_reason
                 if step.text:
                     text, hit = stops.feed(step.text)
-                    if text:
-                        channel.put(Delta(text))
-                        if self._log_prompts:
-                            answer.append(text)
+                    emit(text)
                     if hit:
                         finish = "stop"
                         break
                 if channel.cancelled:
                     break
             else:
-                tail = stops.flush()
-                if tail:
-                    channel.put(Delta(tail))
-                    if self._log_prompts:
-                        answer.append(tail)
+                emit(stops.flush())
         except _Cancelled:
             pass
         finally:
