@@ -27,10 +27,11 @@ import httpx
 
 from tholos_mlx.admission import Gate
 from tholos_mlx.app import create_app
-from tholos_mlx.channel import Channel, Delta, Finished, Started
+from tholos_mlx.channel import Channel
 from tholos_mlx.config import Settings
+from tholos_mlx.events import Delta, Event, Finished, FinishReason, Started
 from tholos_mlx.home import KeyStore, ensure_key
-from tholos_mlx.schema import ChatRequest, Usage
+from tholos_mlx.request import GenerationRequest, Usage
 from tholos_mlx.tiers import ModelEntry, TierTable
 
 WAIT_S = 10.0  # generous bound for anything a test waits on; never a timing assert
@@ -42,7 +43,8 @@ class Script:
 
     pieces: tuple[str, ...] = ("Hello", ", ", "world", "!")
     delay: float = 0.0  # seconds before each piece
-    finish_reason: str = "stop"
+    finish_reason: FinishReason = "stop"
+    events: tuple[Event, ...] | None = None  # put these instead of a Delta per piece
     prompt_tokens: int = 7
     cached_tokens: int = 0
     error_before_start: BaseException | None = None  # put instead of Started
@@ -60,7 +62,7 @@ class Script:
 class Job:
     """What one submit() received and how it ended."""
 
-    request: ChatRequest
+    request: GenerationRequest
     entry: ModelEntry | None
     started: threading.Event = field(default_factory=threading.Event)
     done: threading.Event = field(default_factory=threading.Event)
@@ -88,7 +90,7 @@ class FakeEngine:
         return self._loaded
 
     @property
-    def requests(self) -> list[ChatRequest]:
+    def requests(self) -> list[GenerationRequest]:
         """Every request the engine thread received, in order."""
         return [j.request for j in self.jobs]
 
@@ -98,7 +100,7 @@ class FakeEngine:
         return [j.entry for j in self.jobs]
 
     def submit(
-        self, request: ChatRequest, entry: ModelEntry | None, on_done: Callable[[], None]
+        self, request: GenerationRequest, entry: ModelEntry | None, on_done: Callable[[], None]
     ) -> Channel:
         """Queue a job; its events arrive on the returned channel; on_done runs on the loop."""
         loop = asyncio.get_running_loop()
@@ -154,19 +156,20 @@ class FakeEngine:
             raise AssertionError("the app submitted a request with no model loaded or named")
         channel.put(Started(self._loaded, script.prompt_tokens, script.cached_tokens))
         record.started.set()
-        for i, piece in enumerate(script.pieces):
+        events = script.events if script.events is not None else [Delta(p) for p in script.pieces]
+        for i, event in enumerate(events):
             if script.error_after is not None and i == script.error_after:
                 assert script.error is not None
                 raise script.error
             if not self._pause(script, channel):
                 record.cancelled = True
                 return
-            channel.put(Delta(piece))
+            channel.put(event)
             record.pieces_sent += 1
         if channel.cancelled:
             record.cancelled = True
             return
-        usage = Usage(script.prompt_tokens, len(script.pieces), script.cached_tokens)
+        usage = Usage(script.prompt_tokens, len(events), script.cached_tokens)
         channel.put(Finished(script.finish_reason, usage))
 
     @staticmethod
@@ -226,6 +229,7 @@ class LiveServer:
         *,
         max_queue: int = 8,
         queue_timeout: float = 60.0,
+        keepalive_s: float = 10.0,
         **settings: Any,
     ) -> None:
         self.home = home
@@ -244,7 +248,9 @@ class LiveServer:
         self.tiers = TierTable(home)
         self.keys = KeyStore(home)
         self.key = ensure_key(home)
-        self.app = create_app(self.settings, self.engine, self.gate, self.tiers, self.keys)
+        self.app = create_app(
+            self.settings, self.engine, self.gate, self.tiers, self.keys, keepalive_s=keepalive_s
+        )
         # Sanic's TouchUp recompiles its HTTP class from source at each app's startup (0.15 s,
         # and a second app in one process fails to rebuild it): an optimisation tests can skip.
         self.app.config.TOUCHUP = False

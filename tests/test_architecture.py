@@ -10,8 +10,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 LIGHT = [
     "app",
-    "schema",
-    "sse",
+    "api",
+    "api.exchange",
+    "api.fields",
+    "api.gathered",
+    "api.openai_chat",
+    "api.sse",
+    "request",
+    "events",
     "admission",
     "channel",
     "tiers",

@@ -8,9 +8,10 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from tholos_mlx.channel import Channel, Delta, Event, Finished, Started
+from tholos_mlx.channel import Channel
 from tholos_mlx.errors import ServerError
-from tholos_mlx.schema import Usage
+from tholos_mlx.events import Delta, Event, Finished, Started
+from tholos_mlx.request import Usage
 
 
 def run(test: Callable[[], Awaitable[Any]]) -> Any:

@@ -17,7 +17,8 @@ SWITCH = textwrap.dedent(
     import json, os, sys
     from pathlib import Path
     import mlx.core as mx
-    from tholos_mlx.engine import Engine, weights_bytes
+    from tholos_mlx.engine import Engine
+    from tholos_mlx.model_slot import weights_bytes
     from tholos_mlx.tiers import ModelEntry
 
     folder = Path(sys.argv[1])

@@ -123,7 +123,7 @@ def test_unicode_stops_and_text_are_handled_as_characters() -> None:
 def test_feeding_after_a_stop_emits_nothing() -> None:
     matcher = StopMatcher(["x"])
     assert matcher.feed("ax") == ("a", True)
-    assert matcher.stopped
+    assert matcher.matched == "x"
     assert matcher.feed("more") == ("", True)
     assert matcher.flush() == ""
 

@@ -29,9 +29,11 @@ import orjson
 from tholos_mlx.bench_client import BenchError, Stream, free_port
 from tholos_mlx.bench_report import stats
 from tholos_mlx.bench_server import ServerProcess
-from tholos_mlx.channel import Channel, Delta, Event, Finished, Started
+from tholos_mlx.channel import Channel
+from tholos_mlx.events import Delta, Event, Finished, Started
 from tholos_mlx.home import ensure_key
-from tholos_mlx.schema import ChatRequest, Usage
+from tholos_mlx.request import GenerationRequest as ChatRequest
+from tholos_mlx.request import Usage
 from tholos_mlx.tiers import ModelEntry
 
 MODES = ("flood", "lockstep")

@@ -5,37 +5,8 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import deque
-from dataclasses import dataclass
-from typing import Union
 
-from tholos_mlx.schema import Usage
-
-
-@dataclass(frozen=True)
-class Started:
-    """The request holds the engine: its prompt is tokenized and fits the context."""
-
-    model: str
-    prompt_tokens: int
-    cached_tokens: int
-
-
-@dataclass(frozen=True)
-class Delta:
-    """A piece of answer text, whole UTF-8 characters, never part of a stop string."""
-
-    text: str
-
-
-@dataclass(frozen=True)
-class Finished:
-    """The last event of a successful generation."""
-
-    finish_reason: str
-    usage: Usage
-
-
-Event = Union[Started, Delta, Finished, BaseException]
+from tholos_mlx.events import Event
 
 _TIMED_OUT = object()  # the value a waiter is woken with when the keepalive timer fires
 

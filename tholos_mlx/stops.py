@@ -8,7 +8,7 @@ from collections.abc import Sequence
 class StopMatcher:
     """Filters streamed text so that no stop string, nor any text after it, is ever emitted."""
 
-    __slots__ = ("_stops", "_prefixes", "_prefix_ends", "_longest", "_held", "_stopped")
+    __slots__ = ("_stops", "_prefixes", "_prefix_ends", "_longest", "_held", "matched")
 
     def __init__(self, stops: Sequence[str]) -> None:
         self._stops: tuple[str, ...] = tuple(dict.fromkeys(s for s in stops if s))
@@ -20,33 +20,29 @@ class StopMatcher:
         self._prefix_ends: frozenset[str] = frozenset(p[-1] for p in self._prefixes)
         self._longest = max((len(s) for s in self._stops), default=0)
         self._held = ""
-        self._stopped = False
-
-    @property
-    def stopped(self) -> bool:
-        """Whether a stop string has completed."""
-        return self._stopped
+        self.matched: str | None = None  # the stop string that completed, once one has
 
     def feed(self, text: str) -> tuple[str, bool]:
         """The text safe to emit now, and whether a stop string has just completed."""
         if not self._stops:
             return text, False
-        if self._stopped:
+        if self.matched is not None:
             return "", True
         buffer = self._held + text
         # The stop that completes first wins (smallest end, then earliest start), as if text
         # came one character at a time, so the result never depends on how text is split.
         cut = -1
         best_end = len(buffer) + 1
+        hit = None
         for stop in self._stops:
             at = buffer.find(stop)
             if at >= 0:
                 end = at + len(stop)
                 if end < best_end or (end == best_end and at < cut):
-                    best_end, cut = end, at
-        if cut >= 0:
+                    best_end, cut, hit = end, at, stop
+        if hit is not None:
             self._held = ""
-            self._stopped = True
+            self.matched = hit
             return buffer[:cut], True
         hold = self._hold(buffer)
         if hold:

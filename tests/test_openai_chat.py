@@ -1,4 +1,4 @@
-"""Tests for tholos_mlx.schema: request validation and the chat.completion body."""
+"""Tests for tholos_mlx.api.openai_chat: request validation and the chat.completion body."""
 
 from __future__ import annotations
 
@@ -9,17 +9,32 @@ from typing import Any
 import orjson
 import pytest
 
-from tholos_mlx.errors import InvalidRequest, TholosError, Unsupported
-from tholos_mlx.schema import (
-    ChatMessage,
-    ChatRequest,
-    Usage,
+from tholos_mlx.api.gathered import Gathered
+from tholos_mlx.api.openai_chat import (
     completion_body,
     new_completion_id,
     parse_chat,
+    usage_object,
 )
+from tholos_mlx.errors import InvalidRequest, TholosError, Unsupported
+from tholos_mlx.events import Delta, Finished
+from tholos_mlx.request import GenerationRequest, Message, Usage
+
+
+def parse(raw: bytes) -> GenerationRequest:
+    """The internal request a chat completion body becomes."""
+    return parse_chat(raw).request
+
+
+def ChatRequest(**fields: Any) -> GenerationRequest:  # noqa: N802 - reads like the old type
+    """The expected internal request: no tools unless given."""
+    return GenerationRequest(**fields)
+
+
+ChatMessage = Message
 
 USER = [{"role": "user", "content": "Hi"}]
+FN = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
 INVALID = "invalid_request_error"
 
 
@@ -61,7 +76,7 @@ BAD_INPUTS: list[tuple[bytes, int, str, str | None, str | None]] = [
     (msg(role="robot"), 400, INVALID, "messages[1].role", None),
     (msg(role="User"), 400, INVALID, "messages[1].role", None),
     (msg(role=3), 400, INVALID, "messages[1].role", None),
-    (msg(role="tool"), 400, INVALID, "messages[1].role", "unsupported_parameter"),
+    (msg(role="tool"), 400, INVALID, "messages[1].tool_call_id", None),
     (msg(role="function"), 400, INVALID, "messages[1].role", "unsupported_parameter"),
     (msg(content=None), 400, INVALID, "messages[1].content", None),
     (body(messages=[{"role": "user"}]), 400, INVALID, "messages[0].content", None),
@@ -139,22 +154,64 @@ BAD_INPUTS: list[tuple[bytes, int, str, str | None, str | None]] = [
     (body(logprobs=True), 400, INVALID, "logprobs", "unsupported_parameter"),
     (body(logprobs="yes"), 400, INVALID, "logprobs", None),
     (body(top_logprobs=2), 400, INVALID, "top_logprobs", "unsupported_parameter"),
+    (body(response_format={"type": "yaml"}), 400, INVALID, "response_format", None),
     (
-        body(response_format={"type": "json_object"}),
+        body(response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": 5}}),
         400,
         INVALID,
         "response_format",
-        "unsupported_parameter",
+        None,
     ),
-    (
-        body(response_format={"type": "json_schema", "json_schema": {"name": "x"}}),
-        400,
-        INVALID,
-        "response_format",
-        "unsupported_parameter",
-    ),
+    (body(response_format={"type": "json_schema"}), 400, INVALID, "response_format", None),
     (body(response_format="json"), 400, INVALID, "response_format", None),
-    (body(tool_choice="required"), 400, INVALID, "tool_choice", "unsupported_parameter"),
+    (body(tool_choice="required"), 400, INVALID, "tool_choice", None),
+    (body(tool_choice="sometimes", tools=[FN]), 400, INVALID, "tool_choice", None),
+    (
+        body(tool_choice={"type": "function", "function": {"name": "g"}}, tools=[FN]),
+        400,
+        INVALID,
+        "tool_choice",
+        None,
+    ),
+    (body(tools={"type": "function"}), 400, INVALID, "tools", None),
+    (body(tools=[{"type": "web_search"}]), 400, INVALID, "tools[0].type", None),
+    (
+        body(tools=[{"type": "function", "function": {}}]),
+        400,
+        INVALID,
+        "tools[0].function.name",
+        None,
+    ),
+    (
+        body(
+            tools=[{"type": "function", "function": {"name": "f", "parameters": {"type": "array"}}}]
+        ),
+        400,
+        INVALID,
+        "tools[0].function.parameters",
+        None,
+    ),
+    (
+        body(tools=[{"type": "function", "function": {"name": "f", "parameters": "{}"}}]),
+        400,
+        INVALID,
+        "tools[0].function.parameters",
+        None,
+    ),
+    (body(tools=[FN, FN]), 400, INVALID, "tools", None),
+    (
+        body(
+            messages=[
+                *USER,
+                {"role": "assistant", "tool_calls": [{"id": "c1", "type": "function"}]},
+            ]
+        ),
+        400,
+        INVALID,
+        "messages[1].tool_calls[0].function",
+        None,
+    ),
+    (body(parallel_tool_calls="no"), 400, INVALID, "parallel_tool_calls", None),
     (body(modalities=["text", "audio"]), 400, INVALID, "modalities", "unsupported_parameter"),
 ]
 
@@ -183,19 +240,19 @@ def test_bad_input_is_a_400_in_openai_shape_naming_the_param(
 
 
 def test_minimal_request_takes_openai_defaults() -> None:
-    req = parse_chat(body())
+    req = parse(body())
     assert req == ChatRequest(messages=(ChatMessage("user", "Hi"),))
     assert req.temperature == 1.0
     assert req.top_p == 1.0
     assert req.max_tokens is None
     assert req.model is None
     assert req.stop == ()
-    assert not req.stream and not req.include_usage
+    assert not req.stream and not parse_chat(body()).include_usage
     assert req.seed is None
 
 
 def test_every_supported_field_is_read() -> None:
-    req = parse_chat(
+    req = parse(
         body(
             model="fast",
             temperature=0,
@@ -207,6 +264,7 @@ def test_every_supported_field_is_read() -> None:
             seed=7,
         )
     )
+    assert parse_chat(body(stream=True, stream_options={"include_usage": True})).include_usage
     assert req == ChatRequest(
         messages=(ChatMessage("user", "Hi"),),
         model="fast",
@@ -215,7 +273,6 @@ def test_every_supported_field_is_read() -> None:
         max_tokens=64,
         stop=("\n\n", "END"),
         stream=True,
-        include_usage=True,
         seed=7,
     )
     assert isinstance(req.temperature, float)
@@ -239,30 +296,32 @@ def test_json_null_means_absent_for_every_optional_field() -> None:
             "top_logprobs",
             "response_format",
             "tool_choice",
+            "tools",
+            "parallel_tool_calls",
         )
     }
-    assert parse_chat(body(**nulls)) == ChatRequest(messages=(ChatMessage("user", "Hi"),))
-    req = parse_chat(body(stream=True, stream_options={"include_usage": None}))
-    assert req.stream and not req.include_usage
+    assert parse(body(**nulls)) == ChatRequest(messages=(ChatMessage("user", "Hi"),))
+    chat = parse_chat(body(stream=True, stream_options={"include_usage": None}))
+    assert chat.request.stream and not chat.include_usage
 
 
 def test_empty_model_means_the_loaded_model() -> None:
-    assert parse_chat(body(model="")).model is None
+    assert parse(body(model="")).model is None
 
 
 def test_developer_role_is_read_as_system() -> None:
-    req = parse_chat(body(messages=[{"role": "developer", "content": "Rules"}, *USER]))
+    req = parse(body(messages=[{"role": "developer", "content": "Rules"}, *USER]))
     assert req.messages[0] == ChatMessage("system", "Rules")
 
 
 def test_text_parts_are_joined_without_separator() -> None:
     parts = [{"type": "text", "text": "Hello, "}, {"type": "text", "text": "world"}]
-    req = parse_chat(body(messages=[{"role": "user", "content": parts}]))
+    req = parse(body(messages=[{"role": "user", "content": parts}]))
     assert req.messages == (ChatMessage("user", "Hello, world"),)
 
 
 def test_assistant_null_or_missing_content_is_empty_text() -> None:
-    req = parse_chat(
+    req = parse(
         body(
             messages=[
                 *USER,
@@ -276,43 +335,40 @@ def test_assistant_null_or_missing_content_is_empty_text() -> None:
 
 
 def test_extra_message_fields_are_ignored() -> None:
-    req = parse_chat(body(messages=[{"role": "user", "content": "Hi", "name": "ann"}]))
+    req = parse(body(messages=[{"role": "user", "content": "Hi", "name": "ann"}]))
     assert req.messages == (ChatMessage("user", "Hi"),)
 
 
 def test_max_completion_tokens_is_read_as_max_tokens_and_wins_over_it() -> None:
-    assert parse_chat(body(max_completion_tokens=9)).max_tokens == 9
-    assert parse_chat(body(max_tokens=5, max_completion_tokens=9)).max_tokens == 9
-    assert parse_chat(body(max_tokens=5, max_completion_tokens=None)).max_tokens == 5
+    assert parse(body(max_completion_tokens=9)).max_tokens == 9
+    assert parse(body(max_tokens=5, max_completion_tokens=9)).max_tokens == 9
+    assert parse(body(max_tokens=5, max_completion_tokens=None)).max_tokens == 5
 
 
 def test_stop_accepts_one_string_and_drops_empty_strings() -> None:
-    assert parse_chat(body(stop="###")).stop == ("###",)
-    assert parse_chat(body(stop="")).stop == ()
-    assert parse_chat(body(stop=["", "a", ""])).stop == ("a",)
-    assert parse_chat(body(stop=[])).stop == ()
-    assert parse_chat(body(stop=["a", "b", "c", "d"])).stop == ("a", "b", "c", "d")
+    assert parse(body(stop="###")).stop == ("###",)
+    assert parse(body(stop="")).stop == ()
+    assert parse(body(stop=["", "a", ""])).stop == ("a",)
+    assert parse(body(stop=[])).stop == ()
+    assert parse(body(stop=["a", "b", "c", "d"])).stop == ("a", "b", "c", "d")
 
 
 def test_range_edges_are_accepted() -> None:
-    assert parse_chat(body(temperature=2)).temperature == 2.0
-    assert parse_chat(body(temperature=0.0)).temperature == 0.0
-    assert parse_chat(body(top_p=1)).top_p == 1.0
-    assert parse_chat(body(top_p=1e-9)).top_p == 1e-9
-    assert parse_chat(body(max_tokens=1)).max_tokens == 1
-    assert parse_chat(body(seed=-3)).seed == -3
+    assert parse(body(temperature=2)).temperature == 2.0
+    assert parse(body(temperature=0.0)).temperature == 0.0
+    assert parse(body(top_p=1)).top_p == 1.0
+    assert parse(body(top_p=1e-9)).top_p == 1e-9
+    assert parse(body(max_tokens=1)).max_tokens == 1
+    assert parse(body(seed=-3)).seed == -3
 
 
 def test_harmless_openai_fields_are_ignored() -> None:
-    req = parse_chat(
+    req = parse(
         body(
             user="u-1",
             metadata={"k": "v"},
             frequency_penalty=0.5,
             presence_penalty=0.1,
-            tools=[{"type": "function", "function": {"name": "f"}}],
-            tool_choice="auto",
-            parallel_tool_calls=False,
             store=False,
             service_tier="auto",
             logit_bias={"50256": -100},
@@ -329,17 +385,24 @@ def test_harmless_openai_fields_are_ignored() -> None:
 
 def test_unsupported_fields_raise_the_unsupported_subclass() -> None:
     with pytest.raises(Unsupported):
-        parse_chat(body(n=3))
+        parse(body(n=3))
 
 
 def test_usage_dict_has_total_and_cached_tokens() -> None:
-    assert Usage(prompt_tokens=10, completion_tokens=4, cached_tokens=6).as_dict() == {
+    assert usage_object(Usage(prompt_tokens=10, completion_tokens=4, cached_tokens=6)) == {
         "prompt_tokens": 10,
         "completion_tokens": 4,
         "total_tokens": 14,
         "prompt_tokens_details": {"cached_tokens": 6},
     }
-    assert Usage(1, 2).as_dict()["prompt_tokens_details"] == {"cached_tokens": 0}
+    assert usage_object(Usage(1, 2))["prompt_tokens_details"] == {"cached_tokens": 0}
+
+
+def answer_of(text: str) -> Gathered:
+    """A gathered answer of plain text."""
+    answer = Gathered()
+    answer.add(Delta(text))
+    return answer
 
 
 def test_completion_body_has_exactly_openai_shape() -> None:
@@ -347,9 +410,8 @@ def test_completion_body_has_exactly_openai_shape() -> None:
         id="chatcmpl-x",
         created=1_700_000_000,
         model="smollm2-135m",
-        text="Hello ✓",
-        finish_reason="stop",
-        usage=Usage(3, 2),
+        answer=answer_of("Hello ✓"),
+        finished=Finished("stop", Usage(3, 2)),
     )
     assert json.loads(raw) == {
         "id": "chatcmpl-x",
@@ -380,9 +442,8 @@ def test_completion_body_validates_against_the_openai_sdk_type() -> None:
         id=new_completion_id(),
         created=1,
         model="m",
-        text="t",
-        finish_reason="length",
-        usage=Usage(1, 1),
+        answer=answer_of("t"),
+        finished=Finished("length", Usage(1, 1)),
     )
     parsed = types.ChatCompletion.model_validate_json(raw)
     assert parsed.choices[0].message.content == "t"

@@ -1,4 +1,4 @@
-"""Tests for tholos_mlx.sse: every frame kind parsed back and compared to OpenAI's shape."""
+"""Tests for the chat chunk encoder and SSE frames: every frame kind parsed back and compared to OpenAI's shape."""
 
 from __future__ import annotations
 
@@ -8,9 +8,17 @@ from typing import Any
 import orjson
 import pytest
 
-from tholos_mlx.errors import ServerError, ServiceUnavailable
-from tholos_mlx.schema import Usage
-from tholos_mlx.sse import DONE, KEEPALIVE, ChunkEncoder, error_frame
+from tholos_mlx.api.openai_chat import ChunkEncoder
+from tholos_mlx.api.sse import DONE, KEEPALIVE
+from tholos_mlx.api.sse import data as sse_data
+from tholos_mlx.errors import ServerError, ServiceUnavailable, TholosError
+from tholos_mlx.request import Usage
+
+
+def error_frame(err: TholosError) -> bytes:
+    """An error after streaming started, as the chat stream sends it."""
+    return sse_data(err.body())
+
 
 ID = "chatcmpl-abc123"
 CREATED = 1_700_000_000

@@ -1,0 +1,165 @@
+"""The chat prompt: messages (and tools) through the model's chat template into token ids.
+
+One function for the server and the benchmark. Tools go through the model's own template when
+it renders `tools`; otherwise they use the documented default format: a system-prompt list of
+the functions and calls written as `<tool_call>{"name": ..., "arguments": {...}}</tool_call>`,
+with results given back in a user turn inside `<tool_response>` tags.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from tholos_mlx.errors import InvalidRequest
+from tholos_mlx.request import Message, Tool, ToolCall
+
+# A plain ChatML template for model folders that ship none.
+FALLBACK_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+DEFAULT_CALL_START = "<tool_call>"
+DEFAULT_CALL_END = "</tool_call>"
+DEFAULT_TOOLS_PROMPT = (
+    "You can call functions. The functions you may call are listed below as JSON, one per line:\n"
+    "{functions}\n"
+    "To call a function, answer with only this, and nothing after it:\n"
+    '<tool_call>{{"name": "FUNCTION_NAME", "arguments": {{...}}}}</tool_call>\n'
+    "Results come back inside <tool_response></tool_response> tags."
+)
+
+
+@dataclass(frozen=True)
+class ToolFormat:
+    """How a model writes tool calls: the markers around each call, and whether its template lists tools."""
+
+    start: str = DEFAULT_CALL_START
+    end: str = DEFAULT_CALL_END
+    native: bool = False
+
+
+def tool_format(tokenizer: Any) -> ToolFormat:
+    """The model's own markers when mlx-lm knows them and its template renders tools; else the default."""
+    template = getattr(tokenizer, "chat_template", None)
+    native = isinstance(template, str) and "tools" in template
+    if not native:
+        return ToolFormat()
+    start = getattr(tokenizer, "tool_call_start", None)
+    end = getattr(tokenizer, "tool_call_end", None)
+    if isinstance(start, str) and isinstance(end, str) and start and end:
+        return ToolFormat(start, end, native=True)
+    return ToolFormat(native=True)
+
+
+def prompt_ids(
+    tokenizer: Any,
+    messages: Sequence[Message],
+    tools: Sequence[Tool] = (),
+    fmt: ToolFormat | None = None,
+) -> list[int]:
+    """The prompt's token ids, the assistant's turn opened, as the model's template writes it."""
+    fmt = fmt or tool_format(tokenizer)
+    extra: dict[str, Any] = {}
+    if not getattr(tokenizer, "chat_template", None):
+        extra["chat_template"] = FALLBACK_TEMPLATE
+    if fmt.native:
+        turns = [_native_turn(m) for m in messages]
+        if tools:
+            extra["tools"] = [_tool_object(t) for t in tools]
+    else:
+        turns = _default_turns(messages, tools, fmt)
+    try:
+        text = tokenizer.apply_chat_template(
+            turns, add_generation_prompt=True, tokenize=False, **extra
+        )
+    except Exception as exc:  # jinja's raise_exception(): the template refuses these messages
+        raise InvalidRequest(
+            f"The model's chat template refused these messages: {exc}", param="messages"
+        ) from None
+    ids: list[int] = list(tokenizer.encode(text, add_special_tokens=False))
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if (
+        getattr(tokenizer, "add_bos_token", False)
+        and bos is not None
+        and (not ids or ids[0] != bos)
+    ):
+        ids.insert(0, bos)
+    return ids
+
+
+def call_text(call: ToolCall, fmt: ToolFormat) -> str:
+    """A call as the default format writes it (also what the grammar makes the model write)."""
+    return f'{fmt.start}{{"name": {_dumps(call.name)}, "arguments": {call.arguments}}}{fmt.end}'
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def _tool_object(tool: Tool) -> dict[str, Any]:
+    function: dict[str, Any] = {"name": tool.name, "parameters": tool.parameters}
+    if tool.description:
+        function["description"] = tool.description
+    return {"type": "function", "function": function}
+
+
+def _arguments(text: str) -> Any:
+    """Arguments as templates expect them (an object); text that is not JSON stays text."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return text
+
+
+def _native_turn(m: Message) -> dict[str, Any]:
+    turn: dict[str, Any] = {"role": m.role, "content": m.content}
+    if m.tool_calls:
+        turn["tool_calls"] = [
+            {
+                "id": c.id,
+                "type": "function",
+                "function": {"name": c.name, "arguments": _arguments(c.arguments)},
+            }
+            for c in m.tool_calls
+        ]
+    if m.role == "tool":
+        turn["tool_call_id"] = m.tool_call_id
+        if m.name:
+            turn["name"] = m.name
+    return turn
+
+
+def _default_turns(
+    messages: Sequence[Message], tools: Sequence[Tool], fmt: ToolFormat
+) -> list[dict[str, str]]:
+    """Messages in plain system/user/assistant turns: tools in the system prompt, calls as text."""
+    turns: list[dict[str, str]] = []
+    if tools:
+        listing = "\n".join(_dumps(_tool_object(t)["function"]) for t in tools)
+        prompt = DEFAULT_TOOLS_PROMPT.format(functions=listing)
+        if messages and messages[0].role == "system":
+            prompt = f"{messages[0].content}\n\n{prompt}"
+            messages = messages[1:]
+        turns.append({"role": "system", "content": prompt})
+    for m in messages:
+        if m.role == "tool":
+            body = f"<tool_response>\n{m.content}\n</tool_response>"
+            if (
+                turns
+                and turns[-1]["role"] == "user"
+                and turns[-1]["content"].endswith("</tool_response>")
+            ):
+                turns[-1]["content"] += "\n" + body  # the results of parallel calls, one turn
+            else:
+                turns.append({"role": "user", "content": body})
+            continue
+        content = m.content
+        if m.tool_calls:
+            calls = "\n".join(call_text(c, fmt) for c in m.tool_calls)
+            content = f"{content}\n{calls}" if content else calls
+        turns.append({"role": m.role, "content": content})
+    return turns

@@ -1,0 +1,293 @@
+"""The generation loop: prefill in chunks, sample with logits processors and a grammar, emit whole characters.
+
+A plain function over (model, prompt ids, cache, sampler, processors, constraint, emit): it runs
+on whichever thread calls it (the engine thread in the server, the main thread in tests), owns
+no state between calls, and reports exactly which tokens its KV cache now holds, so the caller
+can keep that cache for the next prompt that shares its prefix.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, cast
+
+import mlx.core as mx
+
+from tholos_mlx.detokenize import Detokenizer
+
+LogitsProcessor = Callable[[mx.array, mx.array], mx.array]
+"""mlx-lm's shape: (every token so far, logits of shape (1, V)) -> logits."""
+
+Sampler = Callable[[mx.array], mx.array]
+Outcome = Literal["stop", "length", "cancelled"]
+
+CLEAR_EVERY = 256  # tokens between mx.clear_cache() calls, as mlx-lm does
+_async_eval = cast(Callable[..., None], mx.async_eval)  # untyped in mlx's stubs
+
+
+def _read(token: mx.array) -> int:
+    """The value of a sampled token (a sync point)."""
+    return int(cast(int, token.item()))
+
+
+class Constraint(Protocol):
+    """A grammar steering the answer token by token (constrain.py implements it)."""
+
+    def compute_mask(self) -> None:
+        """CPU work for the next token's allowed set; runs while MLX evaluates the step."""
+        ...
+
+    def apply(self, logits: mx.array) -> mx.array:
+        """The logits with every token the grammar forbids at -inf."""
+        ...
+
+    def consume(self, token: int) -> list[int]:
+        """Take the sampled token; return the tokens the grammar now forces (fast-forward)."""
+        ...
+
+    @property
+    def finished(self) -> bool:
+        """The grammar is complete: nothing more may be generated."""
+        ...
+
+    def error(self) -> str | None:
+        """Why the grammar broke, if it did."""
+        ...
+
+
+class GrammarFailed(RuntimeError):
+    """The constraint reported an error mid-answer (a bug in the grammar or its engine)."""
+
+
+@dataclass
+class Generation:
+    """What one call produced: how it ended, the tokens generated, and what the cache holds."""
+
+    finish: Outcome = "length"
+    generated: list[int] = field(default_factory=list)  # every token of the answer, EOS excluded
+    cache_tokens: list[int] = field(default_factory=list)  # exactly the tokens in the KV cache
+
+
+def generate(
+    model: Any,
+    prompt: Sequence[int],
+    cache: list[Any],
+    *,
+    cached: int,
+    detokenizer: Detokenizer,
+    emit: Callable[[str], bool],
+    sampler: Sampler,
+    max_tokens: int,
+    eos: Collection[int],
+    logits_processors: Sequence[LogitsProcessor] = (),
+    constraint: Constraint | None = None,
+    cancelled: Callable[[], bool] = lambda: False,
+    prefill: Prefill | None = None,
+    kv_bits: int | None = None,
+) -> Generation:
+    """Generate after `prompt`, whose first `cached` tokens `cache` already holds.
+
+    `emit(text)` gets whole characters as they complete and returns True to stop there (a stop
+    string). `cancelled()` is polled between prefill chunks and between tokens.
+    """
+    out = Generation(cache_tokens=list(prompt[:cached]))
+    if not _prefill(model, prompt, cache, out, prefill or Prefill(), cancelled, kv_bits):
+        out.finish = "cancelled"
+        return out
+    if max_tokens < 1:
+        return out
+    history = list(prompt)  # what logits processors see: every token so far
+
+    def forward(tokens: mx.array) -> mx.array:
+        logits = model(tokens.reshape(1, -1), cache=cache)
+        _quantize(cache, kv_bits)
+        last: mx.array = logits[:, -1, :]
+        return last
+
+    def pick(logits: mx.array, unread: mx.array | None = None) -> mx.array:
+        if logits_processors:
+            tokens = mx.array(history, dtype=mx.uint32)
+            if unread is not None:  # the pipelined token, fed but not read back yet
+                tokens = mx.concatenate([tokens, unread.astype(mx.uint32)])
+            for processor in logits_processors:
+                logits = processor(tokens, logits)
+        if constraint is not None:
+            logits = constraint.apply(logits)
+        return sampler(logits - mx.logsumexp(logits, axis=-1, keepdims=True))
+
+    def take(token: int) -> bool:
+        """Record a token of the answer and emit its text; True when a stop string completed."""
+        out.generated.append(token)
+        history.append(token)
+        text = detokenizer.add(token)
+        return bool(text) and emit(text)
+
+    tail = prompt[len(out.cache_tokens) :]
+    logits = forward(mx.array(list(tail), dtype=mx.uint32))
+    out.cache_tokens.extend(tail)
+    if constraint is None:
+        _pipelined(out, forward, pick, take, logits, max_tokens, eos, cancelled)
+    else:
+        _constrained(out, forward, pick, take, logits, max_tokens, eos, cancelled, constraint)
+    return out
+
+
+@dataclass
+class Prefill:
+    """Prompt chunk sizes, learned: each full chunk is timed and the next sized to stay near the target.
+
+    A cancel or SIGTERM is seen between chunks, so one chunk must not take seconds (on a large
+    model on a Mac a fixed 2048-token chunk can), while a larger chunk is faster per token.
+    One Prefill lives as long as its model, so later prompts start at the learned size.
+    """
+
+    size: int = 64
+    smallest: int = 32
+    largest: int = 4096
+    target_s: float = 0.5
+
+    def learn(self, tokens: int, seconds: float) -> None:
+        """A chunk of `tokens` took `seconds`: size the next one for the target time."""
+        scaled = int(tokens * self.target_s / max(seconds, 1e-6))
+        self.size = max(self.smallest, min(self.largest, scaled, tokens * 4))
+
+
+def _prefill(
+    model: Any,
+    prompt: Sequence[int],
+    cache: list[Any],
+    out: Generation,
+    plan: Prefill,
+    cancelled: Callable[[], bool],
+    kv_bits: int | None,
+) -> bool:
+    """Feed all but the last prompt token, in timed chunks; False if cancelled meanwhile."""
+    done = len(out.cache_tokens)
+    while len(prompt) - done > 1:
+        size = plan.size
+        n = min(size, len(prompt) - done - 1)
+        chunk = prompt[done : done + n]
+        t0 = time.perf_counter()
+        model(mx.array(list(chunk), dtype=mx.uint32)[None], cache=cache)
+        _quantize(cache, kv_bits)
+        mx.eval([c.state for c in cache])
+        if n == size:  # only a full chunk says how fast this model runs here
+            plan.learn(n, time.perf_counter() - t0)
+        out.cache_tokens.extend(chunk)
+        done += n
+        mx.clear_cache()
+        if cancelled():
+            return False
+    return True
+
+
+def _pipelined(
+    out: Generation,
+    forward: Callable[[mx.array], mx.array],
+    pick: Callable[..., mx.array],
+    take: Callable[[int], bool],
+    logits: mx.array,
+    max_tokens: int,
+    eos: Collection[int],
+    cancelled: Callable[[], bool],
+) -> None:
+    """mlx-lm's overlap: the next step is queued before this token is read back."""
+    y = pick(logits)
+    _async_eval(y)
+    n = 0
+    while True:
+        n += 1
+        last = n >= max_tokens
+        next_y = None
+        if not last:  # the next step needs only y, still lazy: queue it before reading y
+            next_y = pick(forward(y), y)
+            _async_eval(next_y)
+        token = _read(y)
+        if not last:
+            out.cache_tokens.append(token)
+        if token in eos:
+            out.finish = "stop"
+            return
+        if take(token):
+            out.finish = "stop"
+            return
+        if last:
+            out.finish = "length"
+            return
+        if cancelled():
+            out.finish = "cancelled"
+            return
+        if n % CLEAR_EVERY == 0:
+            mx.clear_cache()
+        assert next_y is not None
+        y = next_y
+
+
+def _constrained(
+    out: Generation,
+    forward: Callable[[mx.array], mx.array],
+    pick: Callable[..., mx.array],
+    take: Callable[[int], bool],
+    logits: mx.array,
+    max_tokens: int,
+    eos: Collection[int],
+    cancelled: Callable[[], bool],
+    constraint: Constraint,
+) -> None:
+    """The grammar needs each token before the next mask: the mask overlaps the forward pass."""
+    n = 0
+    while True:
+        _async_eval(logits)
+        constraint.compute_mask()  # CPU work while MLX computes the logits
+        token = _read(pick(logits))
+        forced = constraint.consume(token)
+        problem = constraint.error()
+        if problem:
+            raise GrammarFailed(problem)
+        n += 1
+        if token in eos:
+            out.finish = "stop"
+            return
+        if take(token):
+            out.finish = "stop"
+            return
+        feed = [token]
+        for f in forced:
+            if n >= max_tokens:
+                break
+            n += 1
+            if f in eos:
+                out.finish = "stop"
+                return
+            feed.append(f)
+            if take(f):
+                out.finish = "stop"
+                return
+        if len(feed) - 1 < len(forced) or (n >= max_tokens and not constraint.finished):
+            out.finish = "length"
+            return
+        if constraint.finished:
+            out.finish = "stop"
+            return
+        if n >= max_tokens:
+            out.finish = "length"
+            return
+        if cancelled():
+            out.finish = "cancelled"
+            return
+        if n % CLEAR_EVERY < len(feed):
+            mx.clear_cache()
+        # Fast-forward: the sampled token and every token the grammar forces go in as one batch.
+        logits = forward(mx.array(feed, dtype=mx.uint32))
+        out.cache_tokens.extend(feed)
+
+
+def _quantize(cache: list[Any], kv_bits: int | None) -> None:
+    """mlx-lm's quantized KV cache (--kv-bits), from the first token on."""
+    if kv_bits is None:
+        return
+    for i, c in enumerate(cache):
+        if hasattr(c, "to_quantized"):
+            cache[i] = c.to_quantized(group_size=64, bits=kv_bits)
