@@ -212,11 +212,11 @@ def _dispatch(args: argparse.Namespace, home: Path) -> int:
     if cmd == "serve":
         return _serve(_settings(args, home))
     if cmd == "launchd":
-        from tholos_mlx import launchd
+        from tholos_mlx.service import launchd
 
         return launchd.command(args.action, _settings(args, home), serve_flags(args))
     if cmd == "systemd":
-        from tholos_mlx import systemd
+        from tholos_mlx.service import systemd
 
         return systemd.command(args.action, _settings(args, home), serve_flags(args))
     if cmd == "bench":

@@ -1,4 +1,4 @@
-"""What launchd.py and systemd.py share: the serve command line, templates, the runner, /health."""
+"""What launchd.py and systemd.py share: install, uninstall and print, the serve argv, templates."""
 
 from __future__ import annotations
 
