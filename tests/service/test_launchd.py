@@ -15,6 +15,7 @@ import pytest
 
 from tests.service.fakes import FakeHealth, flags, settings_for
 from tholos_mlx import home as home_module
+from tholos_mlx.cli import build_parser, serve_flags
 from tholos_mlx.errors import UsageError
 from tholos_mlx.service import launchd, manager
 from tholos_mlx.service.manager import Host
@@ -137,6 +138,10 @@ def test_print_gives_every_serve_flag_back_to_serve(
         allow_origins=("https://a.example", "-odd"),
         log_prompts=True,
         prompt_cache_mb=0,
+        idle_unload=5400.0,
+        memory_limit=12.5,
+        kv_bits=8,
+        disk_cache_gb=0.0,
     )
     args = plistlib.loads(printed(capsys, home, given).encode())["ProgramArguments"]
     assert args[4:-2] == [
@@ -154,7 +159,17 @@ def test_print_gives_every_serve_flag_back_to_serve(
         "--log-prompts",
         "--prompt-cache-mb",
         "0",
+        "--idle-unload",
+        "90m",
+        "--memory-limit",
+        "12.5",
+        "--kv-bits",
+        "8",
+        "--disk-cache-gb",
+        "0.0",
     ]
+    # The words read back through the real parser give the very same flags.
+    assert serve_flags(build_parser().parse_args(["serve", *args[4:-2]])) == given
 
 
 def test_flags_from_config_toml_stay_in_config_toml(

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from tholos_mlx import health, machine
-from tholos_mlx.config import SERVE_FLAGS, Settings
+from tholos_mlx.config import SERVE_SETTINGS, Settings
 from tholos_mlx.errors import UsageError
 from tholos_mlx.home import LOGS_DIR, ensure_key, write_atomic
 
@@ -80,17 +80,17 @@ def interpreter() -> str:
 def flag_argv(flags: Mapping[str, Any]) -> list[str]:
     """The serve flags the user gave (None = not given), turned back into command-line words."""
     words: list[str] = []
-    for name, option in SERVE_FLAGS.items():
-        value = flags.get(name)
+    for setting in SERVE_SETTINGS:
+        value = flags.get(setting.name)
         if value is None or value is False:
             continue
-        if value is True:
-            words.append(option)
+        if setting.kind.action == "store_true":
+            words.append(setting.flag)
             continue
-        for item in value if name == "allow_origins" else (value,):
-            text = repr(item) if isinstance(item, float) else str(item)
+        for item in value if setting.kind.action == "append" else (value,):
+            text = setting.kind.to_text(item)
             # argparse would read a value starting with "-" as an option: glue it on with "=".
-            words += [f"{option}={text}"] if text.startswith("-") else [option, text]
+            words += [f"{setting.flag}={text}"] if text.startswith("-") else [setting.flag, text]
     return words
 
 
