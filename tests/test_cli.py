@@ -20,6 +20,13 @@ from tholos_mlx.cli import build_parser, serve_flags
         (["serve", "--host", "0.0.0.0"], "--host"),
         (["serve", "--queue-timeout", "-1"], "--queue-timeout"),
         (["serve", "--max-queue", "many"], "--max-queue"),
+        (["serve", "--idle-unload", "soon"], "--idle-unload"),
+        (["serve", "--idle-unload", "-5m"], "--idle-unload"),
+        (["serve", "--memory-limit", "0"], "--memory-limit"),
+        (["serve", "--memory-limit", "nan"], "--memory-limit"),
+        (["serve", "--kv-bits", "3"], "--kv-bits"),
+        (["serve", "--disk-cache-gb", "-1"], "--disk-cache-gb"),
+        (["launchd", "print", "--kv-bits", "16"], "--kv-bits"),
         (["frobnicate"], "frobnicate"),
         ([], "required"),
         (["import-gguf", "model.gguf"], "--id"),
@@ -93,6 +100,21 @@ def test_serve_flags_not_given_stay_none_so_config_toml_can_fill_them() -> None:
     )
     assert flags["port"] == 9001
     assert flags["allow_origins"] == ("http://a", "http://b")
+
+
+def test_the_all_day_flags_are_read_into_their_settings_types() -> None:
+    flags = serve_flags(
+        build_parser().parse_args(
+            ["serve", "--idle-unload", "90s", "--memory-limit", "24", "--kv-bits", "4"]
+            + ["--disk-cache-gb", "0"]
+        )
+    )
+    assert (flags["idle_unload"], flags["memory_limit"], flags["kv_bits"]) == (90.0, 24.0, 4)
+    assert flags["disk_cache_gb"] == 0.0
+    assert (
+        serve_flags(build_parser().parse_args(["serve", "--idle-unload", "0"]))["idle_unload"]
+        == 0.0
+    )
 
 
 def test_import_gguf_of_a_missing_file_exits_2_with_one_line(cli: CLI, tmp_path: Path) -> None:

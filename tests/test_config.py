@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
-from tholos_mlx.config import DEFAULT_PORT, Settings, build, load_file
+from tholos_mlx.config import (
+    DEFAULT_PORT,
+    SERVE_SETTINGS,
+    Settings,
+    build,
+    duration_text,
+    load_file,
+    parse_duration,
+)
 from tholos_mlx.errors import UsageError
 
 NO_FLAGS: dict[str, object] = {
@@ -106,3 +115,65 @@ def test_a_serve_key_that_is_not_a_table_is_refused_in_one_line(tmp_path: Path) 
     (tmp_path / "config.toml").write_text("serve = 1\n")
     with pytest.raises(UsageError, match="table"):
         build(tmp_path, {})
+
+
+def test_the_new_all_day_settings_have_their_documented_defaults(tholos_home: Path) -> None:
+    s = build(tholos_home, NO_FLAGS)
+    assert (s.idle_unload, s.memory_limit, s.kv_bits, s.disk_cache_gb) == (1800.0, None, None, 4.0)
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("0", 0.0), ("90s", 90.0), ("30m", 1800.0), ("2h", 7200.0), ("45", 45.0), ("2.5", 2.5)],
+)
+def test_a_duration_reads_as_seconds(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+    assert parse_duration(duration_text(seconds)) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "soon", "5d", "m", "-5", "inf", "nan", "1.5.2h"])
+def test_a_text_that_is_no_duration_is_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="not a duration"):
+        parse_duration(text)
+
+
+def test_config_toml_sets_the_all_day_settings(tholos_home: Path) -> None:
+    write_config(
+        tholos_home,
+        'idle-unload = "2h"\nmemory-limit = 12\nkv_bits = 8\ndisk-cache-gb = 0\n',
+    )
+    s = build(tholos_home, NO_FLAGS)
+    assert (s.idle_unload, s.memory_limit, s.kv_bits, s.disk_cache_gb) == (7200.0, 12.0, 8, 0.0)
+    write_config(tholos_home, "idle-unload = 90\n")
+    assert build(tholos_home, NO_FLAGS).idle_unload == 90.0
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("idle-unload = 'soon'", "idle_unload must be a duration"),
+        ("idle-unload = -1", "--idle-unload must be 0 or more"),
+        ("memory-limit = 0", "--memory-limit must be a positive number of gigabytes"),
+        ("memory-limit = 'lots'", "memory_limit must be of type float"),
+        ("kv-bits = 3", "--kv-bits must be 4 or 8, not 3"),
+        ("disk-cache-gb = -1", "--disk-cache-gb must be 0 or more"),
+        ("disk-cache-gb = inf", "--disk-cache-gb must be a finite number"),
+    ],
+)
+def test_a_bad_all_day_setting_in_config_toml_is_one_line_naming_the_file(
+    tholos_home: Path, text: str, says: str
+) -> None:
+    write_config(tholos_home, text)
+    with pytest.raises(UsageError, match=says) as caught:
+        build(tholos_home, NO_FLAGS)
+    assert "config.toml" in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_every_serve_setting_is_a_settings_field_with_a_flag_and_help() -> None:
+    table = {s.name: s for s in SERVE_SETTINGS}
+    assert set(table) == {f.name for f in fields(Settings)} - {"home", "max_body_bytes"}
+    assert len({s.flag for s in SERVE_SETTINGS}) == len(SERVE_SETTINGS)
+    for s in SERVE_SETTINGS:
+        assert s.flag.startswith("--") and s.help
+        if s.default is not None and s.kind.action == "store":
+            assert s.parse(s.kind.to_text(s.default)) == s.default, s.name

@@ -7,10 +7,10 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any, NoReturn, Sequence
+from typing import Any, Callable, NoReturn, Sequence
 
 from tholos_mlx import __version__
-from tholos_mlx.config import DEFAULT_PORT, SERVE_FLAGS, Settings
+from tholos_mlx.config import SERVE_SETTINGS, Setting, Settings
 from tholos_mlx.errors import UsageError
 
 PROG = "tholos-mlx"
@@ -23,33 +23,6 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more: {text!r}")
-    return value
-
-
-def _port(text: str) -> int:
-    value = _non_negative_int(text)
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}")
-    return value
-
-
 def _add_home(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--home",
@@ -59,49 +32,35 @@ def _add_home(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _argparse_type(setting: Setting) -> Callable[[str], Any]:
+    """The setting's parser, with its problem reported as argparse reports a bad value."""
+
+    def parse(text: str) -> Any:
+        try:
+            return setting.parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return parse
+
+
 def add_serve_flags(p: argparse.ArgumentParser) -> None:
-    """The serve flags; launchd/systemd reuse them for the service they write."""
-    p.add_argument(
-        "--port", type=_port, default=None, help=f"port on 127.0.0.1 (default {DEFAULT_PORT})"
-    )
-    p.add_argument(
-        "--model", default=None, metavar="ID", help="model id or tier to load before serving"
-    )
-    p.add_argument(
-        "--queue-timeout",
-        type=_positive_float,
-        default=None,
-        metavar="S",
-        help="seconds a request may wait for its turn before a 503 (default 60)",
-    )
-    p.add_argument(
-        "--max-queue",
-        type=_non_negative_int,
-        default=None,
-        metavar="N",
-        help="requests allowed to wait; more get 429 (default 8)",
-    )
-    p.add_argument(
-        "--allow-origin",
-        dest="allow_origins",
-        action="append",
-        default=None,
-        metavar="ORIGIN",
-        help="send CORS headers for this browser origin (repeatable); none by default",
-    )
-    p.add_argument(
-        "--log-prompts",
-        action="store_true",
-        default=None,
-        help="log prompt and answer text (off by default: they never reach the log)",
-    )
-    p.add_argument(
-        "--prompt-cache-mb",
-        type=_non_negative_int,
-        default=None,
-        metavar="MB",
-        help="memory for reusable prompt caches (default: sized from the model; 0 turns it off)",
-    )
+    """The serve flags, one per row of config.Settings; launchd/systemd reuse them."""
+    for s in SERVE_SETTINGS:
+        help_ = f"{s.help} (default: {s.default_text()})"
+        # default None everywhere: a flag not given must not hide config.toml's value.
+        if s.kind.action == "store_true":
+            p.add_argument(s.flag, dest=s.name, action="store_true", default=None, help=help_)
+        else:
+            p.add_argument(
+                s.flag,
+                dest=s.name,
+                action=s.kind.action,
+                type=_argparse_type(s),
+                default=None,
+                metavar=s.metavar,
+                help=help_,
+            )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -151,10 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def serve_flags(args: argparse.Namespace) -> dict[str, Any]:
     """The serve flags the user gave, for config.build (None means not given)."""
-    flags = {n: getattr(args, n, None) for n in SERVE_FLAGS}
-    if flags["allow_origins"] is not None:
-        flags["allow_origins"] = tuple(flags["allow_origins"])
-    return flags
+    flags = {s.name: getattr(args, s.name, None) for s in SERVE_SETTINGS}
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in flags.items()}
 
 
 def _settings(args: argparse.Namespace, home: Path) -> Settings:
@@ -212,11 +169,11 @@ def _dispatch(args: argparse.Namespace, home: Path) -> int:
     if cmd == "serve":
         return _serve(_settings(args, home))
     if cmd == "launchd":
-        from tholos_mlx import launchd
+        from tholos_mlx.service import launchd
 
         return launchd.command(args.action, _settings(args, home), serve_flags(args))
     if cmd == "systemd":
-        from tholos_mlx import systemd
+        from tholos_mlx.service import systemd
 
         return systemd.command(args.action, _settings(args, home), serve_flags(args))
     if cmd == "bench":

@@ -14,6 +14,8 @@ MODELS_DIR = "models"
 TIERS_FILE = "tiers.toml"
 CONFIG_FILE = "config.toml"
 LOGS_DIR = "logs"
+CACHE_DIR = "cache"  # the disk prompt cache: cache/ID/
+IMPORT_MARKER = "tholos_import.json"  # in a model folder import-gguf made: its provenance
 
 
 def default_home(env: dict[str, str] | None = None, platform: str | None = None) -> Path:

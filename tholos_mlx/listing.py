@@ -2,32 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import urllib.error
-import urllib.request
 from pathlib import Path
 
+from tholos_mlx import health as health_client
 from tholos_mlx.config import Settings
-from tholos_mlx.home import KEY_FILE
 from tholos_mlx.tiers import TierTable, folder_size
-
-
-def server_health(settings: Settings, timeout: float = 1.0) -> dict[str, object] | None:
-    """What a server on this home's port answers at /health; None if none answers."""
-    try:
-        key = (settings.home / KEY_FILE).read_text(encoding="utf-8").strip()
-    except OSError:
-        return None
-    req = urllib.request.Request(
-        f"http://127.0.0.1:{settings.port}/health", headers={"Authorization": f"Bearer {key}"}
-    )
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: no proxy
-    try:
-        with opener.open(req, timeout=timeout) as resp:
-            body = json.loads(resp.read())
-    except (OSError, ValueError, urllib.error.URLError):
-        return None
-    return body if isinstance(body, dict) else None
 
 
 def human_size(n: int) -> str:
@@ -53,7 +32,7 @@ def print_models(home: Path, settings: Settings) -> int:
     if not entries:
         print(f"No models installed in {home}. Add one with `tholos-mlx import-gguf FILE --id ID`.")
         return 0
-    health = server_health(settings)
+    health = health_client.of_home(settings.home, settings.port)
     running = health.get("model") if health else None
     rows = [("ID", "TIER", "FOLDER", "SIZE", "LOADED")]
     for e in entries:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tholos_mlx.errors import UsageError
-from tholos_mlx.gguf_format import GGUFHeader
+from tholos_mlx.gguf.format import GGUFHeader
 
 GROUP_SIZE = 32  # every supported ggml quant type packs blocks of 32 numbers
 ROPE_FREQS = "rope_freqs.weight"  # Llama 3 rope scaling, folded into config.json instead

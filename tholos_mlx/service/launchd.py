@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any, Mapping
 from xml.sax.saxutils import escape
 
-from tholos_mlx import service
 from tholos_mlx.config import Settings
-from tholos_mlx.service import Host, Manager
+from tholos_mlx.service import manager
+from tholos_mlx.service.manager import Host, Manager
 
 LABEL = "ai.tholos.mlx"
 BOOTOUT_WAIT_S = 10.0  # bootout returns before the job is gone; bootstrap too soon fails with 5
@@ -73,12 +73,12 @@ TEMPLATE = """\
 
 def render(settings: Settings, flags: Mapping[str, Any]) -> str:
     """The LaunchAgent plist for this install: TEMPLATE with its fields filled in, XML-escaped."""
-    stdout_log, stderr_log = service.log_paths(settings.home)
-    return service.fill(
+    stdout_log, stderr_log = manager.log_paths(settings.home)
+    return manager.fill(
         TEMPLATE,
         {
-            "PYTHON": escape(service.interpreter()),
-            "SERVE_FLAGS": [f"<string>{escape(w)}</string>" for w in service.flag_argv(flags)],
+            "PYTHON": escape(manager.interpreter()),
+            "SERVE_FLAGS": [f"<string>{escape(w)}</string>" for w in manager.flag_argv(flags)],
             "THOLOS_HOME": escape(str(settings.home)),
             "STDOUT_LOG": escape(str(stdout_log)),
             "STDERR_LOG": escape(str(stderr_log)),
@@ -107,11 +107,11 @@ def _bootout(host: Host) -> None:
     code, output = host.runner(argv)
     # Ask launchd for the state instead of reading its message, which changes between releases.
     if code != 0 and _loaded(host):
-        raise service.failure(argv, code, output)
+        raise manager.failure(argv, code, output)
     deadline = time.monotonic() + BOOTOUT_WAIT_S
     while code == 0 and _loaded(host):
         if time.monotonic() >= deadline:
-            raise service.failure(argv, 1, f"{LABEL} still loaded after {BOOTOUT_WAIT_S:.0f} s")
+            raise manager.failure(argv, 1, f"{LABEL} still loaded after {BOOTOUT_WAIT_S:.0f} s")
         time.sleep(0.2)
 
 
@@ -121,12 +121,12 @@ def _load(host: Host, path: Path) -> None:
     code, output = host.runner(bootstrap)
     if code != 0:
         if not _loaded(host):
-            raise service.failure(bootstrap, code, output)
+            raise manager.failure(bootstrap, code, output)
         # Loaded by an earlier install: launchd keeps the plist it read, so unload it and load
         # the new one, or new flags would not apply.
         _bootout(host)
-        service.run_checked(host, bootstrap)
-    service.run_checked(host, ["launchctl", "kickstart", f"{_domain(host)}/{LABEL}"])
+        manager.run_checked(host, bootstrap)
+    manager.run_checked(host, ["launchctl", "kickstart", f"{_domain(host)}/{LABEL}"])
 
 
 MANAGER = Manager(
@@ -148,4 +148,4 @@ def command(
     action: str, settings: Settings, flags: Mapping[str, Any], host: Host | None = None
 ) -> int:
     """`tholos-mlx launchd install|uninstall|print`; returns the exit status."""
-    return service.command(MANAGER, action, settings, flags, host)
+    return manager.command(MANAGER, action, settings, flags, host)

@@ -1,4 +1,4 @@
-"""launchd.py (and the service.py parts it shares with systemd.py), all runnable on Linux."""
+"""launchd.py (and the manager.py parts it shares with systemd.py), all runnable on Linux."""
 
 from __future__ import annotations
 
@@ -13,13 +13,14 @@ from typing import Any, Iterator, Sequence
 
 import pytest
 
-from tests.service_fakes import FakeHealth, flags, settings_for
+from tests.service.fakes import FakeHealth, flags, settings_for
 from tholos_mlx import home as home_module
-from tholos_mlx import launchd, service
+from tholos_mlx.cli import build_parser, serve_flags
 from tholos_mlx.errors import UsageError
-from tholos_mlx.service import Host
+from tholos_mlx.service import launchd, manager
+from tholos_mlx.service.manager import Host
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TARGET = "gui/501/ai.tholos.mlx"
 
 
@@ -137,6 +138,10 @@ def test_print_gives_every_serve_flag_back_to_serve(
         allow_origins=("https://a.example", "-odd"),
         log_prompts=True,
         prompt_cache_mb=0,
+        idle_unload=5400.0,
+        memory_limit=12.5,
+        kv_bits=8,
+        disk_cache_gb=0.0,
     )
     args = plistlib.loads(printed(capsys, home, given).encode())["ProgramArguments"]
     assert args[4:-2] == [
@@ -154,7 +159,17 @@ def test_print_gives_every_serve_flag_back_to_serve(
         "--log-prompts",
         "--prompt-cache-mb",
         "0",
+        "--idle-unload",
+        "90m",
+        "--memory-limit",
+        "12.5",
+        "--kv-bits",
+        "8",
+        "--disk-cache-gb",
+        "0.0",
     ]
+    # The words read back through the real parser give the very same flags.
+    assert serve_flags(build_parser().parse_args(["serve", *args[4:-2]])) == given
 
 
 def test_flags_from_config_toml_stay_in_config_toml(
@@ -267,7 +282,7 @@ def test_install_bootstraps_then_kickstarts_in_the_gui_domain(
     assert path.read_text(encoding="utf-8") == text
     assert runner.loaded[TARGET] == text, "launchd must read the finished plist"
     key = (home / "api_key").read_text().strip()
-    assert health.calls == [(9000, key, service.HEALTH_TIMEOUT_S)]
+    assert health.calls == [(9000, key, manager.HEALTH_TIMEOUT_S)]
     assert (home / "logs").is_dir()
     assert str(path) in capsys.readouterr().out
 
@@ -284,7 +299,7 @@ def test_install_writes_the_plist_atomically(
         writes.append((path, data))
         real(path, data, mode)
 
-    monkeypatch.setattr("tholos_mlx.service.write_atomic", spy)
+    monkeypatch.setattr("tholos_mlx.service.manager.write_atomic", spy)
     assert run("install", home, given, mac(tmp_path, FakeLaunchctl())) == 0
     assert writes == [(agent_file(tmp_path), text.encode())]
     assert [p.name for p in agent_file(tmp_path).parent.iterdir()] == ["ai.tholos.mlx.plist"], (
@@ -440,7 +455,7 @@ def test_an_unknown_action_is_a_usage_error(home: Path) -> None:
         run("reload", home, flags())
 
 
-# --- service.wait_for_health (shared with systemd) ------------------------------------------
+# --- manager.wait_for_health (shared with systemd) ------------------------------------------
 
 
 @pytest.fixture
@@ -472,8 +487,8 @@ def test_wait_for_health_is_true_once_health_answers_200_to_the_key(
     # A proxy in the environment must not swallow the loopback request.
     monkeypatch.setenv("http_proxy", "http://127.0.0.1:9/")
     monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9/")
-    assert service.wait_for_health(health_server, "right-key", 5.0) is True
+    assert manager.wait_for_health(health_server, "right-key", 5.0) is True
 
 
 def test_wait_for_health_gives_up_after_the_timeout(health_server: int) -> None:
-    assert service.wait_for_health(health_server, "wrong-key", 0.3) is False
+    assert manager.wait_for_health(health_server, "wrong-key", 0.3) is False

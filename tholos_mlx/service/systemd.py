@@ -6,10 +6,10 @@ import re
 from pathlib import Path
 from typing import Any, Mapping
 
-from tholos_mlx import service
 from tholos_mlx.config import Settings
 from tholos_mlx.errors import UsageError
-from tholos_mlx.service import Host, Manager
+from tholos_mlx.service import manager
+from tholos_mlx.service.manager import Host, Manager
 
 UNIT = "tholos-mlx.service"
 
@@ -65,16 +65,16 @@ def env_value(value: str) -> str:
 
 def render(settings: Settings, flags: Mapping[str, Any]) -> str:
     """The unit file for this install: TEMPLATE with its fields filled in, quoted for systemd."""
-    python = service.interpreter()
+    python = manager.interpreter()
     if "$" in python:
         # systemd keeps the executable path as written but expands $ in argv[0]: they would differ.
         raise UsageError(f"systemd cannot start a Python whose path holds '$': {python}")
-    stdout_log, stderr_log = service.log_paths(settings.home)
-    return service.fill(
+    stdout_log, stderr_log = manager.log_paths(settings.home)
+    return manager.fill(
         TEMPLATE,
         {
             "PYTHON": exec_word(python),
-            "SERVE_FLAGS": [exec_word(word) for word in service.flag_argv(flags)],
+            "SERVE_FLAGS": [exec_word(word) for word in manager.flag_argv(flags)],
             "THOLOS_HOME_ARG": exec_word(str(settings.home)),
             "THOLOS_HOME_ENV": env_value(str(settings.home)),
             # append: takes the rest of the line as a path, with specifiers: only % needs escaping.
@@ -93,7 +93,7 @@ def unit_path(host: Host) -> Path:
 
 
 def _systemctl(host: Host, *args: str) -> None:
-    service.run_checked(host, ["systemctl", "--user", *args])
+    manager.run_checked(host, ["systemctl", "--user", *args])
 
 
 def _load(host: Host, path: Path) -> None:
@@ -130,4 +130,4 @@ def command(
     action: str, settings: Settings, flags: Mapping[str, Any], host: Host | None = None
 ) -> int:
     """`tholos-mlx systemd install|uninstall|print`; returns the exit status."""
-    return service.command(MANAGER, action, settings, flags, host)
+    return manager.command(MANAGER, action, settings, flags, host)

@@ -11,13 +11,13 @@ from typing import Any, Sequence
 
 import pytest
 
-from tests.service_fakes import FakeHealth, flags, settings_for
+from tests.service.fakes import FakeHealth, flags, settings_for
 from tholos_mlx import home as home_module
-from tholos_mlx import service, systemd
 from tholos_mlx.errors import UsageError
-from tholos_mlx.service import Host
+from tholos_mlx.service import manager, systemd
+from tholos_mlx.service.manager import Host
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 UNIT = "tholos-mlx.service"
 AWKWARD = 'it\'s "R&D" 100% $HOME \\ back;slash'  # everything systemd would otherwise rewrite
 
@@ -303,7 +303,7 @@ def test_install_reloads_enables_and_restarts_the_unit(
     ]
     assert unit_file(tmp_path).read_text(encoding="utf-8") == text
     key = (home / "api_key").read_text().strip()
-    assert health.calls == [(9000, key, service.HEALTH_TIMEOUT_S)]
+    assert health.calls == [(9000, key, manager.HEALTH_TIMEOUT_S)]
     assert (home / "logs").is_dir()
     assert str(unit_file(tmp_path)) in capsys.readouterr().out
 
@@ -320,7 +320,7 @@ def test_install_writes_the_unit_atomically(
         writes.append((path, data))
         real(path, data, mode)
 
-    monkeypatch.setattr("tholos_mlx.service.write_atomic", spy)
+    monkeypatch.setattr("tholos_mlx.service.manager.write_atomic", spy)
     assert run("install", home, given, linux(tmp_path, FakeSystemctl())) == 0
     assert writes == [(unit_file(tmp_path), text.encode())]
     assert [p.name for p in unit_file(tmp_path).parent.iterdir()] == [UNIT], "no temp file left"

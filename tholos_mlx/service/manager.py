@@ -1,21 +1,18 @@
-"""What launchd.py and systemd.py share: the serve command line, templates, the runner, /health."""
+"""What launchd.py and systemd.py share: install, uninstall and print, the serve argv, templates."""
 
 from __future__ import annotations
 
-import http.client
 import os
 import re
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from tholos_mlx import machine
-from tholos_mlx.config import SERVE_FLAGS, Settings
+from tholos_mlx import health, machine
+from tholos_mlx.config import SERVE_SETTINGS, Settings
 from tholos_mlx.errors import UsageError
 from tholos_mlx.home import LOGS_DIR, ensure_key, write_atomic
 
@@ -83,17 +80,17 @@ def interpreter() -> str:
 def flag_argv(flags: Mapping[str, Any]) -> list[str]:
     """The serve flags the user gave (None = not given), turned back into command-line words."""
     words: list[str] = []
-    for name, option in SERVE_FLAGS.items():
-        value = flags.get(name)
+    for setting in SERVE_SETTINGS:
+        value = flags.get(setting.name)
         if value is None or value is False:
             continue
-        if value is True:
-            words.append(option)
+        if setting.kind.action == "store_true":
+            words.append(setting.flag)
             continue
-        for item in value if name == "allow_origins" else (value,):
-            text = repr(item) if isinstance(item, float) else str(item)
+        for item in value if setting.kind.action == "append" else (value,):
+            text = setting.kind.to_text(item)
             # argparse would read a value starting with "-" as an option: glue it on with "=".
-            words += [f"{option}={text}"] if text.startswith("-") else [option, text]
+            words += [f"{setting.flag}={text}"] if text.startswith("-") else [setting.flag, text]
     return words
 
 
@@ -157,19 +154,11 @@ def failure(argv: Sequence[str], code: int, output: str) -> UsageError:
 
 def wait_for_health(port: int, key: str, timeout: float) -> bool:
     """Poll GET http://127.0.0.1:PORT/health with the key until it answers 200 or time runs out."""
-    # No proxies: an http_proxy in the environment must not carry a loopback request away.
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/health", headers={"Authorization": f"Bearer {key}"}
-    )
     deadline = time.monotonic() + timeout
     while True:
-        try:
-            with opener.open(request, timeout=min(5.0, max(timeout, 0.1))) as response:
-                if response.status == 200:
-                    return True
-        except (urllib.error.URLError, http.client.HTTPException, OSError):
-            pass  # not up yet (refused, reset, 401 from an older server still going down)
+        # Not up yet: refused, reset, or a 401 from an older server still going down.
+        if health.fetch(port, key, timeout=min(5.0, max(timeout, 0.1))) is not None:
+            return True
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.25)

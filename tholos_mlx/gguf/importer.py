@@ -14,17 +14,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tholos_mlx import __version__, gguf_llama, gguf_tokenizer, tiers
+from tholos_mlx import __version__, tiers
 from tholos_mlx.errors import UsageError
-from tholos_mlx.gguf_format import GGUFError, GGUFHeader, printable, read_header
-from tholos_mlx.gguf_llama import ROPE_FREQS, mlx_base
-from tholos_mlx.home import MODELS_DIR
+from tholos_mlx.gguf import llama, tokenizer
+from tholos_mlx.gguf.format import GGUFError, GGUFHeader, printable, read_header
+from tholos_mlx.gguf.llama import ROPE_FREQS, mlx_base
+from tholos_mlx.home import IMPORT_MARKER, MODELS_DIR
 
 log = logging.getLogger("tholos.gguf")
 
 Progress = Callable[[str, float], None]  # (what is happening, fraction done from 0 to 1)
 
-MARKER = "tholos_import.json"  # provenance; also what lets --force replace a folder
 SUPPORTED_TYPES = ("F32", "F16", "Q4_0", "Q4_1", "Q8_0")
 QUANT_BITS = {"Q4_0": 4, "Q4_1": 4, "Q8_0": 8}
 ARCHITECTURES = ("llama",)  # Mistral 7B and friends ship as "llama" too
@@ -131,17 +131,17 @@ def _convert(src: Path, header: GGUFHeader, dest: Path, progress: Progress | Non
         for t in header.tensors
         if t.type_name in QUANT_BITS
     }
-    config = gguf_llama.config(header, bits, rope_freqs)
+    config = llama.config(header, bits, rope_freqs)
     _save_weights(weights, dest, progress)
     del weights
-    tok, tok_config = gguf_tokenizer.build(header.metadata, config["max_position_embeddings"])
+    tok, tok_config = tokenizer.build(header.metadata, config["max_position_embeddings"])
     tok.save(str(dest / "tokenizer.json"))
     _write_json(dest / "tokenizer_config.json", tok_config)
     _write_json(dest / "config.json", config)
     _check_loads(dest)
     st = src.stat()
     _write_json(
-        dest / MARKER,
+        dest / IMPORT_MARKER,
         {
             "tool": "tholos-mlx import-gguf",
             "tool_version": __version__,
@@ -193,7 +193,7 @@ class _Reporter:
 
 def _owned(folder: Path) -> bool:
     """Whether a model folder was made by this importer (so --force may replace it)."""
-    return folder.is_dir() and not folder.is_symlink() and (folder / MARKER).is_file()
+    return folder.is_dir() and not folder.is_symlink() and (folder / IMPORT_MARKER).is_file()
 
 
 def _check_source(src: Path) -> int:
@@ -235,7 +235,7 @@ def _import(src: Path, home: Path, model_id: str, tier: str | None, force: bool)
         raise UsageError(f"model {model_id!r} already exists; add --force to replace it")
     if exists and not _owned(dest):
         raise UsageError(
-            f"{dest} was not made by import-gguf (it has no {MARKER}); not replacing it"
+            f"{dest} was not made by import-gguf (it has no {IMPORT_MARKER}); not replacing it"
         )
     header = inspect(src)  # a bad file fails here, before anything is created
     loud = sys.stderr.isatty() or size > _LOUD_BYTES
