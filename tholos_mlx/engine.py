@@ -12,15 +12,17 @@ import logging
 import queue
 import threading
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 import mlx.core as mx
 from mlx_lm.models.cache import make_prompt_cache
 from mlx_lm.sample_utils import make_sampler
+from mlx_lm.tokenizer_utils import load as load_tokenizer
 
 from tholos_mlx.answer import AnswerSplitter, Markers
 from tholos_mlx.channel import Channel
-from tholos_mlx.chat_prompt import prompt_ids
+from tholos_mlx.chat_prompt import prompt_ids, tool_format
 from tholos_mlx.errors import (
     ContextLengthExceeded,
     NoModelLoaded,
@@ -48,6 +50,7 @@ class Engine:
         self._current: Channel | None = None
         self._log_prompts = log_prompts
         self._stopping = False
+        self._tokenizers: dict[Path, Any] = {}  # count_tokens for models not loaded, by folder
 
     # -- called from any thread --
     @property
@@ -109,6 +112,38 @@ class Engine:
 
         self._jobs.put(job)
         return channel
+
+    async def count_tokens(self, request: GenerationRequest, entry: ModelEntry | None) -> int:
+        """The prompt's length as submit() would render it, in a worker thread: no turn, no weights.
+
+        The loaded model's tokenizer counts for it; a named model that is not loaded gets only
+        its tokenizer read (once per folder), never its weights.
+        """
+        loaded = self._slot.current
+        if entry is None and loaded is None:
+            raise NoModelLoaded()
+        tools = request.tools if request.tool_choice.mode != "none" else ()
+
+        def count() -> int:
+            if loaded is not None and (
+                entry is None or (loaded.entry.id, loaded.entry.path) == (entry.id, entry.path)
+            ):
+                return len(prompt_ids(loaded.tokenizer, request.messages, tools, loaded.tools))
+            assert entry is not None
+            tokenizer = self._tokenizers.get(entry.path)
+            if tokenizer is None:
+                try:
+                    tokenizer = load_tokenizer(entry.path)
+                except Exception as exc:
+                    raise ServiceUnavailable(
+                        f"Model `{entry.id}`'s tokenizer cannot be read "
+                        f"({exc.__class__.__name__}).",
+                        code="model_load_failed",
+                    ) from None
+                self._tokenizers[entry.path] = tokenizer
+            return len(prompt_ids(tokenizer, request.messages, tools, tool_format(tokenizer)))
+
+        return await asyncio.to_thread(count)
 
     # -- the engine thread --
     def _main(self) -> None:
