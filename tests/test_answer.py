@@ -9,7 +9,7 @@ import pytest
 
 from tholos_mlx.answer import AnswerSplitter, Markers, held_prefix
 from tholos_mlx.api.gathered import Gathered
-from tholos_mlx.events import Delta, Event, ReasoningDelta, ToolCallDelta, ToolCallStart
+from tholos_mlx.events import Delta, Event, ToolCallDelta, ToolCallStart
 
 THINK = Markers(think_start="<think>", think_end="</think>", thinking_first=True)
 TOOLS = Markers(call_start="<tool_call>", call_end="</tool_call>")
