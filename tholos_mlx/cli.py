@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
+import threading
+import time
 from pathlib import Path
-from typing import Any, Callable, NoReturn, Sequence
+from typing import Any, Callable, Iterator, NoReturn, Sequence
 
 from tholos_mlx import __version__
 from tholos_mlx.config import SERVE_SETTINGS, Setting, Settings
@@ -311,12 +314,40 @@ def _check_port(port: int) -> None:
             raise UsageError(f"cannot listen on 127.0.0.1:{port}: {exc.strerror or exc}") from None
 
 
+@contextlib.contextmanager
+def heartbeat(what: str, every: float) -> Iterator[None]:
+    """Log "still WHAT (N s)" every `every` seconds until the block ends.
+
+    A service install waits on the server's log growing while /health is silent
+    (service/startup.py), and a big model loads for minutes without a word otherwise.
+    """
+    log = logging.getLogger("tholos.serve")
+    done = threading.Event()
+    started = time.monotonic()
+
+    def beat() -> None:
+        while not done.wait(every):
+            log.info("still %s (%.0f s)", what, time.monotonic() - started)
+
+    thread = threading.Thread(target=beat, name="tholos-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+
+
 def _load_first(engine: Any, tiers: Any, name: str) -> None:
     """Load --model before accepting requests, turning failures into one line."""
     from tholos_mlx.errors import ModelNotFound, TholosError
+    from tholos_mlx.service.startup import LOADING_BEAT_S
 
     try:
-        engine.load(tiers.resolve(name))
+        entry = tiers.resolve(name)
+        logging.getLogger("tholos.serve").info("loading %s from %s", entry.id, entry.path)
+        with heartbeat(f"loading {entry.id}", LOADING_BEAT_S):
+            engine.load(entry)
     except ModelNotFound:
         raise UsageError(
             f"--model {name}: no such model or tier; `{PROG} models` lists them"
