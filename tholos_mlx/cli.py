@@ -345,7 +345,7 @@ def _load_first(engine: Any, tiers: Any, name: str) -> None:
 
     try:
         entry = tiers.resolve(name)
-        logging.getLogger("tholos.serve").info("loading %s from %s", entry.id, entry.path)
+        logging.getLogger("tholos.serve").info("loading %s", entry.id)
         with heartbeat(f"loading {entry.id}", LOADING_BEAT_S):
             engine.load(entry)
     except ModelNotFound:
