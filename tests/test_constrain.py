@@ -421,6 +421,26 @@ def test_auto_free_text_may_simply_end(grammars: Grammars, tokenizer: Any) -> No
     assert run.finished and run.text == "Just text."
 
 
+def test_auto_with_a_json_format_answers_that_json_or_calls(
+    grammars: Grammars, tokenizer: Any, vocab: int, blank: list[int]
+) -> None:
+    schema = SCHEMAS["nested"]
+    fmt = ResponseFormat("json_schema", schema)
+    for how, pick in pickers(vocab, blank):
+        for opening in ("{", MARKERS.start):
+            c = grammars.lazy_tool_call(TOOLS, True, MARKERS, fmt)
+            run = drive(c, script(opening, tokenizer, pick), tokenizer)
+            assert run.finished, (how, run.text)
+            if opening == "{":
+                jsonschema.validate(json.loads(run.text), schema)
+            else:
+                found, around = calls(run.text)
+                assert found and around.strip() == "", (how, run.text)
+    c = grammars.lazy_tool_call(TOOLS, True, MARKERS, fmt)
+    c.compute_mask()
+    assert not allowed(c, tokenizer.encode("Hello", add_special_tokens=False)[0])
+
+
 def test_special_token_markers_are_matched_by_their_ids(
     grammars: Grammars, tokenizer: Any, vocab: int
 ) -> None:
@@ -502,6 +522,9 @@ def test_a_tool_whose_parameters_cannot_compile_is_named_in_the_error(
     outside = Tool("far", None, obj({"a": {"$ref": "https://example.com/a.json"}}))
     e = refusal(lambda: grammars.check(ResponseFormat(), (outside,), ToolChoice("auto"), True))
     assert e.param == "tools[0].function.parameters"
+    bad_format = ResponseFormat("json_schema", {"type": 5})
+    e = refusal(lambda: grammars.check(bad_format, TOOLS, ToolChoice("auto"), True))
+    assert e.param == "response_format"
     # tool_choice "none": no call, no grammar, nothing to refuse
     grammars.check(ResponseFormat(), tools, ToolChoice("none"), True)
 

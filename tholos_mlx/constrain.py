@@ -26,6 +26,7 @@ from tholos_mlx.tool_grammar import (
     JSON_OPTIONS,
     Piece,
     ToolMarkers,
+    answer_or_call_grammar,
     arguments_schema,
     forced_grammar,
     lazy_grammar,
@@ -47,19 +48,25 @@ class PlainMask:
 
     def __init__(self) -> None:
         self._shifts = mx.arange(32, dtype=mx.uint32)
+        # One fused kernel instead of five elementwise passes: ~30 us a token on a CPU, not ~300.
+        self._masked = mx.compile(_masked)
 
     def __call__(self, logits: mx.array, bitmask: Bitmask) -> mx.array:
         # mx.array copies the buffer now, so the next compute_mask may overwrite it.
         words = mx.array(bitmask.view(np.uint32))
-        bits = (words[..., None] >> self._shifts) & 1  # bit j of word i is token 32 * i + j
-        allowed = bits.reshape(words.shape[0], -1).astype(mx.bool_)
-        vocab, known = logits.shape[-1], allowed.shape[-1]
-        if vocab <= known:
-            allowed = allowed[:, :vocab]
-        else:  # the model's output rows past the tokenizer's vocabulary: never allowed
-            padding = mx.zeros((allowed.shape[0], vocab - known), dtype=mx.bool_)
-            allowed = mx.concatenate([allowed, padding], axis=1)
-        return mx.where(allowed, logits, mx.array(-mx.inf, dtype=logits.dtype))
+        return self._masked(words, self._shifts, logits)
+
+
+def _masked(words: mx.array, shifts: mx.array, logits: mx.array) -> mx.array:
+    """`logits` where bit t of the bitmask is set (token t = 32 * word + bit), else -inf."""
+    allowed = ((words[..., None] >> shifts) & 1).reshape(words.shape[0], -1).astype(mx.bool_)
+    vocab, known = logits.shape[-1], allowed.shape[-1]
+    if vocab <= known:
+        allowed = allowed[:, :vocab]
+    else:  # the model's output rows past the tokenizer's vocabulary: never allowed
+        padding = mx.zeros((allowed.shape[0], vocab - known), dtype=mx.bool_)
+        allowed = mx.concatenate([allowed, padding], axis=1)
+    return mx.where(allowed, logits, -mx.inf)
 
 
 def metal_mask(logits: mx.array, bitmask: Bitmask) -> mx.array:
@@ -116,7 +123,9 @@ class Constraint:
 
     @property
     def finished(self) -> bool:
-        """The grammar is complete (only EOS could follow), or the matcher failed: see error()."""
+        """The grammar is complete (only EOS could follow), or the matcher failed: see error().
+
+        Stop here: consuming anything but EOS after this is an error."""
         return self._matcher.is_stopped()
 
     def error(self) -> str | None:
@@ -149,10 +158,13 @@ class Grammars:
         parallel: bool,
         markers: ToolMarkers | None = None,
     ) -> None:
-        """Compile (or find cached) what the request needs; InvalidRequest if it cannot compile."""
+        """Compile (or find cached) what the request needs; InvalidRequest if it cannot compile.
+
+        Pass the `markers` the request will use, so that its tool grammar is the cached one.
+        """
         self._format_matcher(fmt)
         if tools and choice.mode != "none":
-            self._tool_matcher(tools, choice, parallel, markers or ToolMarkers())
+            self._tool_matcher(tools, choice, parallel, markers or ToolMarkers(), fmt)
 
     def for_format(self, fmt: ResponseFormat) -> Constraint | None:
         """The constraint of a response_format: None for text, else JSON (of that schema)."""
@@ -170,10 +182,16 @@ class Grammars:
         return self._constraint(self._tool_matcher(tools, choice, parallel, markers))
 
     def lazy_tool_call(
-        self, tools: Sequence[Tool], parallel: bool, markers: ToolMarkers
+        self,
+        tools: Sequence[Tool],
+        parallel: bool,
+        markers: ToolMarkers,
+        fmt: ResponseFormat | None = None,
     ) -> Constraint:
-        """ "auto": free text until the model writes the start marker, a valid call from there."""
-        return self._constraint(self._tool_matcher(tools, ToolChoice("auto"), parallel, markers))
+        """Tool choice "auto": free text until the model writes the start marker, a valid call
+        from there; with a JSON `fmt`, that JSON or calls (no text before them)."""
+        auto = ToolChoice("auto")
+        return self._constraint(self._tool_matcher(tools, auto, parallel, markers, fmt))
 
     def _constraint(self, proto: llguidance.LLMatcher) -> Constraint:
         return Constraint(proto.deep_copy(), self._tokenizer.vocab_size, self._mask)
@@ -181,8 +199,7 @@ class Grammars:
     def _format_matcher(self, fmt: ResponseFormat) -> llguidance.LLMatcher | None:
         if fmt.kind == "text":
             return None
-        schema = fmt.schema if fmt.kind == "json_schema" and fmt.schema is not None else ANY_OBJECT
-        return self._schema_matcher(schema, "response_format", "response_format")
+        return self._schema_matcher(format_schema(fmt), "response_format", "response_format")
 
     def _schema_matcher(
         self, schema: dict[str, Any], param: str, label: str
@@ -196,7 +213,12 @@ class Grammars:
         return found
 
     def _tool_matcher(
-        self, tools: Sequence[Tool], choice: ToolChoice, parallel: bool, markers: ToolMarkers
+        self,
+        tools: Sequence[Tool],
+        choice: ToolChoice,
+        parallel: bool,
+        markers: ToolMarkers,
+        fmt: ResponseFormat | None = None,
     ) -> llguidance.LLMatcher:
         if not markers.start:
             raise ValueError("a tool-call start marker cannot be empty")
@@ -211,7 +233,11 @@ class Grammars:
         for i, tool in enumerate(tools):
             refuse_external_refs(tool.parameters, *_tool_param(i, tool))
         start, end = self._pieces(markers.start), self._pieces(markers.end)
-        if choice.mode == "auto":
+        if choice.mode == "auto" and fmt is not None and fmt.kind != "text":
+            self._format_matcher(fmt)  # a schema at fault is named as such
+            answer = format_schema(fmt)
+            grammar = answer_or_call_grammar(chosen, start, end, parallel, answer)
+        elif choice.mode == "auto":
             grammar = lazy_grammar(chosen, start, end, parallel)
         else:
             grammar = forced_grammar(chosen, start, end, parallel and choice.mode == "required")
@@ -264,6 +290,11 @@ class Grammars:
         while len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
         return result
+
+
+def format_schema(fmt: ResponseFormat) -> dict[str, Any]:
+    """The schema a JSON response_format asks for: its own, or any object for json_object."""
+    return fmt.schema if fmt.kind == "json_schema" and fmt.schema is not None else ANY_OBJECT
 
 
 def _tool_param(i: int, tool: Tool) -> tuple[str, str]:

@@ -109,3 +109,22 @@ def lazy_grammar(
         lines.append(f"call: {marker_rule(start)} body {marker_rule(end)}")
     lines.append(body_rules(tools))
     return "\n".join(lines)
+
+
+def answer_or_call_grammar(
+    tools: Sequence[Tool],
+    start: Sequence[Piece],
+    end: Sequence[Piece],
+    parallel: bool,
+    answer: dict[str, Any],
+) -> str:
+    """Lark text: a JSON answer of that schema, or calls (no text before them), then EOS."""
+    return "\n".join(
+        [
+            "%llguidance {}",
+            f"start: answer | {_calls('call', parallel)}",
+            f"answer: %json {json.dumps(schema_for_grammar(answer), ensure_ascii=False)}",
+            f"call: {marker_rule(start)} body {marker_rule(end)}",
+            body_rules(tools),
+        ]
+    )
