@@ -204,11 +204,12 @@ def _refuse_block(kind: str, where: str, whose: str) -> None:
     if kind in ("tool_use", "tool_result"):
         other = "an assistant" if kind == "tool_use" else "a user"
         raise InvalidRequest(
-            f"'{where}' is a {kind} block in {whose} message; it belongs in {other} message.",
+            f"'{where}.type' is {kind!r} in {whose} message; that block belongs in {other} "
+            "message.",
             param=f"{where}.type",
         )
     raise Unsupported(
-        f"'{where}' is a {kind!r} block, which this server cannot read: it takes text, "
+        f"'{where}.type' is {kind!r}, a block this server cannot read: it takes text, "
         "tool_use and tool_result blocks only.",
         param=f"{where}.type",
     )
@@ -218,7 +219,7 @@ def _text_block(block: object, where: str) -> str:
     kind = _block_type(block, where)
     if kind != "text":
         raise Unsupported(
-            f"'{where}' is a {kind!r} block; only text blocks ({_TEXT_BLOCK}) are allowed here.",
+            f"'{where}.type' is {kind!r}; only text blocks ({_TEXT_BLOCK}) are allowed here.",
             param=f"{where}.type",
         )
     assert isinstance(block, dict)
