@@ -680,3 +680,21 @@ def test_the_sdk_with_a_wrong_key_raises_authentication_error(shared: LiveServer
         pytest.raises(anthropic.AuthenticationError),
     ):
         client.messages.create(model="alpha", max_tokens=8, messages=HELLO["messages"])
+
+
+def test_the_sdks_beta_messages_that_claude_code_uses_work_too(
+    shared: LiveServer, sdk: anthropic.Anthropic
+) -> None:
+    # Claude Code calls client.beta.messages: POST /v1/messages?beta=true with anthropic-beta.
+    shared.engine.scripts.append(Script(pieces=("Hi",)))
+    message = sdk.beta.messages.create(
+        model="alpha",
+        max_tokens=8,
+        messages=[{"role": "user", "content": "Hello"}],
+        betas=["interleaved-thinking-2025-05-14"],
+    )
+    assert message.content[0].type == "text" and message.content[0].text == "Hi"
+    counted = sdk.beta.messages.count_tokens(
+        model="alpha", messages=[{"role": "user", "content": "one two"}]
+    )
+    assert counted.input_tokens == 2
