@@ -35,6 +35,10 @@ def _read(token: mx.array) -> int:
 class Constraint(Protocol):
     """A grammar steering the answer token by token (constrain.py implements it)."""
 
+    def begin(self) -> list[int]:
+        """The tokens the grammar forces before anything is sampled (already consumed)."""
+        ...
+
     def compute_mask(self) -> None:
         """CPU work for the next token's allowed set; runs while MLX evaluates the step."""
         ...
@@ -124,14 +128,52 @@ def generate(
         text = detokenizer.add(token)
         return bool(text) and emit(text)
 
-    tail = prompt[len(out.cache_tokens) :]
-    logits = forward(mx.array(list(tail), dtype=mx.uint32))
-    out.cache_tokens.extend(tail)
+    tail = list(prompt[len(out.cache_tokens) :])
     if constraint is None:
+        logits = forward(mx.array(tail, dtype=mx.uint32))
+        out.cache_tokens.extend(tail)
         _pipelined(out, forward, pick, take, logits, max_tokens, eos, cancelled)
-    else:
-        _constrained(out, forward, pick, take, logits, max_tokens, eos, cancelled, constraint)
+        return out
+    # A grammar may force the answer's opening ({"key": ...): it goes in with the prompt's tail.
+    opening = constraint.begin()
+    if _take_forced(out, take, opening, max_tokens, eos, constraint):
+        return out
+    feed = tail + opening
+    logits = forward(mx.array(feed, dtype=mx.uint32))
+    out.cache_tokens.extend(feed)
+    _constrained(out, forward, pick, take, logits, max_tokens, eos, cancelled, constraint)
     return out
+
+
+def _take_forced(
+    out: Generation,
+    take: Callable[[int], bool],
+    forced: list[int],
+    max_tokens: int,
+    eos: Collection[int],
+    constraint: Constraint,
+) -> bool:
+    """Take tokens the grammar chose; True if the answer ends with them (out.finish says how).
+
+    The grammar may be complete before the last of them (llguidance forces a closing brace
+    after the token that completes the value): it is checked only once all are taken."""
+    for token in forced:
+        if len(out.generated) >= max_tokens:
+            out.finish = "length"
+            return True
+        if token in eos:
+            out.finish = "stop"
+            return True
+        if take(token):
+            out.finish = "stop"
+            return True
+    if constraint.finished:
+        out.finish = "stop"
+        return True
+    if len(out.generated) >= max_tokens:
+        out.finish = "length"
+        return True
+    return False
 
 
 @dataclass
@@ -237,7 +279,6 @@ def _constrained(
     constraint: Constraint,
 ) -> None:
     """The grammar needs each token before the next mask: the mask overlaps the forward pass."""
-    n = 0
     while True:
         _async_eval(logits)
         constraint.compute_mask()  # CPU work while MLX computes the logits
@@ -246,40 +287,16 @@ def _constrained(
         problem = constraint.error()
         if problem:
             raise GrammarFailed(problem)
-        n += 1
-        if token in eos:
-            out.finish = "stop"
-            return
-        if take(token):
-            out.finish = "stop"
-            return
-        feed = [token]
-        for f in forced:
-            if n >= max_tokens:
-                break
-            n += 1
-            if f in eos:
-                out.finish = "stop"
-                return
-            feed.append(f)
-            if take(f):
-                out.finish = "stop"
-                return
-        if len(feed) - 1 < len(forced) or (n >= max_tokens and not constraint.finished):
-            out.finish = "length"
-            return
-        if constraint.finished:
-            out.finish = "stop"
-            return
-        if n >= max_tokens:
-            out.finish = "length"
+        before = len(out.generated)
+        if _take_forced(out, take, [token, *forced], max_tokens, eos, constraint):
             return
         if cancelled():
             out.finish = "cancelled"
             return
-        if n % CLEAR_EVERY < len(feed):
+        if len(out.generated) // CLEAR_EVERY != before // CLEAR_EVERY:
             mx.clear_cache()
         # Fast-forward: the sampled token and every token the grammar forces go in as one batch.
+        feed = [token, *forced]
         logits = forward(mx.array(feed, dtype=mx.uint32))
         out.cache_tokens.extend(feed)
 
