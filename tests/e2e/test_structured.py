@@ -1,4 +1,4 @@
-"""Structured output and tools with the real demo model over real HTTP: JSON that parses and validates, calls that validate.
+"""Structured output and tools, real demo model, real HTTP: JSON that parses and validates, calls that validate.
 
 The 135M demo model cannot be trusted to write JSON or call functions on its own; every
 answer here is shaped by the grammar, so each test checks the guarantee, never the wording.
