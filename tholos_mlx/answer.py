@@ -65,6 +65,8 @@ class AnswerSplitter:
         self._call_index = -1
         self._call_named = False
         self._args_sent = 0
+        self._after_thinking = False  # drop the newlines templates put after a thinking block
+        self._spaces = ""  # whitespace held while tools are on
         self.calls = 0
         self.content_sent = False
 
@@ -113,8 +115,9 @@ class AnswerSplitter:
         if at >= 0:
             if at:
                 self._put(ReasoningDelta(self._buf[:at]))
-            self._buf = self._buf[at + len(end) :].lstrip("\n") if at + len(end) else ""
+            self._buf = self._buf[at + len(end) :]
             self._state = "content"
+            self._after_thinking = True
             return True
         hold = held_prefix(self._buf, end)
         ready = self._buf[: len(self._buf) - hold]
@@ -125,6 +128,11 @@ class AnswerSplitter:
 
     def _content(self) -> tuple[bool, bool]:
         """(stop now, more to process in this buffer)."""
+        if self._after_thinking:
+            self._buf = self._buf.lstrip("\n")
+            if not self._buf:
+                return False, False
+            self._after_thinking = False
         start = self._m.call_start
         think = self._m.think_start if self._m.think_end and not self.content_sent else None
         cut = -1
@@ -154,13 +162,18 @@ class AnswerSplitter:
         out, hit = self._stops.feed(text) if text else ("", False)
         if final and not hit:
             out += self._stops.flush()
-        if out and (self.content_sent or out.strip() or not self._m.call_start):
-            self._put(Delta(out))
+        if out and self._m.call_start and not out.strip():
+            # Spaces between calls, or around one, are not an answer: send them only before text.
+            self._spaces += out
+        elif out:
+            self._put(Delta(self._spaces + out))
+            self._spaces = ""
             self.content_sent = True
         return hit
 
     # -- tool calls --
     def _open_call(self) -> None:
+        self._spaces = ""
         self._state = "call"
         self._call = []
         self._call_index = self.calls
