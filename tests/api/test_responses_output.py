@@ -128,6 +128,17 @@ def test_an_answer_cut_by_the_token_limit_leaves_its_last_item_incomplete() -> N
     assert sent[-1]["item"]["status"] == "incomplete"
 
 
+def test_a_call_whose_arguments_are_whole_stays_complete_when_the_limit_cuts_after_it() -> None:
+    whole, _ = events_of(
+        ToolCallStart(0, "c", "f"), ToolCallDelta(0, '{"a": 1}'), Finished("length", USAGE)
+    )
+    cut, _ = events_of(
+        ToolCallStart(0, "c", "f"), ToolCallDelta(0, '{"a": '), Finished("length", USAGE)
+    )
+    assert [i["status"] for i in whole.items] == ["completed"]
+    assert [i["status"] for i in cut.items] == ["incomplete"]
+
+
 def test_an_empty_answer_still_has_an_empty_message() -> None:
     out, sent = events_of(Finished("stop", USAGE))
     assert [i["type"] for i in out.items] == ["message"]

@@ -13,6 +13,8 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import orjson
+
 from tholos_mlx.api.gathered import Gathered
 from tholos_mlx.events import (
     Delta,
@@ -192,6 +194,17 @@ class _Item:
         }
 
 
+def _whole_call(item: _Item | None) -> bool:
+    """Whether an item is a call whose arguments are whole JSON: the limit cut what came after."""
+    if item is None or item.kind != "function_call":
+        return False
+    try:
+        orjson.loads(item.text)
+    except orjson.JSONDecodeError:
+        return False
+    return True
+
+
 class Output:
     """The output items of one answer, and the stream events that announce, fill and close them."""
 
@@ -226,9 +239,10 @@ class Output:
         return []
 
     def finish(self, finished: Finished) -> list[WireEvent]:
-        """Close what is open; an answer with neither text nor a call still gets a message."""
+        """Close what is open (cut by the token limit: incomplete); an answer with neither text
+        nor a call still gets a message."""
         last: Status = "incomplete" if finished.finish_reason == "length" else "completed"
-        events = self._close(last)
+        events = self._close("completed" if _whole_call(self._open) else last)
         if not any(i.kind != "reasoning" for i in self._items):
             self._start("message", events)
             events += self._close(last)
