@@ -148,3 +148,17 @@ def test_reasoning_then_a_call() -> None:
     g = gathered(split(["need the weather</think>", CALL], markers)[0])
     assert g.reasoning == "need the weather"
     assert [c.name for c in g.calls] == ["get_weather"]
+
+
+def test_a_call_repeating_an_earlier_one_is_dropped_and_ends_the_answer() -> None:
+    events, stopped, splitter = split([CALL, "\n", CALL, "\n", CALL], TOOLS)
+    assert stopped
+    assert len(gathered(events).calls) == 1
+    assert splitter.calls == 1
+
+
+def test_a_call_cut_by_the_end_keeps_what_came_but_not_the_end_markers_start() -> None:
+    events, _, _ = split([CALL[:-3]], TOOLS)
+    (call,) = gathered(events).calls
+    assert "</tool" not in call.arguments
+    assert json.loads(call.arguments) == {"city": "Zürich", "days": [1, 2]}
