@@ -162,3 +162,9 @@ def test_a_call_cut_by_the_end_keeps_what_came_but_not_the_end_markers_start() -
     (call,) = gathered(events).calls
     assert "</tool" not in call.arguments
     assert json.loads(call.arguments) == {"city": "Zürich", "days": [1, 2]}
+
+
+def test_a_later_call_cut_by_the_end_is_dropped_whole() -> None:
+    events, _, splitter = split([CALL, "\n", CALL.replace("Zürich", "Bern")[:-20]], TOOLS)
+    assert [c.name for c in gathered(events).calls] == ["get_weather"]
+    assert splitter.calls == 1

@@ -232,7 +232,8 @@ class AnswerSplitter:
                 self.calls -= 1  # not a call after all: nothing was sent for it
                 return True
             name, args = parsed
-        if complete and (name, args) in self._done_calls and not self._call_named:
+        if not self._call_named and (not complete or (name, args) in self._done_calls):
+            # A later call cut by the end, or one repeating an earlier call: never sent at all.
             self.calls -= 1
             return False
         self._done_calls.add((name, args))
