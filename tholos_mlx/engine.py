@@ -31,7 +31,7 @@ from tholos_mlx.errors import (
     TholosError,
 )
 from tholos_mlx.events import Delta, Event, Finished, FinishReason, Started
-from tholos_mlx.generation import Constraint, generate
+from tholos_mlx.generation import AfterThinking, Constraint, generate
 from tholos_mlx.model_slot import Loaded, ModelSlot
 from tholos_mlx.prompt_cache import cache_tokens
 from tholos_mlx.request import GenerationRequest, Usage
@@ -173,6 +173,8 @@ class Engine:
             )
         max_tokens = room if request.max_tokens is None else min(request.max_tokens, room)
         constraint = _constraint(loaded, request)  # a schema it cannot compile is a 400, here
+        if constraint is not None and _opens_thinking(loaded, prompt):
+            constraint = AfterThinking(constraint, loaded.tokenizer.think_end_tokens)
         cache, cached = self._slot.cache.take(prompt)
         if cache is None:
             cache = make_prompt_cache(loaded.model)
@@ -258,12 +260,7 @@ def _markers(loaded: Loaded, request: GenerationRequest, prompt: list[int]) -> M
     thinking = bool(getattr(tok, "has_thinking", False))
     think_start = tok.think_start if thinking else None
     think_end = tok.think_end if thinking else None
-    opened = False
-    if thinking:
-        starts = list(getattr(tok, "think_start_tokens", None) or ())
-        ends = list(getattr(tok, "think_end_tokens", None) or ())
-        # The template opened a thinking block that it did not close: the answer starts in it.
-        opened = bool(starts) and _rfind(prompt, starts) > _rfind(prompt, ends)
+    opened = _opens_thinking(loaded, prompt)
     calls = request.tools and request.tool_choice.mode != "none"
     parser = getattr(tok, "tool_parser", None) if loaded.tools.native else None
     return Markers(
@@ -275,6 +272,16 @@ def _markers(loaded: Loaded, request: GenerationRequest, prompt: list[int]) -> M
         one_call=not request.parallel_tool_calls,
         parse_call=(lambda text: parser(text, None)) if parser is not None else None,
     )
+
+
+def _opens_thinking(loaded: Loaded, prompt: list[int]) -> bool:
+    """The template opened a thinking block it did not close: the answer starts inside it."""
+    tok = loaded.tokenizer
+    if not getattr(tok, "has_thinking", False):
+        return False
+    starts = list(getattr(tok, "think_start_tokens", None) or ())
+    ends = list(getattr(tok, "think_end_tokens", None) or ())
+    return bool(starts) and _rfind(prompt, starts) > _rfind(prompt, ends)
 
 
 def _rfind(tokens: list[int], seq: list[int]) -> int:
