@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tholos_mlx.bench_client import StreamStats, free_port, stream_chat
-from tholos_mlx.bench_report import num, ratio, stats
-from tholos_mlx.bench_server import ServerProcess
+from tholos_mlx.bench.client import StreamStats, free_port, stream_chat
+from tholos_mlx.bench.report import num, ratio, stats
+from tholos_mlx.bench.server import ServerProcess
 from tholos_mlx.errors import UsageError
 from tholos_mlx.tiers import ModelEntry
 
@@ -90,8 +90,9 @@ def _server_figures(run: StreamStats, gen_tokens: int) -> dict[str, Any]:
 
 def compare(args: argparse.Namespace, home: Path, entry: ModelEntry, logs: Path) -> dict[str, Any]:
     """Raw mlx-lm and the server (prompt cache off) on the same prompts, alternating runs."""
-    from tholos_mlx import bench_prompts, machine
-    from tholos_mlx.bench_raw import RawModel
+    from tholos_mlx import machine
+    from tholos_mlx.bench import prompts as bench_prompts
+    from tholos_mlx.bench.raw import RawModel
 
     gen = args.gen_tokens
     info = model_info(entry)
@@ -196,8 +197,8 @@ def cached_prefix(
     args: argparse.Namespace, home: Path, entry: ModelEntry, logs: Path
 ) -> dict[str, Any]:
     """A long shared system prompt, different questions, via the server with its prompt cache."""
-    from tholos_mlx import bench_prompts
-    from tholos_mlx.bench_raw import load_tokenizer
+    from tholos_mlx.bench import prompts as bench_prompts
+    from tholos_mlx.bench.raw import load_tokenizer
 
     tokenizer = load_tokenizer(entry.path)
     system = bench_prompts.shared_system(tokenizer, args.prefix_tokens)

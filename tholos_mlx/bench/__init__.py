@@ -12,8 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tholos_mlx.bench_client import BenchError
-from tholos_mlx.bench_report import num
+from tholos_mlx.bench.client import BenchError
+from tholos_mlx.bench.report import num
 from tholos_mlx.errors import ModelNotFound, UsageError
 from tholos_mlx.tiers import ModelEntry, TierTable
 
@@ -149,38 +149,34 @@ def command(args: argparse.Namespace, home: Path) -> int:
     if not (args.compare or args.ceiling or args.cached_prefix):
         args.compare = True
     entry = _model(home, args.model) if (args.compare or args.cached_prefix) else None
-    from tholos_mlx import (  # MLX loads here, not at parse time
-        bench_compare,
-        bench_raw,
-        bench_report,
-    )
+    from tholos_mlx.bench import compare, raw, report  # MLX loads here, not at parse time
 
     result: dict[str, Any] = {
-        "schema": bench_report.SCHEMA,
-        **bench_report.environment(bench_raw.device()),
+        "schema": report.SCHEMA,
+        **report.environment(raw.device()),
     }
-    result["model"] = bench_compare.model_info(entry) if entry else None
+    result["model"] = compare.model_info(entry) if entry else None
     result["compare"] = result["cached_prefix"] = result["ceiling"] = None
     with tempfile.TemporaryDirectory(prefix="tholos-bench-") as tmp:
         logs = Path(tmp)
         try:
             if args.compare and entry:
-                result["compare"] = bench_compare.compare(args, home, entry, logs)
+                result["compare"] = compare.compare(args, home, entry, logs)
             if args.cached_prefix and entry:
-                result["cached_prefix"] = bench_compare.cached_prefix(args, home, entry, logs)
+                result["cached_prefix"] = compare.cached_prefix(args, home, entry, logs)
             if args.ceiling:
-                bench_compare.say(
+                compare.say(
                     f"ceiling: {args.ceiling_tokens:,} tokens per stream, {args.runs} runs per mode"
                 )
-                from tholos_mlx import bench_ceiling
+                from tholos_mlx.bench import ceiling
 
-                result["ceiling"] = bench_ceiling.measure(
+                result["ceiling"] = ceiling.measure(
                     args.ceiling_tokens, args.runs, args.warmup, args.profile, logs
                 )
         except BenchError as exc:
             print(f"tholos-mlx bench: {exc}", file=sys.stderr)
             return 1
-    paths = bench_report.write(result, args.out)
+    paths = report.write(result, args.out)
     print(_headlines(result))
     for path in paths:
         print(f"wrote {path}")

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import CLI, DEMO_ID
-from tholos_mlx import bench_report
+from tholos_mlx.bench import report as bench_report
 from tholos_mlx.errors import UsageError
 
 STAT = {"median", "min", "max", "values"}
@@ -150,8 +150,8 @@ def test_ceiling_streams_every_token_through_the_real_app_and_reports_its_cost(
 
 
 def test_prompts_have_exactly_the_asked_number_of_tokens(demo_home: Path) -> None:
-    from tholos_mlx import bench_prompts
-    from tholos_mlx.bench_raw import load_tokenizer
+    from tholos_mlx.bench import prompts as bench_prompts
+    from tholos_mlx.bench.raw import load_tokenizer
 
     tokenizer = load_tokenizer(demo_home / "models" / DEMO_ID)
     for size in (24, 100, 333):

@@ -11,7 +11,7 @@ from types import TracebackType
 from typing import Self
 
 from tholos_mlx import machine
-from tholos_mlx.bench_client import BenchError, get_json
+from tholos_mlx.bench.client import BenchError, get_json
 
 
 class ServerProcess:

@@ -1,6 +1,6 @@
 """The server's own ceiling: the real HTTP/SSE path in front of an engine whose tokens cost nothing.
 
-Run as `python -m tholos_mlx.bench_ceiling serve --home H --port P` it serves the real app
+Run as `python -m tholos_mlx.bench.ceiling serve --home H --port P` it serves the real app
 (create_app, Gate, KeyStore, TierTable) with the zero-cost engine; `measure()` drives it.
 Two dummy models pick how the engine hands tokens over:
   flood     every token as fast as the thread can put it; the app merges what piled up
@@ -26,9 +26,9 @@ from typing import Any
 
 import orjson
 
-from tholos_mlx.bench_client import BenchError, Stream, free_port
-from tholos_mlx.bench_report import stats
-from tholos_mlx.bench_server import ServerProcess
+from tholos_mlx.bench.client import BenchError, Stream, free_port
+from tholos_mlx.bench.report import stats
+from tholos_mlx.bench.server import ServerProcess
 from tholos_mlx.channel import Channel, Delta, Event, Finished, Started
 from tholos_mlx.home import ensure_key
 from tholos_mlx.schema import ChatRequest, Usage
@@ -262,7 +262,7 @@ def measure(tokens: int, runs: int, warmup: int, profile: bool, log_dir: Path) -
         key = ensure_key(home)
         stats = stats_file(home)
         port = free_port()
-        args = ["tholos_mlx.bench_ceiling", "serve", "--home", str(home), "--port", str(port)]
+        args = ["tholos_mlx.bench.ceiling", "serve", "--home", str(home), "--port", str(port)]
         result: dict[str, Any] = {"tokens": tokens, "runs": runs, "warmup": warmup, "modes": {}}
         with ServerProcess(args, port, key, log_dir / "ceiling-server.log", start_timeout=60):
             for mode in MODES:
@@ -294,7 +294,7 @@ def _profile(home: Path, key: str, tokens: int, log_dir: Path) -> dict[str, Any]
     port = free_port()
     prof = log_dir / "ceiling.prof"
     args = [
-        "tholos_mlx.bench_ceiling",
+        "tholos_mlx.bench.ceiling",
         "serve",
         "--home",
         str(home),
@@ -331,8 +331,8 @@ def _profile(home: Path, key: str, tokens: int, log_dir: Path) -> dict[str, Any]
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m tholos_mlx.bench_ceiling serve ...`: the subprocess side."""
-    p = argparse.ArgumentParser(prog="python -m tholos_mlx.bench_ceiling")
+    """`python -m tholos_mlx.bench.ceiling serve ...`: the subprocess side."""
+    p = argparse.ArgumentParser(prog="python -m tholos_mlx.bench.ceiling")
     p.add_argument("action", choices=["serve"])
     p.add_argument("--home", required=True, type=Path)
     p.add_argument("--port", required=True, type=int)
