@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 from tholos_mlx.errors import UsageError
@@ -83,17 +84,27 @@ def _fit(tokenizer: Any, source: str, total: int, build: Any) -> tuple[Messages,
     return best[1], best[2]
 
 
-def counting_prompt(tokenizer: Any, total: int) -> tuple[Messages, list[int]]:
-    """A chat of `total` prompt tokens that makes the model count on (few early stops)."""
+def counting_prompt(tokenizer: Any, total: int, nonce: str = "") -> tuple[Messages, list[int]]:
+    """A chat of `total` prompt tokens that makes the model count on (few early stops).
+
+    A `nonce` line opens the system prompt: a prompt cache (ours or a peer's) then finds no
+    earlier run's prefix beyond the chat template's first tokens.
+    """
+    system = f"{nonce}\n{COUNT_SYSTEM}" if nonce else COUNT_SYSTEM
     return _fit(
         tokenizer,
         _NUMBERS,
         total,
         lambda text: [
-            {"role": "system", "content": COUNT_SYSTEM},
+            {"role": "system", "content": system},
             {"role": "user", "content": text},
         ],
     )
+
+
+def nonce() -> str:
+    """A short line no earlier run began with, e.g. 'Run 3f9a2c71.'."""
+    return f"Run {secrets.token_hex(4)}."
 
 
 def shared_system(tokenizer: Any, total: int) -> str:

@@ -1,13 +1,11 @@
-"""Benchmark results: the machine they came from, their statistics, JSON, Markdown and a chart."""
+"""Benchmark results: the machine they came from, their file names, the files, the headlines."""
 
 from __future__ import annotations
 
 import datetime as dt
-import logging
 import os
 import platform
 import re
-import statistics
 import subprocess
 from importlib import metadata
 from pathlib import Path
@@ -16,22 +14,10 @@ from typing import Any
 import orjson
 
 from tholos_mlx import machine
+from tholos_mlx.bench.markdown import markdown
 from tholos_mlx.home import write_atomic
 
-SCHEMA = 1
-
-
-def stats(values: list[float | None]) -> dict[str, Any]:
-    """Median, min and max of the runs (None values, e.g. no decode time, are left out)."""
-    got = [float(v) for v in values if v is not None]
-    if not got:
-        return {"median": None, "min": None, "max": None, "values": []}
-    return {"median": statistics.median(got), "min": min(got), "max": max(got), "values": got}
-
-
-def ratio(a: float | None, b: float | None) -> float | None:
-    """a / b, or None when either is missing."""
-    return a / b if a is not None and b else None
+SCHEMA = 2  # 2: ratios carry intervals; peer, synthetic, structured_output
 
 
 def _version(dist: str) -> str:
@@ -101,212 +87,6 @@ def stem(result: dict[str, Any]) -> str:
     return f"{when:%Y%m%d-%H%M%S}-{slug(result['machine']['chip'])}"
 
 
-def _fmt(value: float | None, digits: int = 2) -> str:
-    if value is None:
-        return "–"
-    if abs(value) >= 1000:
-        return f"{value:,.0f}"
-    return f"{value:.{digits}f}"
-
-
-def _cell(s: dict[str, Any], digits: int = 2, scale: float = 1.0) -> str:
-    if s.get("median") is None:
-        return "–"
-    med, lo, hi = (s[k] * scale for k in ("median", "min", "max"))
-    return f"{_fmt(med, digits)} ({_fmt(lo, digits)}–{_fmt(hi, digits)})"
-
-
-def markdown(result: dict[str, Any]) -> str:
-    """The result as Markdown tables: median (min–max) of the runs."""
-    m, sw = result["machine"], result["software"]
-    lines = [
-        f"# tholos-mlx bench, {result['date']}",
-        "",
-        (
-            f"- Machine: {m['chip']}, {m['memory_gib']} GiB, {m['os']} "
-            f"({m['arch']}, {m['cpu_count']} cores), MLX device: {m['mlx_device']}"
-        ),
-        (
-            f"- Software: tholos-mlx {sw['tholos-mlx']} (commit {sw['git_commit'][:12]}"
-            f"{', uncommitted changes' if sw['git_dirty'] else ''}), mlx {sw['mlx']}, "
-            f"mlx-lm {sw['mlx-lm']}, Python {sw['python']}"
-        ),
-    ]
-    if result.get("model"):
-        mo = result["model"]
-        lines.append(
-            f"- Model: `{mo['id']}` (tier {mo['tier']}, {mo['weights_mib']:.0f} MiB of weights)"
-        )
-    lines.append("- Each figure: median (min–max) of the runs, after discarded warm-up runs.")
-    compare = result.get("compare")
-    if compare:
-        lines += [
-            "",
-            (
-                f"## Raw mlx-lm vs the server ({compare['gen_tokens']} generated tokens, "
-                f"{compare['runs']} runs, {compare['order']})"
-            ),
-            "",
-            (
-                "| prompt tokens | raw TTFT s | server TTFT s | TTFT ratio | raw prefill tok/s "
-                "| raw decode tok/s | server decode tok/s | decode ratio | raw peak MiB "
-                "| early stops |"
-            ),
-            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-        ]
-        for case in compare["cases"]:
-            raw, srv, r = case["raw"], case["server"], case["ratio"]
-            lines.append(
-                f"| {case['prompt_tokens']} | {_cell(raw['ttft_s'])} | {_cell(srv['ttft_s'])} "
-                f"| {_fmt(r['ttft'], 3)} | {_cell(raw['prefill_tps'], 1)} "
-                f"| {_cell(raw['decode_tps'], 2)} "
-                f"| {_cell(srv['decode_tps'], 2)} | {_fmt(r['decode_tps'], 3)} "
-                f"| {_cell(raw['peak_memory_bytes'], 0, 2**-20)} | {srv['stopped_early']} |"
-            )
-        s = compare["summary"]
-        lines += [
-            "",
-            (
-                "Server/raw, median over prompt sizes: decode tok/s "
-                f"**{_fmt(s['decode_ratio'], 3)}** "
-                f"(target ≥ 0.98), TTFT **{_fmt(s['ttft_ratio'], 3)}** (1.0 = no added latency). "
-                f"Server RSS after the runs: {s['server_rss_mib']:.0f} MiB."
-            ),
-        ]
-    cached = result.get("cached_prefix")
-    if cached:
-        lines += [
-            "",
-            (
-                f"## Cached prefix (~{cached['prefix_tokens']}-token prompts: one long system "
-                "prompt, a different question each; prompt cache on)"
-            ),
-            "",
-            "| request | TTFT s | cached prompt tokens |",
-            "|---|---:|---:|",
-            (
-                f"| first (cold) | {_fmt(cached['cold']['ttft_s'], 3)} "
-                f"| {cached['cold']['cached_tokens']} |"
-            ),
-            (
-                f"| later (warm), {len(cached['warm'])} | {_cell(cached['warm_ttft_s'], 3)} "
-                f"| {', '.join(str(w['cached_tokens']) for w in cached['warm'])} |"
-            ),
-            "",
-            f"Warm/cold TTFT: **{_fmt(cached['warm_cold_ratio'], 3)}** (target ≤ 0.10).",
-        ]
-    ceiling = result.get("ceiling")
-    if ceiling:
-        fl, ls = ceiling["modes"]["flood"], ceiling["modes"]["lockstep"]
-        lines += [
-            "",
-            (
-                f"## Server ceiling (zero-cost engine, {ceiling['tokens']:,} tokens per stream, "
-                f"{ceiling['runs']} runs)"
-            ),
-            "",
-            (
-                "| engine hands tokens | tokens/s | µs/token (wall) | frames/s | tokens/frame "
-                "| loop CPU µs/frame | engine CPU µs/token |"
-            ),
-            "|---|---:|---:|---:|---:|---:|---:|",
-        ]
-        for name, mo in (("as fast as it can (flood)", fl), ("one per frame (lockstep)", ls)):
-            lines.append(
-                f"| {name} | {_cell(mo['tokens_per_s'], 0)} | {_cell(mo['wall_us_per_token'], 1)} "
-                f"| {_cell(mo['frames_per_s'], 0)} | {_cell(mo['tokens_per_frame'], 1)} "
-                f"| {_cell(mo['loop_cpu_us_per_frame'], 1)} "
-                f"| {_cell(mo['engine_cpu_us_per_token'], 1)} |"
-            )
-        lines += [
-            "",
-            (
-                f"Target: ≥ {ceiling['target_tokens_per_s']:,} tokens/s to one client and < "
-                f"{ceiling['target_us_per_token']:g} µs of server work a token. Delivered: "
-                f"**{_fmt(ceiling['tokens_per_s'], 0)} tokens/s**; per token, at one token per "
-                f"frame, the event loop spends **{_fmt(ceiling['us_per_token'], 1)} µs** of CPU "
-                f"({_fmt(ls['tokens_per_s']['median'], 0)} tokens/s wall, thread hand-offs "
-                "included). "
-                f"Meets target: **{'yes' if ceiling['meets_target'] else 'no'}**."
-            ),
-        ]
-        prof = ceiling.get("profile")
-        if prof:
-            lines += [
-                "",
-                (
-                    f"Profile of one lockstep stream ({prof['tool']}; "
-                    f"{_fmt(prof['profiled_us_per_token'], 1)} µs/token while profiled), "
-                    "top self time per token:"
-                ),
-                "",
-                "| function | calls/token | self µs/token | total µs/token |",
-                "|---|---:|---:|---:|",
-            ]
-            for row in prof["top_self"][:15]:
-                lines.append(
-                    f"| `{row['function']}` | {row['calls_per_token']:.2f} "
-                    f"| {row['self_us_per_token']:.2f} | {row['total_us_per_token']:.2f} |"
-                )
-    return "\n".join(lines) + "\n"
-
-
-def chart(result: dict[str, Any], path: Path) -> bool:
-    """A PNG of tokens/s and TTFT by prompt size; False when matplotlib is not installed."""
-    compare = result.get("compare")
-    if not compare:
-        return False
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")  # no display needed
-        import matplotlib.pyplot as plt
-        from matplotlib.ticker import NullLocator, ScalarFormatter
-    except ImportError:
-        return False
-    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # its INFO lines are noise here
-    cases = compare["cases"]
-    x = [c["prompt_tokens"] for c in cases]
-
-    def med(side: str, name: str) -> list[float]:
-        return [c[side][name]["median"] or 0.0 for c in cases]
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
-    series = (
-        ("raw prefill", "raw", "prefill_tps", "o--"),
-        ("raw decode", "raw", "decode_tps", "o-"),
-        ("server decode", "server", "decode_tps", "s-"),
-    )
-    for label, side, name, style in series:
-        left.plot(x, med(side, name), style, label=label)
-    tps = [v for _, side, name, _ in series for v in med(side, name) if v > 0]
-    if tps and max(tps) > 20 * min(tps):  # prefill and decode rates far apart: log scale
-        left.set_yscale("log")
-        left.yaxis.set_major_formatter(ScalarFormatter())
-    for ax in (left, right):
-        ax.set_xscale("log")
-        ax.set_xticks(x, [str(n) for n in x])
-        ax.xaxis.set_minor_locator(NullLocator())
-    left.set_xlabel("prompt tokens")
-    left.set_ylabel("tokens/s")
-    left.set_title("Tokens per second")
-    left.legend()
-    right.plot(x, med("raw", "ttft_s"), "o-", label="raw mlx-lm")
-    right.plot(x, med("server", "ttft_s"), "s-", label="server (client-side)")
-    right.set_xlabel("prompt tokens")
-    right.set_ylabel("seconds")
-    right.set_title("Time to first token")
-    right.legend()
-    m = result["machine"]
-    fig.suptitle(
-        f"{result['model']['id']} on {m['chip']} ({m['mlx_device']}), {result['date'][:10]}"
-    )
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
-
-
 def write(result: dict[str, Any], out: Path) -> list[Path]:
     """Write NAME.json, NAME.md and (with matplotlib) NAME.png under `out`; the paths written."""
     out.mkdir(parents=True, exist_ok=True)
@@ -315,6 +95,63 @@ def write(result: dict[str, Any], out: Path) -> list[Path]:
     write_atomic(paths[0], orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
     write_atomic(paths[1], markdown(result).encode("utf-8"))
     png = base.with_suffix(".png")
+    from tholos_mlx.bench.chart import chart
+
     if chart(result, png):
         paths.append(png)
     return paths
+
+
+def headlines(result: dict[str, Any]) -> str:
+    """The figures a reader wants first, one per line."""
+    m = result["machine"]
+    lines = [f"{m['chip']} ({m['mlx_device']}), {result['date']}"]
+    model = result.get("model")
+    if model and model.get("synthetic"):
+        lines.append(f"model: {model['id']}, random weights ({model['synthetic']['shape']} shape)")
+    compare = result.get("compare")
+    if compare:
+        for case in compare["cases"]:
+            raw, srv, r = case["raw"], case["server"], case["ratio"]
+            line = (
+                f"prompt {case['prompt_tokens']:>6}: TTFT raw {num(raw['ttft_s']['median'], 3)} s, "
+                f"server {num(srv['ttft_s']['median'], 3)} s (x{_ci(r['ttft'])}); decode raw "
+                f"{num(raw['decode_tps']['median'])} tok/s, "
+                f"server {num(srv['decode_tps']['median'])} tok/s (x{_ci(r['decode_tps'])})"
+            )
+            if case["peer_ratio"]:
+                p = case["peer_ratio"]
+                line += f"; tholos/peer: TTFT x{_ci(p['ttft'])}, decode x{_ci(p['decode_tps'])}"
+            lines.append(line)
+        for t in compare["summary"]["targets"]:
+            sign = ">=" if t["direction"] == "at_least" else "<="
+            lines.append(
+                f"{t['figure']} at {t['prompt_tokens']} tokens: {_ci(t)} "
+                f"(target {sign} {t['target']:g}): {t['verdict']}"
+            )
+    cached = result.get("cached_prefix")
+    if cached:
+        lines.append(
+            f"cached prefix: cold TTFT {num(cached['cold']['ttft_s'], 3)} s, warm "
+            f"{num(cached['warm_ttft_s']['median'], 3)} s, "
+            f"warm/cold {num(cached['warm_cold_ratio'], 3)} (target <= 0.10)"
+        )
+    ceiling = result.get("ceiling")
+    if ceiling:
+        ls = ceiling["modes"]["lockstep"]
+        lines.append(
+            f"ceiling: {ceiling['tokens_per_s']:,.0f} tokens/s to one client; one token per frame "
+            f"{ls['tokens_per_s']['median']:,.0f} tokens/s with {ceiling['us_per_token']:.1f} µs "
+            f"of event-loop CPU a token; target {ceiling['target_tokens_per_s']:,} tokens/s and "
+            f"< {ceiling['target_us_per_token']:g} µs: "
+            f"{'met' if ceiling['meets_target'] else 'missed'}"
+        )
+    return "\n".join(lines)
+
+
+def _ci(ci: dict[str, Any] | None) -> str:
+    if not ci or ci.get("value") is None:
+        return "–"
+    if ci.get("ci_low") is None:
+        return f"{ci['value']:.3f}"
+    return f"{ci['value']:.3f} [{ci['ci_low']:.3f}–{ci['ci_high']:.3f}]"
