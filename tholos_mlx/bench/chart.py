@@ -19,6 +19,7 @@ def chart(result: dict[str, Any], path: Path) -> bool:
 
         matplotlib.use("Agg")  # no display needed
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import ScalarFormatter
     except ImportError:
         return False
     logging.getLogger("matplotlib").setLevel(logging.WARNING)  # its INFO lines are noise here
@@ -42,6 +43,7 @@ def chart(result: dict[str, Any], path: Path) -> bool:
     tps = [v for _, side, name, _ in series for v in med(side, name) if v > 0]
     if tps and max(tps) > 20 * min(tps):  # prefill and decode rates far apart: log scale
         rates.set_yscale("log")
+        rates.yaxis.set_major_formatter(ScalarFormatter())
     rates.set(xlabel="prompt tokens", ylabel="tokens/s", title="Tokens per second")
     ttft.plot(x, med("raw", "ttft_s"), "o-", label="raw mlx-lm")
     ttft.plot(x, med("server", "ttft_s"), "s-", label="server (client-side)")

@@ -155,7 +155,7 @@ def _compare(c: dict[str, Any]) -> list[str]:
     lines = [
         "",
         (
-            f"## Raw mlx-lm, the server{f' and the peer, {name},' if name else ''} "
+            f"## Raw mlx-lm, the server{f' and {name}' if name else ''} "
             f"({c['gen_tokens']} generated tokens, {runs}, {c['order']})"
         ),
         "",
@@ -165,9 +165,9 @@ def _compare(c: dict[str, Any]) -> list[str]:
     ]
     if peer:
         lines.append(
-            f"- Peer: {name} ({peer['url']}, model `{peer['model']}`"
-            + (f", mlx-lm {peer['version']}" if peer.get("version") else "")
-            + ")."
+            f"- Peer: {name}, model `{peer['model']}`"
+            + (f", mlx-lm {peer['version']} at {peer['url']}" if peer.get("version") else "")
+            + "."
         )
     lines += [
         "",

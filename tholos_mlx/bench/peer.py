@@ -73,7 +73,7 @@ class Peer:
         started = self._process is not None
         return {
             "kind": self.spec.kind,
-            "name": "mlx-lm's own server" if started else f"server at {self.endpoint.url}",
+            "name": "mlx-lm's own server" if started else f"the server at {self.endpoint.url}",
             "url": self.endpoint.url,
             "model": self.model,
             "command": " ".join(["python", "-m", *self.command]) if started else None,
