@@ -16,11 +16,14 @@ import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from tholos_mlx import machine
+from tholos_mlx.bench import prompts
 from tholos_mlx.bench.client import StreamStats, stream_chat
 from tholos_mlx.bench.peer import Peer, PeerSpec, chat_payload
-from tholos_mlx.bench.server import tholos_server
+from tholos_mlx.bench.report import num
+from tholos_mlx.bench.server import ServerProcess, tholos_server
 from tholos_mlx.bench.stats import (
     MIN_RUNS_FOR_CI,
     Direction,
@@ -31,6 +34,9 @@ from tholos_mlx.bench.stats import (
 )
 from tholos_mlx.errors import UsageError
 from tholos_mlx.tiers import ModelEntry
+
+if TYPE_CHECKING:
+    from tholos_mlx.bench.raw import RawModel
 
 AUTO_MIN_RUNS = 5  # below this a bootstrap interval is too optimistic to stop on
 AUTO_MAX_RUNS = 200
@@ -126,7 +132,7 @@ class Sides:
     """What one run of each side does; built once the models are loaded."""
 
     def __init__(
-        self, raw: Any, server: Any, peer: Peer | None, entry: ModelEntry, gen: int
+        self, raw: RawModel, server: ServerProcess, peer: Peer | None, entry: ModelEntry, gen: int
     ) -> None:
         self.raw, self.server, self.peer, self.entry, self.gen = raw, server, peer, entry, gen
 
@@ -152,9 +158,7 @@ def compare(
     args: argparse.Namespace, home: Path, entry: ModelEntry, logs: Path, peer: PeerSpec | None
 ) -> dict[str, Any]:
     """Raw mlx-lm, the server (prompt cache off) and a peer on the same prompts, interleaved."""
-    from tholos_mlx import machine
-    from tholos_mlx.bench import prompts
-    from tholos_mlx.bench.raw import RawModel
+    from tholos_mlx.bench.raw import RawModel  # MLX loads here
 
     gen = args.gen_tokens
     info = model_info(entry)
@@ -190,7 +194,7 @@ def compare(
                     stack.enter_context(peer_side)
             for cell in cells.values():  # each cell's share of what is left of --max-seconds
                 share = max(0.0, budget_end - time.monotonic()) / slots
-                _measure(cell, sides_now, sides, args, tokenizer, share, prompts)
+                _measure(cell, sides_now, sides, args, tokenizer, share)
                 slots -= 1
             if "server" in sides_now:
                 rss["server"] = server.rss_bytes()
@@ -222,7 +226,6 @@ def _measure(
     args: argparse.Namespace,
     tokenizer: Any,
     seconds: float,
-    prompts: Any,
 ) -> None:
     """Warm-up rounds, then measured rounds of `sides_now` on cell.size-token prompts."""
     started = time.monotonic()
@@ -239,8 +242,8 @@ def _measure(
             fig = sides.run(side, messages, ids)
             label = "warm-up" if i < 0 else f"{i + 1}{total}"
             say(
-                f"  prompt {cell.size}: {side:6} {label}: TTFT {_num(fig['ttft_s'], 3)} s, "
-                f"decode {_num(fig['decode_tps'])} tok/s"
+                f"  prompt {cell.size}: {side:6} {label}: TTFT {num(fig['ttft_s'], 3)} s, "
+                f"decode {num(fig['decode_tps'])} tok/s"
             )
             if i >= 0:
                 cell.runs[side].append(fig)
@@ -266,10 +269,6 @@ def _stop(cell: Cell, sides_now: list[str], runs: int | None, done: int, deadlin
 def _rotated(sides: list[str], i: int) -> list[str]:
     k = i % len(sides)
     return sides[k:] + sides[:k]
-
-
-def _num(value: float | None, digits: int = 2) -> str:
-    return "–" if value is None else f"{value:.{digits}f}"
 
 
 def _case(cell: Cell) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from tholos_mlx import machine
-from tholos_mlx.bench.markdown import markdown
+from tholos_mlx.bench.markdown import interval, markdown
 from tholos_mlx.home import write_atomic
 
 SCHEMA = 2  # 2: ratios carry intervals; peer, synthetic, structured_output
@@ -115,18 +115,18 @@ def headlines(result: dict[str, Any]) -> str:
             raw, srv, r = case["raw"], case["server"], case["ratio"]
             line = (
                 f"prompt {case['prompt_tokens']:>6}: TTFT raw {num(raw['ttft_s']['median'], 3)} s, "
-                f"server {num(srv['ttft_s']['median'], 3)} s (x{_ci(r['ttft'])}); decode raw "
+                f"server {num(srv['ttft_s']['median'], 3)} s (x{interval(r['ttft'])}); decode raw "
                 f"{num(raw['decode_tps']['median'])} tok/s, "
-                f"server {num(srv['decode_tps']['median'])} tok/s (x{_ci(r['decode_tps'])})"
+                f"server {num(srv['decode_tps']['median'])} tok/s (x{interval(r['decode_tps'])})"
             )
             if case["peer_ratio"]:
                 p = case["peer_ratio"]
-                line += f"; tholos/peer: TTFT x{_ci(p['ttft'])}, decode x{_ci(p['decode_tps'])}"
+                line += f"; tholos/peer: TTFT x{interval(p['ttft'])}, decode x{interval(p['decode_tps'])}"
             lines.append(line)
         for t in compare["summary"]["targets"]:
             sign = ">=" if t["direction"] == "at_least" else "<="
             lines.append(
-                f"{t['figure']} at {t['prompt_tokens']} tokens: {_ci(t)} "
+                f"{t['figure']} at {t['prompt_tokens']} tokens: {interval(t)} "
                 f"(target {sign} {t['target']:g}): {t['verdict']}"
             )
     cached = result.get("cached_prefix")
@@ -147,11 +147,3 @@ def headlines(result: dict[str, Any]) -> str:
             f"{'met' if ceiling['meets_target'] else 'missed'}"
         )
     return "\n".join(lines)
-
-
-def _ci(ci: dict[str, Any] | None) -> str:
-    if not ci or ci.get("value") is None:
-        return "–"
-    if ci.get("ci_low") is None:
-        return f"{ci['value']:.3f}"
-    return f"{ci['value']:.3f} [{ci['ci_low']:.3f}–{ci['ci_high']:.3f}]"

@@ -15,17 +15,6 @@ from tholos_mlx.bench.client import BenchError, Endpoint, free_port, get_json
 from tholos_mlx.tiers import ModelEntry
 
 
-def tholos_server(
-    home: Path, entry: ModelEntry, port: int | None, cache_off: bool, log: Path
-) -> ServerProcess:
-    """`tholos-mlx serve` on this model, on its own port (never a running server's)."""
-    from tholos_mlx.home import ensure_key
-
-    to = Endpoint("127.0.0.1", port or free_port(), key=ensure_key(home))
-    args = ["tholos_mlx", "serve", "--home", str(home), "--port", str(to.port), "--model", entry.id]
-    return ServerProcess(args + (["--prompt-cache-mb", "0"] if cache_off else []), to, log)
-
-
 class ServerProcess:
     """`python -m ARGS` serving at an endpoint; ready once /health answers 200."""
 
@@ -104,3 +93,14 @@ class ServerProcess:
         except OSError:
             return "(no log)"
         return "\n".join(text.splitlines()[-lines:])
+
+
+def tholos_server(
+    home: Path, entry: ModelEntry, port: int | None, cache_off: bool, log: Path
+) -> ServerProcess:
+    """`tholos-mlx serve` on this model, on its own port (never a running server's)."""
+    from tholos_mlx.home import ensure_key
+
+    to = Endpoint("127.0.0.1", port or free_port(), key=ensure_key(home))
+    args = ["tholos_mlx", "serve", "--home", str(home), "--port", str(to.port), "--model", entry.id]
+    return ServerProcess(args + (["--prompt-cache-mb", "0"] if cache_off else []), to, log)
