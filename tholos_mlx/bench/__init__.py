@@ -1,5 +1,8 @@
-"""`tholos-mlx bench`: raw mlx-lm beside the server, the server's own ceiling, the prompt cache.
+"""`tholos-mlx bench`: raw mlx-lm beside the server and a peer, the server's ceiling, the prompt cache.
 
+The package: compare (raw, server and peer, run by run), cached (the prompt cache), ceiling
+(the HTTP path with a zero-cost engine), stats (medians, bootstrap intervals), report (JSON,
+Markdown, PNG), synthetic (random-weight standard shapes), peer, server, client, raw, prompts.
 MLX is imported only once a case that needs it runs: cli.py builds this parser on every command.
 """
 
@@ -12,8 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tholos_mlx.bench_client import BenchError
-from tholos_mlx.bench_report import num
+from tholos_mlx.bench.client import BenchError, Endpoint
+from tholos_mlx.bench.peer import PeerSpec
+from tholos_mlx.bench.synthetic import SHAPES
 from tholos_mlx.errors import ModelNotFound, UsageError
 from tholos_mlx.tiers import ModelEntry, TierTable
 
@@ -45,6 +49,27 @@ def _count(minimum: int) -> Callable[[str], int]:
     return parse
 
 
+def _runs(text: str) -> int | None:
+    return None if text == "auto" else _count(1)(text)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0: {text!r}")
+    return value
+
+
+def _url(text: str) -> Endpoint:
+    try:
+        return Endpoint.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{exc}: {text!r}") from None
+
+
 def _port(text: str) -> int:
     value = _count(1)(text)
     if value > 65535:
@@ -56,9 +81,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """The bench flags."""
     p.description = (
         "Measure raw mlx-lm and the real server side by side on one model (--compare, the "
-        "default), "
+        "default), with a peer server on the same prompts (--peer, --peer-url), "
         "the server's own ceiling with a zero-cost engine (--ceiling), and the prompt cache "
-        "(--cached-prefix). Results go to OUT as JSON, Markdown and a PNG chart (with matplotlib)."
+        "(--cached-prefix). Every ratio comes with a 95%% confidence interval. Results go to OUT "
+        "as JSON, Markdown and a PNG chart (with matplotlib)."
     )
     p.add_argument(
         "--model",
@@ -96,11 +122,46 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="tokens to generate per run (default 128)",
     )
     p.add_argument(
+        "--synthetic",
+        default=None,
+        metavar="SHAPE",
+        help="benchmark a random-weight 4-bit model of a standard shape instead: "
+        "llama-1b, llama-3b, llama-8b (or tiny), with --model's tokenizer; built in a temp folder",
+    )
+    p.add_argument(
+        "--peer",
+        choices=["mlx_lm"],
+        default=None,
+        help="also start mlx-lm's own server on the same model folder and compare with it",
+    )
+    p.add_argument(
+        "--peer-url",
+        type=_url,
+        default=None,
+        metavar="URL",
+        help="compare with an OpenAI-compatible server already running here "
+        "(LM Studio, Ollama, llama-server), e.g. http://127.0.0.1:1234/v1; needs --peer-model",
+    )
+    p.add_argument(
+        "--peer-model",
+        default=None,
+        metavar="NAME",
+        help="the model name to ask the --peer-url server for",
+    )
+    p.add_argument(
         "--runs",
-        type=_count(1),
+        type=_runs,
         default=5,
-        metavar="N",
-        help="measured runs per figure (default 5)",
+        metavar="N|auto",
+        help="measured runs per figure (default 5); auto: until every ratio's 95%% interval "
+        "is within ±3%%, or --max-seconds",
+    )
+    p.add_argument(
+        "--max-seconds",
+        type=_seconds,
+        default=900.0,
+        metavar="S",
+        help="with --runs auto: the time cap of the comparison's measured runs (default 900)",
     )
     p.add_argument(
         "--warmup",
@@ -144,49 +205,79 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _peer(args: argparse.Namespace) -> PeerSpec | None:
+    if args.peer and args.peer_url:
+        raise UsageError("--peer and --peer-url: choose one peer")
+    if args.peer_url and not args.peer_model:
+        raise UsageError("--peer-url needs --peer-model NAME: the model to ask that server for")
+    if args.peer_model and not args.peer_url:
+        raise UsageError("--peer-model goes with --peer-url")
+    if args.peer_url:
+        return PeerSpec("url", args.peer_url, args.peer_model)
+    return PeerSpec("mlx_lm") if args.peer else None
+
+
 def command(args: argparse.Namespace, home: Path) -> int:
     """Run the chosen cases, print their headline figures, write the result files."""
+    peer = _peer(args)
+    args.compare = args.compare or peer is not None  # a peer is a side of the comparison
     if not (args.compare or args.ceiling or args.cached_prefix):
         args.compare = True
+    if args.synthetic and args.synthetic not in SHAPES:
+        raise UsageError(f"--synthetic {args.synthetic}: choose one of {', '.join(SHAPES)}")
     entry = _model(home, args.model) if (args.compare or args.cached_prefix) else None
-    from tholos_mlx import (  # MLX loads here, not at parse time
-        bench_compare,
-        bench_raw,
-        bench_report,
-    )
+    from tholos_mlx.bench import cached, compare, raw, report  # MLX loads here, not at parse time
 
     result: dict[str, Any] = {
-        "schema": bench_report.SCHEMA,
-        **bench_report.environment(bench_raw.device()),
+        "schema": report.SCHEMA,
+        **report.environment(raw.device()),
     }
-    result["model"] = bench_compare.model_info(entry) if entry else None
     result["compare"] = result["cached_prefix"] = result["ceiling"] = None
+    # Filled by the structured-output work: seconds to a complete schema answer, constrained
+    # vs unconstrained-but-prompted (see benchmarks/README.md); None until that case exists.
+    result["structured_output"] = None
     with tempfile.TemporaryDirectory(prefix="tholos-bench-") as tmp:
         logs = Path(tmp)
         try:
+            if entry and args.synthetic:
+                home, entry = _synthetic(args.synthetic, entry, Path(tmp))
+            result["model"] = compare.model_info(entry) if entry else None
             if args.compare and entry:
-                result["compare"] = bench_compare.compare(args, home, entry, logs)
+                result["compare"] = compare.compare(args, home, entry, logs, peer)
             if args.cached_prefix and entry:
-                result["cached_prefix"] = bench_compare.cached_prefix(args, home, entry, logs)
+                result["cached_prefix"] = cached.cached_prefix(args, home, entry, logs)
             if args.ceiling:
-                bench_compare.say(
-                    f"ceiling: {args.ceiling_tokens:,} tokens per stream, {args.runs} runs per mode"
+                runs = args.runs or 5
+                compare.say(
+                    f"ceiling: {args.ceiling_tokens:,} tokens per stream, {runs} runs per mode"
                 )
-                from tholos_mlx import bench_ceiling
+                from tholos_mlx.bench import ceiling
 
-                result["ceiling"] = bench_ceiling.measure(
-                    args.ceiling_tokens, args.runs, args.warmup, args.profile, logs
+                result["ceiling"] = ceiling.measure(
+                    args.ceiling_tokens, runs, args.warmup, args.profile, logs
                 )
         except BenchError as exc:
             print(f"tholos-mlx bench: {exc}", file=sys.stderr)
             return 1
-    paths = bench_report.write(result, args.out)
-    print(_headlines(result))
+    paths = report.write(result, args.out)
+    print(report.headlines(result))
     for path in paths:
         print(f"wrote {path}")
     if result["compare"] and not any(p.suffix == ".png" for p in paths):
         print("no chart: matplotlib is not installed (pip install 'tholos-mlx[bench]')")
     return 0
+
+
+def _synthetic(shape: str, tokenizer_from: ModelEntry, tmp: Path) -> tuple[Path, ModelEntry]:
+    """A home in `tmp` holding a random-weight model of this shape; that home and its entry."""
+    from tholos_mlx.bench import synthetic
+    from tholos_mlx.bench.compare import say
+
+    home = tmp / "home"
+    folder = home / "models" / f"synthetic-{shape}"
+    say(f"synthetic: building a random-weight 4-bit {shape} with {tokenizer_from.id}'s tokenizer")
+    synthetic.build(shape, tokenizer_from.path, folder)
+    return home, ModelEntry(folder.name, "synthetic", folder)
 
 
 def _model(home: Path, name: str | None) -> ModelEntry:
@@ -202,42 +293,3 @@ def _model(home: Path, name: str | None) -> ModelEntry:
     if not entries:
         raise UsageError(f"no model is installed in {home}; `tholos-mlx import-gguf` adds one")
     return entries[0]
-
-
-def _headlines(result: dict[str, Any]) -> str:
-    """The figures a reader wants first, one per line."""
-    m = result["machine"]
-    lines = [f"{m['chip']} ({m['mlx_device']}), {result['date']}"]
-    compare = result.get("compare")
-    if compare:
-        for case in compare["cases"]:
-            raw, srv, r = case["raw"], case["server"], case["ratio"]
-            lines.append(
-                f"prompt {case['prompt_tokens']:>6}: TTFT raw {num(raw['ttft_s']['median'], 3)} s, "
-                f"server {num(srv['ttft_s']['median'], 3)} s (x{num(r['ttft'], 3)}); decode raw "
-                f"{num(raw['decode_tps']['median'])} tok/s, "
-                f"server {num(srv['decode_tps']['median'])} tok/s (x{num(r['decode_tps'], 3)})"
-            )
-        s = compare["summary"]
-        lines.append(
-            f"server/raw: decode {num(s['decode_ratio'], 3)} (target >= 0.98), "
-            f"TTFT {num(s['ttft_ratio'], 3)}"
-        )
-    cached = result.get("cached_prefix")
-    if cached:
-        lines.append(
-            f"cached prefix: cold TTFT {num(cached['cold']['ttft_s'], 3)} s, warm "
-            f"{num(cached['warm_ttft_s']['median'], 3)} s, "
-            f"warm/cold {num(cached['warm_cold_ratio'], 3)} (target <= 0.10)"
-        )
-    ceiling = result.get("ceiling")
-    if ceiling:
-        ls = ceiling["modes"]["lockstep"]
-        lines.append(
-            f"ceiling: {ceiling['tokens_per_s']:,.0f} tokens/s to one client; one token per frame "
-            f"{ls['tokens_per_s']['median']:,.0f} tokens/s with {ceiling['us_per_token']:.1f} µs "
-            f"of event-loop CPU a token; target {ceiling['target_tokens_per_s']:,} tokens/s and "
-            f"< {ceiling['target_us_per_token']:g} µs: "
-            f"{'met' if ceiling['meets_target'] else 'missed'}"
-        )
-    return "\n".join(lines)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import time
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -14,6 +15,34 @@ _RECV = 1 << 16
 
 class BenchError(Exception):
     """A benchmark step failed: a server that died, a refused request, a broken stream."""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """An OpenAI-compatible server on this machine: host, port, the /v1 path, an optional key."""
+
+    host: str
+    port: int
+    base: str = "/v1"
+    key: str | None = None
+
+    @classmethod
+    def parse(cls, url: str) -> Endpoint:
+        """http://HOST[:PORT][/PATH] -> an Endpoint; ValueError with the reason otherwise."""
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme != "http" or not parts.hostname:
+            raise ValueError("give a plain http:// URL of a server on this machine")
+        try:
+            port = parts.port or 80
+        except ValueError:
+            raise ValueError("not a port number") from None
+        path = parts.path.rstrip("/")
+        return cls(parts.hostname, port, path if path.endswith("/v1") else path + "/v1")
+
+    @property
+    def url(self) -> str:
+        """The base URL, as a reader would type it."""
+        return f"http://{self.host}:{self.port}{self.base}"
 
 
 @dataclass
@@ -38,16 +67,14 @@ class StreamStats:
 class Stream:
     """One POST whose response body arrives as it is sent; chunked transfer is undone here."""
 
-    def __init__(
-        self, port: int, path: str, key: str, body: bytes, timeout: float = 3600.0
-    ) -> None:
-        self._sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    def __init__(self, to: Endpoint, path: str, body: bytes, timeout: float = 3600.0) -> None:
+        self._sock = socket.create_connection((to.host, to.port), timeout=timeout)
         # Small writes must leave at once, as a real client's would.
         self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         head = (
-            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-            f"Authorization: Bearer {key}\r\nContent-Type: application/json\r\n"
-            f"Accept: text/event-stream\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+            f"POST {path} HTTP/1.1\r\nHost: {to.host}:{to.port}\r\n{_auth(to)}"
+            "Content-Type: application/json\r\nAccept: text/event-stream\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
         ).encode()
         self.sent_at = time.perf_counter()
         self._sock.sendall(head + body)
@@ -104,9 +131,13 @@ class Stream:
         self._sock.close()
 
 
-def stream_chat(port: int, key: str, payload: dict[str, object]) -> StreamStats:
+def _auth(to: Endpoint) -> str:
+    return f"Authorization: Bearer {to.key}\r\n" if to.key else ""
+
+
+def stream_chat(to: Endpoint, payload: dict[str, object]) -> StreamStats:
     """POST a streamed chat completion and time its content events as they arrive."""
-    stream = Stream(port, "/v1/chat/completions", key, orjson.dumps(payload))
+    stream = Stream(to, f"{to.base}/chat/completions", orjson.dumps(payload))
     try:
         if stream.status != 200:
             raise BenchError(f"HTTP {stream.status}: {stream.body()[:300]!r}")
@@ -144,19 +175,22 @@ def _take(stats: StreamStats, event: bytes, now: float) -> None:
             stats.finish_reason = choice["finish_reason"]
 
 
-def get_json(port: int, path: str, key: str, timeout: float = 5.0) -> tuple[int, object]:
+def get_json(to: Endpoint, path: str, timeout: float = 5.0) -> tuple[int, object]:
     """GET a JSON resource (for /health polling)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+    with socket.create_connection((to.host, to.port), timeout=timeout) as sock:
         sock.sendall(
-            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-            f"Authorization: Bearer {key}\r\nConnection: close\r\n\r\n".encode()
+            f"GET {path} HTTP/1.1\r\nHost: {to.host}:{to.port}\r\n{_auth(to)}"
+            "Connection: close\r\n\r\n".encode()
         )
         data = b""
         while chunk := sock.recv(_RECV):
             data += chunk
     head, _, body = data.partition(b"\r\n\r\n")
     status = int(head.split(b"\r\n", 1)[0].split()[1])
-    return status, orjson.loads(body) if body else None
+    try:
+        return status, orjson.loads(body) if body else None
+    except orjson.JSONDecodeError:
+        return status, None
 
 
 def free_port() -> int:

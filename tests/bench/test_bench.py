@@ -2,108 +2,65 @@
 
 from __future__ import annotations
 
-import importlib.util
-import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from tests.bench import results
 from tests.conftest import CLI, DEMO_ID
-from tholos_mlx import bench_report
+from tholos_mlx.bench import report as bench_report
 from tholos_mlx.errors import UsageError
 
-STAT = {"median", "min", "max", "values"}
-MACHINE = {"chip", "memory_bytes", "memory_gib", "os", "arch", "cpu_count", "mlx_device"}
-SOFTWARE = {"python", "mlx", "mlx-lm", "tholos-mlx", "git_commit", "git_dirty"}
-TOP = {"schema", "date", "machine", "software", "model", "compare", "cached_prefix", "ceiling"}
 
-
-def _result(out: Path) -> tuple[dict[str, Any], list[Path]]:
-    files = sorted(out.iterdir())
-    (json_file,) = [f for f in files if f.suffix == ".json"]
-    return json.loads(json_file.read_text()), files
-
-
-def _is_stat(value: Any, positive: bool = True) -> None:
-    assert set(value) == STAT
-    assert value["values"], "every run should have given a value"
-    for key in ("median", "min", "max"):
-        assert isinstance(value[key], float)
-        assert value[key] > 0 if positive else value[key] >= 0
-    assert value["min"] <= value["median"] <= value["max"]
-
-
-def test_bench_compares_raw_mlx_lm_and_the_server_and_writes_every_field(
+@pytest.mark.e2e
+def test_bench_compares_raw_mlx_lm_the_server_and_mlx_lms_own_server_and_writes_every_field(
     demo_home: Path, tmp_path: Path, cli: CLI
 ) -> None:
     out = cli(
         "bench",
         "--home",
         demo_home,
-        "--compare",
-        "--cached-prefix",
+        "--peer",
+        "mlx_lm",
         "--prompt-tokens",
-        "20",
+        "32",
         "--gen-tokens",
         "4",
         "--runs",
         "1",
         "--warmup",
         "0",
-        "--prefix-tokens",
-        "32",
         "--out",
         tmp_path,
         timeout=300,
     )
     assert out.returncode == 0, out.stderr
-    result, files = _result(tmp_path)
-    assert {f.suffix for f in files} >= {".json", ".md"}
-    if importlib.util.find_spec("matplotlib"):
-        assert any(f.suffix == ".png" and f.stat().st_size > 0 for f in files)
-    assert set(result) == TOP
-    assert set(result["machine"]) == MACHINE
-    assert set(result["software"]) == SOFTWARE
-    assert result["machine"]["mlx_device"] in ("cpu", "gpu")
-    assert result["model"]["id"] == DEMO_ID
-    assert result["ceiling"] is None
+    result, files = results.read(tmp_path)
+    results.environment(result)
+    assert set(result["model"]) == results.MODEL
+    assert result["model"]["id"] == DEMO_ID and result["model"]["synthetic"] is None
+    assert result["ceiling"] is None and result["cached_prefix"] is None
 
     compare = result["compare"]
-    assert (
-        compare["gen_tokens"] == 4
-        and compare["runs"] == 1
-        and compare["server_prompt_cache_mb"] == 0
-    )
-    (case,) = compare["cases"]
-    assert case["prompt_tokens"] == case["prompt_tokens_actual"] == 20
-    raw, server = case["raw"], case["server"]
-    for name in ("ttft_s", "prefill_tps", "decode_tps", "peak_memory_bytes"):
-        _is_stat(raw[name])
-    assert raw["generated_tokens"] == [4]  # EOS masked: exactly the tokens asked for
-    for name in ("ttft_s", "decode_tps"):
-        _is_stat(server[name])
-    assert server["prompt_tokens"] == [20]  # the server tokenized the same prompt the same way
-    assert server["cached_tokens"] == [0]  # prompt cache off for the comparison
-    assert len(server["completion_tokens"]) == 1 and server["stopped_early"] in (0, 1)
-    assert case["ratio"]["ttft"] > 0 and case["ratio"]["decode_tps"] > 0
-    assert compare["summary"]["decode_ratio"] == case["ratio"]["decode_tps"]
-    assert compare["summary"]["server_rss_mib"] > 0
+    assert compare["runs"] == 1 and compare["warmup"] == 0 and compare["max_seconds"] is None
+    case = results.compare(compare, gen=4, prompt_tokens=32, peer=True)
+    assert case["stopped_by"] == ["runs"]
+    assert case["peer"]["prompt_tokens"] == [32]  # mlx-lm built the same prompt from the chat
+    peer = compare["peer"]
+    assert peer["kind"] == "mlx_lm" and peer["command"].startswith("python -m mlx_lm server")
+    assert peer["version"] and compare["summary"]["peer_rss_mib"] > 0
+    # One run gives no interval, and the report says so instead of a verdict.
+    assert {t["verdict"] for t in compare["summary"]["targets"]} == {"not measurable here"}
 
-    cached = result["cached_prefix"]
-    assert cached["prompt_tokens"] == 32
-    assert cached["cold"]["ttft_s"] > 0 and len(cached["warm"]) == 1
-    assert cached["warm"][0]["cached_tokens"] > 0  # the shared system prompt came from the cache
-    _is_stat(cached["warm_ttft_s"])
-    assert cached["warm_cold_ratio"] > 0
-
-    assert "server/raw" in out.stdout and "cached prefix" in out.stdout
-    markdown = next(f for f in files if f.suffix == ".md").read_text()
-    assert "Raw mlx-lm vs the server" in markdown and "Cached prefix" in markdown
+    assert "server/raw" in out.stdout and "tholos/peer" in out.stdout
+    markdown = results.markdown(files)
+    assert "mlx-lm's own server" in markdown and "not measurable here" in markdown
+    assert "fresh nonce line" in markdown and "chat template + tokenize" in markdown
 
 
+@pytest.mark.e2e
 def test_ceiling_streams_every_token_through_the_real_app_and_reports_its_cost(
     tmp_path: Path, cli: CLI
 ) -> None:
@@ -122,8 +79,8 @@ def test_ceiling_streams_every_token_through_the_real_app_and_reports_its_cost(
         timeout=120,
     )
     assert out.returncode == 0, out.stderr
-    result, _ = _result(tmp_path)
-    assert set(result) == TOP
+    result, _ = results.read(tmp_path)
+    results.environment(result)
     assert result["compare"] is None and result["cached_prefix"] is None and result["model"] is None
     ceiling = result["ceiling"]
     assert ceiling["tokens"] == 3000
@@ -139,9 +96,9 @@ def test_ceiling_streams_every_token_through_the_real_app_and_reports_its_cost(
             "bytes",
             "first_byte_s",
         ):
-            _is_stat(figures[name])
+            results.is_stat(figures[name])
         for name in ("loop_cpu_us_per_token", "loop_cpu_us_per_frame", "engine_cpu_us_per_token"):
-            _is_stat(figures[name], positive=False)  # CPU clocks may be coarse
+            results.is_stat(figures[name], positive=False)  # CPU clocks may be coarse
     assert ceiling["modes"]["lockstep"]["tokens_per_frame"]["median"] == 1.0
     assert ceiling["tokens_per_s"] > 0 and ceiling["us_per_token"] >= 0
     assert isinstance(ceiling["meets_target"], bool)
@@ -149,14 +106,25 @@ def test_ceiling_streams_every_token_through_the_real_app_and_reports_its_cost(
     assert "ceiling:" in out.stdout
 
 
+def test_every_run_gets_a_different_nonce() -> None:
+    from tholos_mlx.bench import prompts as bench_prompts
+
+    nonces = {bench_prompts.nonce() for _ in range(100)}
+    assert len(nonces) == 100 and all(n.startswith("Run ") for n in nonces)
+
+
 def test_prompts_have_exactly_the_asked_number_of_tokens(demo_home: Path) -> None:
-    from tholos_mlx import bench_prompts
-    from tholos_mlx.bench_raw import load_tokenizer
+    from tholos_mlx.bench import prompts as bench_prompts
+    from tholos_mlx.bench.raw import load_tokenizer
 
     tokenizer = load_tokenizer(demo_home / "models" / DEMO_ID)
-    for size in (24, 100, 333):
+    for size in (40, 100, 333):
         messages, ids = bench_prompts.counting_prompt(tokenizer, size)
         assert len(ids) == size == len(bench_prompts.chat_ids(tokenizer, messages))
+        nonce = bench_prompts.nonce()
+        messages, ids = bench_prompts.counting_prompt(tokenizer, size, nonce)
+        assert len(ids) == size == len(bench_prompts.chat_ids(tokenizer, messages))
+        assert messages[0]["content"].startswith(nonce + "\n")
     system = bench_prompts.shared_system(tokenizer, 200)
     assert len(bench_prompts.chat_ids(tokenizer, bench_prompts.question_chat(system, 0))) == 200
     with pytest.raises(UsageError, match="at least"):
@@ -172,6 +140,15 @@ def test_prompts_have_exactly_the_asked_number_of_tokens(demo_home: Path) -> Non
         ["--gen-tokens", "1"],
         ["--warmup", "-1"],
         ["--port", "70000"],
+        ["--runs", "often"],
+        ["--max-seconds", "0"],
+        ["--peer", "ollama"],
+        ["--peer-url", "https://example.com/v1"],
+        ["--peer-url", "http://127.0.0.1:99999/v1"],
+        ["--peer-url", "http://127.0.0.1:8080/v1"],  # no --peer-model
+        ["--peer-model", "llama3"],  # no --peer-url
+        ["--peer", "mlx_lm", "--peer-url", "http://127.0.0.1:8080/v1", "--peer-model", "x"],
+        ["--synthetic", "llama-70b"],
     ],
 )
 def test_bad_bench_flags_exit_2_with_one_line(args: list[str], cli: CLI) -> None:
@@ -198,17 +175,6 @@ def test_building_the_command_line_does_not_import_mlx() -> None:
         "sys.exit(any(m == 'mlx' or m.startswith('mlx.') for m in sys.modules))"
     )
     assert subprocess.run([sys.executable, "-c", code], check=False, timeout=60).returncode == 0
-
-
-def test_stats_leave_out_missing_values_and_give_median_min_max() -> None:
-    assert bench_report.stats([3.0, None, 1.0, 2.0]) == {
-        "median": 2.0,
-        "min": 1.0,
-        "max": 3.0,
-        "values": [3.0, 1.0, 2.0],
-    }
-    assert bench_report.stats([None])["median"] is None
-    assert bench_report.ratio(1.0, None) is None and bench_report.ratio(1.0, 4.0) == 0.25
 
 
 def test_result_files_are_named_by_date_and_chip() -> None:

@@ -1,4 +1,4 @@
-"""A server as a subprocess for the benchmark: started, polled on /health, always stopped."""
+"""A server as a subprocess for the benchmark (ours or a peer): started, polled on /health, always stopped."""
 
 from __future__ import annotations
 
@@ -11,18 +11,18 @@ from types import TracebackType
 from typing import Self
 
 from tholos_mlx import machine
-from tholos_mlx.bench_client import BenchError, get_json
+from tholos_mlx.bench.client import BenchError, Endpoint, free_port, get_json
+from tholos_mlx.tiers import ModelEntry
 
 
 class ServerProcess:
-    """`python -m ARGS` serving on a port; ready once /health answers 200 with the key."""
+    """`python -m ARGS` serving at an endpoint; ready once /health answers 200."""
 
     def __init__(
-        self, args: list[str], port: int, key: str, log: Path, start_timeout: float = 300.0
+        self, args: list[str], endpoint: Endpoint, log: Path, start_timeout: float = 300.0
     ):
         self.args = args
-        self.port = port
-        self.key = key
+        self.endpoint = endpoint
         self.log = log
         self.start_timeout = start_timeout
         self._proc: subprocess.Popen[bytes] | None = None
@@ -62,7 +62,7 @@ class ServerProcess:
                     f"the server exited with status {code} before it was ready:\n{self.tail()}"
                 )
             try:
-                status, _ = get_json(self.port, "/health", self.key, timeout=2.0)
+                status, _ = get_json(self.endpoint, "/health", timeout=2.0)
                 if status == 200:
                     return
             except OSError:
@@ -93,3 +93,14 @@ class ServerProcess:
         except OSError:
             return "(no log)"
         return "\n".join(text.splitlines()[-lines:])
+
+
+def tholos_server(
+    home: Path, entry: ModelEntry, port: int | None, cache_off: bool, log: Path
+) -> ServerProcess:
+    """`tholos-mlx serve` on this model, on its own port (never a running server's)."""
+    from tholos_mlx.home import ensure_key
+
+    to = Endpoint("127.0.0.1", port or free_port(), key=ensure_key(home))
+    args = ["tholos_mlx", "serve", "--home", str(home), "--port", str(to.port), "--model", entry.id]
+    return ServerProcess(args + (["--prompt-cache-mb", "0"] if cache_off else []), to, log)

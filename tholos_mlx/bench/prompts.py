@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
+from tholos_mlx.chat_prompt import prompt_ids
 from tholos_mlx.errors import UsageError
+from tholos_mlx.request import Message
 
 Messages = list[dict[str, str]]
 
-# The same ChatML fallback engine.py uses for model folders that ship no chat template.
-FALLBACK_TEMPLATE = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
 # A list of numbers cut anywhere: the model goes on counting, so it rarely stops early.
 COUNT_SYSTEM = "Count on."
 _NUMBERS = ", ".join(str(i) for i in range(1, 1400)) + ", "  # ~7,000 tokens; repeated if more
@@ -39,22 +37,8 @@ QUESTIONS = (
 
 
 def chat_ids(tokenizer: Any, messages: Messages) -> list[int]:
-    """The prompt's token ids, as tholos_mlx/engine.py `_tokenize` builds them for the server."""
-    extra: dict[str, Any] = {}
-    if not getattr(tokenizer, "chat_template", None):
-        extra["chat_template"] = FALLBACK_TEMPLATE
-    text = tokenizer.apply_chat_template(
-        messages, add_generation_prompt=True, tokenize=False, **extra
-    )
-    ids: list[int] = list(tokenizer.encode(text, add_special_tokens=False))
-    bos = getattr(tokenizer, "bos_token_id", None)
-    if (
-        getattr(tokenizer, "add_bos_token", False)
-        and bos is not None
-        and (not ids or ids[0] != bos)
-    ):
-        ids.insert(0, bos)
-    return ids
+    """The prompt's token ids, built by the same function the server uses."""
+    return prompt_ids(tokenizer, [Message(m["role"], m["content"]) for m in messages])  # type: ignore[arg-type]
 
 
 def _fit(tokenizer: Any, source: str, total: int, build: Any) -> tuple[Messages, list[int]]:
@@ -83,17 +67,27 @@ def _fit(tokenizer: Any, source: str, total: int, build: Any) -> tuple[Messages,
     return best[1], best[2]
 
 
-def counting_prompt(tokenizer: Any, total: int) -> tuple[Messages, list[int]]:
-    """A chat of `total` prompt tokens that makes the model count on (few early stops)."""
+def counting_prompt(tokenizer: Any, total: int, nonce: str = "") -> tuple[Messages, list[int]]:
+    """A chat of `total` prompt tokens that makes the model count on (few early stops).
+
+    A `nonce` line opens the system prompt: a prompt cache (ours or a peer's) then finds no
+    earlier run's prefix beyond the chat template's first tokens.
+    """
+    system = f"{nonce}\n{COUNT_SYSTEM}" if nonce else COUNT_SYSTEM
     return _fit(
         tokenizer,
         _NUMBERS,
         total,
         lambda text: [
-            {"role": "system", "content": COUNT_SYSTEM},
+            {"role": "system", "content": system},
             {"role": "user", "content": text},
         ],
     )
+
+
+def nonce() -> str:
+    """A short line no earlier run began with, e.g. 'Run 3f9a2c71.'."""
+    return f"Run {secrets.token_hex(4)}."
 
 
 def shared_system(tokenizer: Any, total: int) -> str:

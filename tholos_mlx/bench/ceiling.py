@@ -1,6 +1,6 @@
 """The server's own ceiling: the real HTTP/SSE path in front of an engine whose tokens cost nothing.
 
-Run as `python -m tholos_mlx.bench_ceiling serve --home H --port P` it serves the real app
+Run as `python -m tholos_mlx.bench.ceiling serve --home H --port P` it serves the real app
 (create_app, Gate, KeyStore, TierTable) with the zero-cost engine; `measure()` drives it.
 Two dummy models pick how the engine hands tokens over:
   flood     every token as fast as the thread can put it; the app merges what piled up
@@ -26,9 +26,9 @@ from typing import Any
 
 import orjson
 
-from tholos_mlx.bench_client import BenchError, Stream, free_port
-from tholos_mlx.bench_report import stats
-from tholos_mlx.bench_server import ServerProcess
+from tholos_mlx.bench.client import BenchError, Endpoint, Stream, free_port
+from tholos_mlx.bench.server import ServerProcess
+from tholos_mlx.bench.stats import summary
 from tholos_mlx.channel import Channel
 from tholos_mlx.events import Delta, Event, Finished, Started
 from tholos_mlx.home import ensure_key
@@ -202,7 +202,7 @@ def _lines(path: Path) -> int:
     return len(path.read_bytes().splitlines()) if path.exists() else 0
 
 
-def _one_stream(port: int, key: str, mode: str, tokens: int, stats: Path) -> dict[str, float | int]:
+def _one_stream(to: Endpoint, mode: str, tokens: int, stats: Path) -> dict[str, float | int]:
     """Stream one completion of `tokens` tokens; time it and check every byte of its text."""
     before = _lines(stats)
     body = orjson.dumps(
@@ -213,7 +213,7 @@ def _one_stream(port: int, key: str, mode: str, tokens: int, stats: Path) -> dic
             "messages": [{"role": "user", "content": "go"}],
         }
     )
-    stream = Stream(port, "/v1/chat/completions", key, body)
+    stream = Stream(to, "/v1/chat/completions", body)
     try:
         if stream.status != 200:
             raise BenchError(f"ceiling: HTTP {stream.status}: {stream.body()[:200]!r}")
@@ -258,7 +258,7 @@ def _one_stream(port: int, key: str, mode: str, tokens: int, stats: Path) -> dic
 
 
 def _summary(runs: list[dict[str, float | int]]) -> dict[str, Any]:
-    return {name: stats([float(r[name]) for r in runs]) for name in runs[0]}
+    return {name: summary([float(r[name]) for r in runs]) for name in runs[0]}
 
 
 def measure(tokens: int, runs: int, warmup: int, profile: bool, log_dir: Path) -> dict[str, Any]:
@@ -267,15 +267,15 @@ def measure(tokens: int, runs: int, warmup: int, profile: bool, log_dir: Path) -
         home = make_home(Path(tmp))
         key = ensure_key(home)
         stats = stats_file(home)
-        port = free_port()
-        args = ["tholos_mlx.bench_ceiling", "serve", "--home", str(home), "--port", str(port)]
+        to = Endpoint("127.0.0.1", free_port(), key=key)
+        args = ["tholos_mlx.bench.ceiling", "serve", "--home", str(home), "--port", str(to.port)]
         result: dict[str, Any] = {"tokens": tokens, "runs": runs, "warmup": warmup, "modes": {}}
-        with ServerProcess(args, port, key, log_dir / "ceiling-server.log", start_timeout=60):
+        with ServerProcess(args, to, log_dir / "ceiling-server.log", start_timeout=60):
             for mode in MODES:
                 for _ in range(warmup):
-                    _one_stream(port, key, mode, min(tokens, 2000), stats)
+                    _one_stream(to, mode, min(tokens, 2000), stats)
                 result["modes"][mode] = _summary(
-                    [_one_stream(port, key, mode, tokens, stats) for _ in range(runs)]
+                    [_one_stream(to, mode, tokens, stats) for _ in range(runs)]
                 )
         flood, lock = result["modes"]["flood"], result["modes"]["lockstep"]
         # The target (issue 6): >= 20,000 tokens/s to one client, < 50 us of server work a token.
@@ -297,21 +297,21 @@ def measure(tokens: int, runs: int, warmup: int, profile: bool, log_dir: Path) -
 
 def _profile(home: Path, key: str, tokens: int, log_dir: Path) -> dict[str, Any]:
     """One lockstep stream under cProfile in the server; where the loop's time per token goes."""
-    port = free_port()
+    to = Endpoint("127.0.0.1", free_port(), key=key)
     prof = log_dir / "ceiling.prof"
     args = [
-        "tholos_mlx.bench_ceiling",
+        "tholos_mlx.bench.ceiling",
         "serve",
         "--home",
         str(home),
         "--port",
-        str(port),
+        str(to.port),
         "--profile",
         str(prof),
     ]
-    server = ServerProcess(args, port, key, log_dir / "ceiling-profile.log", start_timeout=60)
+    server = ServerProcess(args, to, log_dir / "ceiling-profile.log", start_timeout=60)
     with server:
-        run = _one_stream(port, key, "lockstep", tokens, stats_file(home))
+        run = _one_stream(to, "lockstep", tokens, stats_file(home))
     if not prof.exists():
         raise BenchError(f"ceiling: the profiled server wrote no profile:\n{server.tail()}")
     # {(file, line, function): (primitive calls, calls, self time, total time, callers)}
@@ -337,8 +337,8 @@ def _profile(home: Path, key: str, tokens: int, log_dir: Path) -> dict[str, Any]
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m tholos_mlx.bench_ceiling serve ...`: the subprocess side."""
-    p = argparse.ArgumentParser(prog="python -m tholos_mlx.bench_ceiling")
+    """`python -m tholos_mlx.bench.ceiling serve ...`: the subprocess side."""
+    p = argparse.ArgumentParser(prog="python -m tholos_mlx.bench.ceiling")
     p.add_argument("action", choices=["serve"])
     p.add_argument("--home", required=True, type=Path)
     p.add_argument("--port", required=True, type=int)

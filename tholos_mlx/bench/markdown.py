@@ -1,0 +1,247 @@
+"""A benchmark result as Markdown: medians (min–max) of the runs, ratios with 95% intervals."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tholos_mlx.bench.stats import NOT_MEASURABLE
+
+
+def fmt(value: float | None, digits: int = 2) -> str:
+    """A figure for a table: thousands without decimals, – when missing."""
+    if value is None:
+        return "–"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.{digits}f}"
+
+
+def _cell(s: dict[str, Any] | None, digits: int = 2, scale: float = 1.0) -> str:
+    if not s or s.get("median") is None:
+        return "–"
+    med, lo, hi = (s[k] * scale for k in ("median", "min", "max"))
+    return f"{fmt(med, digits)} ({fmt(lo, digits)}–{fmt(hi, digits)})"
+
+
+def interval(ci: dict[str, Any] | None) -> str:
+    """A ratio and its 95% interval: '1.006 (0.990–1.021)'."""
+    if not ci or ci.get("value") is None:
+        return "–"
+    if ci.get("ci_low") is None:
+        return f"{ci['value']:.3f} (too few runs for an interval)"
+    return f"{ci['value']:.3f} ({ci['ci_low']:.3f}–{ci['ci_high']:.3f})"
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The result as Markdown tables."""
+    m, sw = result["machine"], result["software"]
+    lines = [
+        f"# tholos-mlx bench, {result['date']}",
+        "",
+        (
+            f"- Machine: {m['chip']}, {m['memory_gib']} GiB, {m['os']} "
+            f"({m['arch']}, {m['cpu_count']} cores), MLX device: {m['mlx_device']}"
+            + (" (no GPU: MLX ran on the CPU)" if m["mlx_device"] == "cpu" else "")
+        ),
+        (
+            f"- Software: tholos-mlx {sw['tholos-mlx']} (commit {sw['git_commit'][:12]}"
+            f"{', uncommitted changes' if sw['git_dirty'] else ''}), mlx {sw['mlx']}, "
+            f"mlx-lm {sw['mlx-lm']}, Python {sw['python']}"
+        ),
+    ]
+    mo = result.get("model")
+    if mo:
+        lines.append(
+            f"- Model: `{mo['id']}` (tier {mo['tier']}, {mo['weights_mib']:.0f} MiB of weights)"
+        )
+        syn = mo.get("synthetic")
+        if syn:
+            lines.append(
+                f"- **The weights are random**: a {syn['shape']} shape, {mo['quantization_bits']}-bit, "
+                f"with the tokenizer of `{syn['tokenizer_from']}`. Its answers are gibberish; its "
+                "speed is that of a real model of this shape."
+            )
+    lines.append("- Each figure: median (min–max) of the runs, after discarded warm-up runs.")
+    compare = result.get("compare")
+    if compare:
+        lines += _compare(compare)
+    cached = result.get("cached_prefix")
+    if cached:
+        lines += [
+            "",
+            (
+                f"## Cached prefix (~{cached['prefix_tokens']}-token prompts: one long system "
+                "prompt, a different question each; prompt cache on)"
+            ),
+            "",
+            "| request | TTFT s | cached prompt tokens |",
+            "|---|---:|---:|",
+            (
+                f"| first (cold) | {fmt(cached['cold']['ttft_s'], 3)} "
+                f"| {cached['cold']['cached_tokens']} |"
+            ),
+            (
+                f"| later (warm), {len(cached['warm'])} | {_cell(cached['warm_ttft_s'], 3)} "
+                f"| {', '.join(str(w['cached_tokens']) for w in cached['warm'])} |"
+            ),
+            "",
+            f"Warm/cold TTFT: **{fmt(cached['warm_cold_ratio'], 3)}** (target ≤ 0.10).",
+        ]
+    ceiling = result.get("ceiling")
+    if ceiling:
+        fl, ls = ceiling["modes"]["flood"], ceiling["modes"]["lockstep"]
+        lines += [
+            "",
+            (
+                f"## Server ceiling (zero-cost engine, {ceiling['tokens']:,} tokens per stream, "
+                f"{ceiling['runs']} runs)"
+            ),
+            "",
+            (
+                "| engine hands tokens | tokens/s | µs/token (wall) | frames/s | tokens/frame "
+                "| loop CPU µs/frame | engine CPU µs/token |"
+            ),
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for name, mo in (("as fast as it can (flood)", fl), ("one per frame (lockstep)", ls)):
+            lines.append(
+                f"| {name} | {_cell(mo['tokens_per_s'], 0)} | {_cell(mo['wall_us_per_token'], 1)} "
+                f"| {_cell(mo['frames_per_s'], 0)} | {_cell(mo['tokens_per_frame'], 1)} "
+                f"| {_cell(mo['loop_cpu_us_per_frame'], 1)} "
+                f"| {_cell(mo['engine_cpu_us_per_token'], 1)} |"
+            )
+        lines += [
+            "",
+            (
+                f"Target: ≥ {ceiling['target_tokens_per_s']:,} tokens/s to one client and < "
+                f"{ceiling['target_us_per_token']:g} µs of server work a token. Delivered: "
+                f"**{fmt(ceiling['tokens_per_s'], 0)} tokens/s**; per token, at one token per "
+                f"frame, the event loop spends **{fmt(ceiling['us_per_token'], 1)} µs** of CPU "
+                f"({fmt(ls['tokens_per_s']['median'], 0)} tokens/s wall, thread hand-offs "
+                "included). "
+                f"Meets target: **{'yes' if ceiling['meets_target'] else 'no'}**."
+            ),
+        ]
+        prof = ceiling.get("profile")
+        if prof:
+            lines += [
+                "",
+                (
+                    f"Profile of one lockstep stream ({prof['tool']}; "
+                    f"{fmt(prof['profiled_us_per_token'], 1)} µs/token while profiled), "
+                    "top self time per token:"
+                ),
+                "",
+                "| function | calls/token | self µs/token | total µs/token |",
+                "|---|---:|---:|---:|",
+            ]
+            for row in prof["top_self"][:15]:
+                lines.append(
+                    f"| `{row['function']}` | {row['calls_per_token']:.2f} "
+                    f"| {row['self_us_per_token']:.2f} | {row['total_us_per_token']:.2f} |"
+                )
+    # The structured-output section (result["structured_output"]) will go here.
+    return "\n".join(lines) + "\n"
+
+
+def _compare(c: dict[str, Any]) -> list[str]:
+    peer = c["peer"]
+    name = peer["name"] if peer else None
+    runs = (
+        f"{c['runs']} runs"
+        if c["runs"] != "auto"
+        else (f"runs: auto, until every interval is within ±3% or {c['max_seconds']:g} s")
+    )
+    lines = [
+        "",
+        (
+            f"## Raw mlx-lm, the server{f' and {name}' if name else ''} "
+            f"({c['gen_tokens']} generated tokens, {runs}, {c['order']})"
+        ),
+        "",
+        f"- Prompts: {c['fresh_prefix']}.",
+        "- Every side decodes greedily and streams; raw mlx-lm masks EOS, the servers may stop "
+        "early (counted).",
+    ]
+    if peer:
+        lines.append(
+            f"- Peer: {name}, model `{peer['model']}`"
+            + (f", mlx-lm {peer['version']} at {peer['url']}" if peer.get("version") else "")
+            + "."
+        )
+    lines += [
+        "",
+        "| prompt tokens | runs | raw TTFT s | server TTFT s | "
+        + ("peer TTFT s | " if peer else "")
+        + "raw prefill tok/s | raw decode tok/s | server decode tok/s | "
+        + ("peer decode tok/s | " if peer else "")
+        + "raw peak MiB | early stops |",
+        "|" + "---:|" * (9 + (2 if peer else 0)),
+    ]
+    for case in c["cases"]:
+        raw, srv, pr = case["raw"], case["server"], case["peer"]
+        early = str(srv["stopped_early"]) + (f" / {pr['stopped_early']}" if pr else "")
+        lines.append(
+            f"| {case['prompt_tokens']} | {case['runs']} | {_cell(raw['ttft_s'], 3)} "
+            f"| {_cell(srv['ttft_s'], 3)} | "
+            + (f"{_cell(pr['ttft_s'], 3)} | " if peer else "")
+            + f"{_cell(raw['prefill_tps'], 1)} | {_cell(raw['decode_tps'])} "
+            f"| {_cell(srv['decode_tps'])} | "
+            + (f"{_cell(pr['decode_tps'])} | " if peer else "")
+            + f"{_cell(raw['peak_memory_bytes'], 0, 2**-20)} | {early} |"
+        )
+    lines += [
+        "",
+        "### Ratios, with 95% confidence intervals (bootstrap over the runs)",
+        "",
+        "| prompt tokens | TTFT server/raw | decode server/raw | "
+        + ("TTFT tholos/peer | decode tholos/peer | " if peer else "")
+        + "measuring stopped by |",
+        "|---:|---:|---:|" + ("---:|---:|" if peer else "") + "---|",
+    ]
+    for case in c["cases"]:
+        r, pr = case["ratio"], case["peer_ratio"]
+        lines.append(
+            f"| {case['prompt_tokens']} | {interval(r['ttft'])} | {interval(r['decode_tps'])} | "
+            + (f"{interval(pr['ttft'])} | {interval(pr['decode_tps'])} | " if pr else "")
+            + f"{', '.join(case['stopped_by'])} |"
+        )
+    lines += ["", "### Targets", ""]
+    for t in c["summary"]["targets"]:
+        sign = "≥" if t["direction"] == "at_least" else "≤"
+        said = t["verdict"]
+        if said == NOT_MEASURABLE:
+            said += (
+                " (too few runs for an interval)"
+                if t["ci_low"] is None
+                else " (the interval spans the target: more runs or a quieter machine)"
+            )
+        lines.append(
+            f"- {t['figure']}, {t['prompt_tokens']}-token prompt: "
+            f"{interval(t)} against {sign} {t['target']:g}: **{said}**"
+        )
+    s = c["summary"]
+    lines += [
+        "",
+        f"Server RSS after the runs: {fmt(s['server_rss_mib'], 0)} MiB"
+        + (f"; peer RSS: {fmt(s['peer_rss_mib'], 0)} MiB." if s["peer_rss_mib"] else "."),
+        "",
+        "### Where the server's time to first token goes",
+        "",
+        "The server's TTFT is measured by the client (HTTP, admission, chat template, tokenizing, "
+        "prefill, first step, SSE); raw mlx-lm's starts at its prefill. The chat template and "
+        "tokenizing are timed in the bench process with the same function and tokenizer.",
+        "",
+        "| prompt tokens | raw TTFT ms | server TTFT ms | added ms | chat template + tokenize ms |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    for case in c["cases"]:
+        cost = case["server_cost"]
+        raw_ms = case["raw"]["ttft_s"]["median"]
+        srv_ms = case["server"]["ttft_s"]["median"]
+        lines.append(
+            f"| {case['prompt_tokens']} | {fmt(raw_ms and raw_ms * 1e3, 1)} "
+            f"| {fmt(srv_ms and srv_ms * 1e3, 1)} | {fmt(cost['ttft_added_ms'], 1)} "
+            f"| {fmt(cost['template_tokenize_ms'], 2)} |"
+        )
+    return lines
