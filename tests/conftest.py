@@ -84,3 +84,11 @@ def demo_home(tmp_path_factory: pytest.TempPathFactory, demo_gguf: Path) -> Iter
             f"import-gguf of the demo model failed ({out.returncode}): {out.stderr.strip()}"
         )
     yield home
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test under tests/e2e/ starts the real server or model: marker `e2e` (the fast lane skips it)."""
+    e2e = ROOT / "tests" / "e2e"
+    for item in items:
+        if e2e in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.e2e)

@@ -15,9 +15,9 @@ import pytest
 
 from tests import docs_runner as docs
 from tests import server as srv
-from tests.conftest import CACHE, DEMO_ID, DEMO_TIER
+from tests.conftest import CACHE, DEMO_ID, DEMO_TIER, ROOT
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "automations.md"
+DOC = ROOT / "docs" / "automations.md"
 TEXT = DOC.read_text()
 BLOCKS = docs.parse(TEXT)
 MARKED = [b.name for b in BLOCKS if b.name]

@@ -144,6 +144,34 @@ def test_streamed_unicode_is_never_split_inside_a_character(served: srv.Server) 
     assert "".join(pieces) == whole
 
 
+# Greedy, the demo model answers this with a quote and a row of 🎉, each emoji three tokens.
+EMOJI = [{"role": "user", "content": "Write one short line with emoji for a birthday card."}]
+
+
+def test_max_tokens_inside_an_emoji_drops_the_cut_character_and_never_sends_u_fffd(
+    served: srv.Server,
+) -> None:
+    texts = {}
+    for limit in (28, 29, 30):
+        r = served.chat(EMOJI, max_tokens=limit)
+        assert r.status_code == 200
+        choice = r.json()["choices"][0]
+        assert choice["finish_reason"] == "length"
+        assert r.json()["usage"]["completion_tokens"] == limit
+        texts[limit] = choice["message"]["content"]
+        assert "\ufffd" not in texts[limit]
+    assert "🎉" in texts[28]
+    # 29 and 30 tokens end one and two bytes into the next emoji: its bytes are dropped.
+    assert texts[29] == texts[28] and texts[30] == texts[28]
+    body = {"messages": EMOJI, "temperature": 0, "max_tokens": 30, "stream": True}
+    with served.client() as c:
+        events = sse_events(c.post("/v1/chat/completions", json=body).text)
+    chunks = [json.loads(e) for e in events[:-1]]
+    pieces = [c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"]]
+    assert all("\ufffd" not in p for p in pieces)
+    assert "".join(pieces) == texts[30]
+
+
 def test_accept_text_plain_returns_only_the_answer_text(served: srv.Server) -> None:
     body = {"messages": FRANCE, "temperature": 0, "max_tokens": 12}
     with served.client() as c:
