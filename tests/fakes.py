@@ -79,6 +79,7 @@ class FakeEngine:
         self.scripts: list[Script] = []  # consumed one per job, before falling back to .script
         self.jobs: list[Job] = []  # in the order the engine thread ran them
         self._loaded = loaded
+        self._last = loaded
         self._lock = threading.Lock()
         self._queue: queue.Queue[Callable[[], None] | None] = queue.Queue()
         self._thread = threading.Thread(target=self._main, name="fake-engine", daemon=True)
@@ -88,6 +89,15 @@ class FakeEngine:
     def loaded(self) -> str | None:
         """The id of the "model in memory"."""
         return self._loaded
+
+    @property
+    def last_loaded(self) -> str | None:
+        """The "model in memory", else the one unload() freed."""
+        return self._loaded or self._last
+
+    def unload(self) -> None:
+        """What idle unload does: nothing in memory, the last model remembered."""
+        self._loaded = None
 
     @property
     def requests(self) -> list[GenerationRequest]:
@@ -152,6 +162,9 @@ class FakeEngine:
             raise script.error_before_start
         if record.entry is not None:
             self._loaded = record.entry.id  # "switch" to the named model
+        elif self._loaded is None:
+            self._loaded = self._last  # reload the model idle unload freed, as Engine does
+        self._last = self._loaded
         if self._loaded is None:
             raise AssertionError("the app submitted a request with no model loaded or named")
         channel.put(Started(self._loaded, script.prompt_tokens, script.cached_tokens))

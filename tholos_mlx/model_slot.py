@@ -146,9 +146,10 @@ def widest_float_bytes(model: Any) -> int:
     """
     from mlx.utils import tree_flatten
 
+    params: Any = tree_flatten(model.parameters())
     sizes = [
         int(v.dtype.size)
-        for _, v in tree_flatten(model.parameters())
+        for _, v in params
         if isinstance(v, mx.array) and mx.issubdtype(v.dtype, mx.floating)
     ]
     return max(sizes, default=2)

@@ -62,14 +62,15 @@ def _compact(cache: list[Any]) -> list[Any]:
     """The cache without the unused room MLX grows KV buffers by (up to 255 tokens a layer)."""
     out: list[Any] = []
     for c in cache:
-        keys = getattr(c, "keys", None)
-        if type(c) is KVCache and keys is not None and keys.shape[2] > c.offset:
-            small = KVCache()
-            small.keys = keys[..., : c.offset, :]
-            small.values = c.values[..., : c.offset, :]
-            small.offset = c.offset
-            c = small
-        out.append(c)
+        keys: Any = getattr(c, "keys", None)
+        values: Any = getattr(c, "values", None)
+        n: int = getattr(c, "offset", 0)
+        if type(c) is KVCache and keys is not None and keys.shape[2] > n:
+            small: Any = KVCache()  # type: ignore[no-untyped-call]
+            small.state = (keys[..., :n, :], values[..., :n, :], n)
+            out.append(small)
+        else:
+            out.append(c)
     return out
 
 
@@ -127,6 +128,7 @@ class DiskCache:
                 log.warning("%s: prompt cache save stopped at the shutdown deadline", model_id)
                 break
             tokens, cache = entries[i]
+            cache = _compact(cache)
             if cache_bytes(cache) > self.budget_bytes:
                 continue
             path = folder / names[i]
@@ -157,7 +159,7 @@ class DiskCache:
         os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         try:
             meta = {"tokens": json.dumps(list(tokens)), "fingerprint": fp, "model": model_id}
-            save_prompt_cache(str(tmp), _compact(cache), meta)
+            save_prompt_cache(str(tmp), cache, meta)
             os.chmod(tmp, 0o600)
             fd = os.open(tmp, os.O_RDONLY)
             try:
@@ -171,7 +173,7 @@ class DiskCache:
 
     def _read(self, path: Path, fp: str) -> Entry | None:
         try:
-            cache, meta = load_prompt_cache(str(path), return_metadata=True)
+            cache, meta = load_prompt_cache(str(path), return_metadata=True)  # type: ignore[no-untyped-call]
             tokens = tuple(int(t) for t in json.loads(meta["tokens"]))
             if meta.get("fingerprint") != fp or cache_tokens(cache) != len(tokens) or not tokens:
                 raise ValueError("does not match its model")
