@@ -53,10 +53,11 @@ class Engine:
         memory_limit: int | None = None,
         kv_bits: int | None = None,
         disk_cache: DiskCache | None = None,
+        slot: ModelSlot | None = None,
     ) -> None:
         self._jobs: queue.Queue[Callable[[], None] | None] = queue.Queue()
         self._thread = threading.Thread(target=self._main, name="tholos-engine", daemon=True)
-        self._slot = ModelSlot(
+        self._slot = slot or ModelSlot(
             prompt_cache_mb=prompt_cache_mb,
             memory_limit=memory_limit,
             kv_bits=kv_bits,
