@@ -360,12 +360,13 @@ class ModelSlot:
         if self._disk is not None and budget > 0:
             self._restore(loaded, budget)
         log.info(
-            "loaded %s (%.0f MiB, context %d) in %.1f s; prompt cache %d MiB",
+            "loaded %s (%.0f MiB, context %d) in %.1f s; prompt cache %d MiB; KV cache %s",
             entry.id,
             size / _MB,
             loaded.context,
             time.perf_counter() - started,
             budget // _MB,
+            f"{self.kv_bits}-bit" if self.kv_bits else "unquantized",
         )
         return loaded
 
