@@ -72,6 +72,12 @@ def memory_limit_bytes() -> int:
     return machine.total_memory_bytes()
 
 
+def mlx_memory() -> str:
+    """MLX's own memory figures for the log: on a Mac, Metal buffers do not show in RSS."""
+    active, peak = mx.get_active_memory() / _MB, mx.get_peak_memory() / _MB
+    return f"MLX memory active {active:.0f} MiB, peak {peak:.0f} MiB"
+
+
 def default_cache_budget(weights: int, limit: int) -> int:
     """Bytes for the prompt cache when --prompt-cache-mb is not given."""
     return min(max(CACHE_FLOOR, weights), max(limit // CACHE_SHARE_OF_MEMORY, 64 * _MB))
@@ -322,12 +328,13 @@ class ModelSlot:
             entries = self.cache.entries()
             self._disk.save(current.entry.id, current.fingerprint, entries, deadline)
             del entries
-        log.info("unloading %s", current.entry.id)
+        model_id = current.entry.id
         del current
         self.current = None
         self.cache = PromptCache(0)
         gc.collect()
         mx.clear_cache()  # else MLX keeps the freed buffers (mlx-lm issue 1757)
+        log.info("unloaded %s; %s", model_id, mlx_memory())
 
     def _limit_name(self) -> str:
         if self._memory_limit:
@@ -360,13 +367,14 @@ class ModelSlot:
         if self._disk is not None and budget > 0:
             self._restore(loaded, budget)
         log.info(
-            "loaded %s (%.0f MiB, context %d) in %.1f s; prompt cache %d MiB; KV cache %s",
+            "loaded %s (%.0f MiB, context %d) in %.1f s; prompt cache %d MiB; KV cache %s; %s",
             entry.id,
             size / _MB,
             loaded.context,
             time.perf_counter() - started,
             budget // _MB,
             f"{self.kv_bits}-bit" if self.kv_bits else "unquantized",
+            mlx_memory(),
         )
         return loaded
 

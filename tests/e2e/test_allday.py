@@ -76,7 +76,8 @@ def cache_files(home: Path) -> list[Path]:
 def idle(tmp_path_factory: pytest.TempPathFactory, demo_home: Path) -> Iterator[srv.Server]:
     """A server that unloads its model after 3 s without a request."""
     home = home_for(tmp_path_factory.mktemp("idle") / "home", demo_home)
-    with srv.running(home, "--model", "fast", "--idle-unload", IDLE) as s:
+    flags = ("--idle-unload", IDLE, "--disk-cache-gb", "4")
+    with srv.running(home, "--model", "fast", *flags) as s:
         yield s
 
 
@@ -214,7 +215,7 @@ def test_the_prompt_cache_survives_a_sigterm_restart_and_cache_clear_removes_it(
     tmp_path: Path, demo_home: Path
 ) -> None:
     home = home_for(tmp_path / "home", demo_home)
-    with srv.running(home, "--model", "fast") as first:
+    with srv.running(home, "--model", "fast", "--disk-cache-gb", "4") as first:
         cold = ok(first.chat(CACHED_PROMPT, max_tokens=2))
         assert cold["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
         assert srv.stop(first) == 0  # SIGTERM: the engine saves before the process exits
@@ -224,7 +225,7 @@ def test_the_prompt_cache_survives_a_sigterm_restart_and_cache_clear_removes_it(
         assert stat.S_IMODE(f.stat().st_mode) == 0o600
     assert not [p for p in (home / "cache" / DEMO_ID).iterdir() if p.name.startswith(".")]
 
-    with srv.running(home, "--model", "fast") as second:
+    with srv.running(home, "--model", "fast", "--disk-cache-gb", "4") as second:
         warm = ok(second.chat(CACHED_PROMPT, max_tokens=2))
         assert warm["usage"]["prompt_tokens_details"]["cached_tokens"] > 0
         assert warm["choices"][0]["message"]["content"] == cold["choices"][0]["message"]["content"]
