@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from functools import partial
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from tholos_mlx.engine import Engine
+from tholos_mlx.request import GenerationRequest, Message
 from tholos_mlx.tiers import ModelEntry
 
 WAIT_S = 10.0  # bound for what must happen; never a timing assert
@@ -143,3 +145,29 @@ def test_idle_unload_zero_never_unloads_and_shutdown_unloads_with_a_deadline() -
     assert slot.unloads == 1  # at shutdown: the prompt cache is saved within the deadline
     (deadline,) = slot.deadlines
     assert deadline is not None and before < deadline <= before + 5.0
+
+
+def test_a_request_ending_after_its_event_loop_closed_does_not_kill_the_engine_thread() -> None:
+    slot = Slot()
+    engine = started(slot, idle=0.0)
+    engine.load(entry("a"))
+    release = threading.Event()
+    slot.hold_switch["slow"] = release
+    busy = in_thread(lambda: engine.load(entry("slow")))
+    wait_until(lambda: "slow" in slot.entered, "the engine to be busy")
+    loop = asyncio.new_event_loop()
+    request = GenerationRequest(messages=(Message("user", "hi"),))
+
+    async def submit() -> None:
+        engine.submit(request, None, lambda: None)  # its turn comes after the loop is gone
+
+    loop.run_until_complete(submit())
+    loop.close()  # as at shutdown: Sanic's loop closes before the engine is done
+    release.set()
+    busy.join(WAIT_S)
+    after = in_thread(partial(engine.load, entry("b")))
+    after.join(WAIT_S)
+    assert not after.is_alive(), "the engine thread died with the job that lost its loop"
+    assert slot.switched[-1] == "b"
+    engine.stop(timeout=5.0)
+    assert slot.unloads == 1  # and still saved and unloaded at shutdown
