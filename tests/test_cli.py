@@ -33,6 +33,11 @@ from tholos_mlx.cli import build_parser, serve_flags
         (["import-gguf", "--id", "x"], "FILE"),
         (["key", "--rotate", "extra"], "extra"),
         (["launchd", "start"], "start"),
+        (["models", "add", "some/folder"], "--id"),
+        (["models", "remove"], "ID"),
+        (["models", "frobnicate"], "frobnicate"),
+        (["cache"], "ACTION"),
+        (["cache", "clear", "a", "b"], "b"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_clear_line(cli: CLI, args: list[str], says: str) -> None:
@@ -58,7 +63,16 @@ def test_version_and_help_exit_0(cli: CLI) -> None:
     assert version.returncode == 0 and __version__ in version.stdout
     help_ = cli("--help")
     assert help_.returncode == 0
-    for command in ("serve", "key", "models", "import-gguf", "launchd", "systemd", "bench"):
+    for command in (
+        "serve",
+        "key",
+        "models",
+        "cache",
+        "import-gguf",
+        "launchd",
+        "systemd",
+        "bench",
+    ):
         assert command in help_.stdout
 
 
@@ -75,6 +89,10 @@ def test_serve_help_has_no_host_flag(cli: CLI) -> None:
         ["key"],
         ["key", "--rotate"],
         ["models"],
+        ["models", "add", "folder", "--id", "x"],
+        ["models", "scan", "--add"],
+        ["models", "remove", "x", "--delete"],
+        ["cache", "clear"],
         ["import-gguf", "f.gguf", "--id", "x"],
         ["launchd", "print"],
         ["systemd", "print"],

@@ -259,11 +259,14 @@ def test_logits_processors_see_every_token_so_far(
 class Forcing:
     """A stand-in grammar: after the first token it forces `forced`, then finishes."""
 
-    def __init__(self, first: int, forced: list[int]) -> None:
-        self.first, self.forced = first, forced
+    def __init__(self, first: int, forced: list[int], opening: Sequence[int] = ()) -> None:
+        self.first, self.forced, self.opening = first, forced, list(opening)
         self.masks = 0
         self.consumed: list[int] = []
         self._done = False
+
+    def begin(self) -> list[int]:
+        return self.opening
 
     def compute_mask(self) -> None:
         self.masks += 1
@@ -305,6 +308,19 @@ def test_forced_tokens_count_against_max_tokens(
     run = Run(model, tokenizer, prompt, constraint=Forcing(first[0], forced), max_tokens=3)
     assert len(run.gen.generated) == 3
     assert run.gen.finish == "length"
+
+
+def test_an_opening_the_grammar_forces_is_emitted_and_fed_with_the_prompt(
+    model: Any, tokenizer: Any, prompt: list[int]
+) -> None:
+    opening = ids(tokenizer, '{"answer":')
+    first = ids(tokenizer, '"')
+    grammar = Forcing(first[0], ids(tokenizer, 'yes"}'), opening=opening)
+    run = Run(model, tokenizer, prompt, constraint=grammar)
+    assert run.text == '{"answer":"yes"}'
+    assert run.gen.generated[: len(opening)] == opening
+    assert grammar.masks == 1
+    assert run.gen.cache_tokens[: len(prompt) + len(opening)] == prompt + opening
 
 
 @pytest.fixture(autouse=True)

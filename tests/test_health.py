@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import http.server
 import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from tests.health_stub import health_stub
 from tholos_mlx import health
 
 BODY = b'{"status": "ok", "model": "smollm2-135m", "queue": 0}'
@@ -19,26 +17,8 @@ BODY = b'{"status": "ok", "model": "smollm2-135m", "queue": 0}'
 @pytest.fixture
 def health_server() -> Iterator[int]:
     """A stand-in /health on 127.0.0.1 that wants `Bearer right-key`; yields its port."""
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (the stdlib's spelling)
-            ok = self.path == "/health" and self.headers.get("Authorization") == "Bearer right-key"
-            self.send_response(200 if ok else 401)
-            self.send_header("Content-Type", "application/json")
-            self.end_headers()
-            self.wfile.write(BODY if ok else b'{"error": {}}')
-
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-            pass  # keep pytest's output clean
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server.server_address[1]
-    finally:
-        server.shutdown()
-        server.server_close()
+    with health_stub("right-key", BODY) as port:
+        yield port
 
 
 def test_fetch_gives_the_health_answer_to_the_right_key(

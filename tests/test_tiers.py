@@ -216,3 +216,64 @@ def test_an_entry_whose_path_cannot_be_expanded_is_left_out_not_fatal(tmp_path: 
 def test_a_tier_table_that_cannot_be_read_is_reported_not_fatal(tmp_path: Path) -> None:
     (tmp_path / "tiers.toml").mkdir()  # a folder where the file should be
     assert TierTable(tmp_path).entries() == []
+
+
+def test_remove_drops_one_section_and_keeps_comments_and_the_other_entries(
+    tholos_home: Path,
+) -> None:
+    text = (
+        "# my table\n\n"
+        '[models.a]\npath = "models/a"  # first\ntier = "fast"\n\n'
+        '[models."b.c"]\npath = "models/b"\ntier = "x"\n\n'
+        '# the last one\n[models.d]\npath = "models/d"\n'
+    )
+    write_table(tholos_home, text)
+    table = TierTable(tholos_home)
+    table.remove("b.c")
+    after = (tholos_home / "tiers.toml").read_text()
+    assert "# my table" in after and "# first" in after and "# the last one" in after
+    assert list(tomllib.loads(after)["models"]) == ["a", "d"]
+    table.remove("a")
+    assert tomllib.loads((tholos_home / "tiers.toml").read_text()) == {
+        "models": {"d": {"path": "models/d"}}
+    }
+
+
+def test_remove_rewrites_a_table_of_inline_tables_it_cannot_edit_by_lines(
+    tholos_home: Path,
+) -> None:
+    write_table(
+        tholos_home,
+        '[models]\na = {path = "models/a", tier = "fast"}\nb = {path = "models/b"}\n',
+    )
+    TierTable(tholos_home).remove("a")
+    assert tomllib.loads((tholos_home / "tiers.toml").read_text()) == {
+        "models": {"b": {"path": "models/b"}}
+    }
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        'title = "mine"\n[models]\na = {path = "models/a"}\n',  # would lose `title`
+        "[models.b]\npath = 'x'\n",  # no entry a at all
+        "[models.a\n",  # not TOML
+    ],
+)
+def test_remove_refuses_rather_than_lose_anything_and_leaves_the_file_alone(
+    tholos_home: Path, text: str
+) -> None:
+    write_table(tholos_home, text)
+    with pytest.raises(UsageError):
+        TierTable(tholos_home).remove("a")
+    assert (tholos_home / "tiers.toml").read_text() == text
+
+
+def test_taken_names_table_entries_and_loose_folders(tholos_home: Path) -> None:
+    make_model(tholos_home, "loose")
+    write_table(tholos_home, '[models.gone]\npath = "models/gone"\n')
+    taken = TierTable(tholos_home).taken()
+    assert taken == {
+        "gone": tholos_home / "models" / "gone",
+        "loose": tholos_home / "models" / "loose",
+    }

@@ -65,6 +65,10 @@ class AnswerSplitter:
         self._call_index = -1
         self._call_named = False
         self._args_sent = 0
+        self._after_thinking = False  # drop the newlines templates put after a thinking block
+        self._spaces = ""  # whitespace held while tools are on
+        self._done_calls: set[tuple[str, str]] = set()
+        self._stop_calls = False
         self.calls = 0
         self.content_sent = False
 
@@ -84,7 +88,7 @@ class AnswerSplitter:
                 done = self._in_call()
                 if done is None:
                     return False
-                if done and self._m.one_call:
+                if done and (self._m.one_call or self._stop_calls):
                     return True
             else:
                 stop, more = self._content()
@@ -100,8 +104,7 @@ class AnswerSplitter:
         if self._state == "thinking":
             if buf:
                 self._put(ReasoningDelta(buf))
-        elif self._state == "call":
-            self._call.append(buf)
+        elif self._state == "call":  # cut by max_tokens: the held piece of the end marker goes
             self._close_call("".join(self._call), complete=False)
         else:
             self._content_text(buf, final=True)
@@ -113,8 +116,9 @@ class AnswerSplitter:
         if at >= 0:
             if at:
                 self._put(ReasoningDelta(self._buf[:at]))
-            self._buf = self._buf[at + len(end) :].lstrip("\n") if at + len(end) else ""
+            self._buf = self._buf[at + len(end) :]
             self._state = "content"
+            self._after_thinking = True
             return True
         hold = held_prefix(self._buf, end)
         ready = self._buf[: len(self._buf) - hold]
@@ -125,6 +129,11 @@ class AnswerSplitter:
 
     def _content(self) -> tuple[bool, bool]:
         """(stop now, more to process in this buffer)."""
+        if self._after_thinking:
+            self._buf = self._buf.lstrip("\n")
+            if not self._buf:
+                return False, False
+            self._after_thinking = False
         start = self._m.call_start
         think = self._m.think_start if self._m.think_end and not self.content_sent else None
         cut = -1
@@ -154,13 +163,18 @@ class AnswerSplitter:
         out, hit = self._stops.feed(text) if text else ("", False)
         if final and not hit:
             out += self._stops.flush()
-        if out and (self.content_sent or out.strip() or not self._m.call_start):
-            self._put(Delta(out))
+        if out and self._m.call_start and not out.strip():
+            # Spaces between calls, or around one, are not an answer: send them only before text.
+            self._spaces += out
+        elif out:
+            self._put(Delta(self._spaces + out))
+            self._spaces = ""
             self.content_sent = True
         return hit
 
     # -- tool calls --
     def _open_call(self) -> None:
+        self._spaces = ""
         self._state = "call"
         self._call = []
         self._call_index = self.calls
@@ -175,13 +189,17 @@ class AnswerSplitter:
         if at >= 0:
             self._call.append(self._buf[:at])
             self._buf = self._buf[at + len(end) :]
-            self._close_call("".join(self._call), complete=True)
+            kept = self._close_call("".join(self._call), complete=True)
             self._state = "content"
+            if not kept:  # the same call again: a small model looping, not a new call
+                self._buf = ""
+                self._stop_calls = True
             return True
         hold = held_prefix(self._buf, end)
         self._call.append(self._buf[: len(self._buf) - hold])
         self._buf = self._buf[len(self._buf) - hold :]
-        self._stream_call("".join(self._call))
+        if self._call_index == 0:  # later calls wait until whole: one may repeat an earlier one
+            self._stream_call("".join(self._call))
         return None
 
     def _stream_call(self, text: str) -> None:
@@ -200,25 +218,39 @@ class AnswerSplitter:
             self._put(ToolCallDelta(self._call_index, args[self._args_sent : safe]))
             self._args_sent = safe
 
-    def _close_call(self, text: str, *, complete: bool) -> None:
+    def _close_call(self, text: str, *, complete: bool) -> bool:
+        """Send what is left of the call; False (nothing sent) if it repeats an earlier call."""
         head = _CALL_HEAD.match(text)
         if head is not None:
-            if not self._call_named:
-                self._call_named = True
-                self._put(ToolCallStart(self._call_index, new_call_id(), _unescape(head.group(1))))
+            name = _unescape(head.group(1))
             args = text[head.end() :].rstrip()
-            if complete and args.endswith("}"):
+            if args.endswith("}") and (complete or _is_json(args[:-1])):
                 args = args[:-1].rstrip()  # the call object's own closing brace
-            if len(args) > self._args_sent:
-                self._put(ToolCallDelta(self._call_index, args[self._args_sent :]))
-            return
-        parsed = _parse_call(text, self._m.parse_call) if complete else None
-        if parsed is None:
-            self.calls -= 1  # not a call after all: nothing was sent for it
-            return
-        name, arguments = parsed
-        self._put(ToolCallStart(self._call_index, new_call_id(), name))
-        self._put(ToolCallDelta(self._call_index, arguments))
+        else:
+            parsed = _parse_call(text, self._m.parse_call) if complete else None
+            if parsed is None:
+                self.calls -= 1  # not a call after all: nothing was sent for it
+                return True
+            name, args = parsed
+        if not self._call_named and (not complete or (name, args) in self._done_calls):
+            # A later call cut by the end, or one repeating an earlier call: never sent at all.
+            self.calls -= 1
+            return False
+        self._done_calls.add((name, args))
+        if not self._call_named:
+            self._call_named = True
+            self._put(ToolCallStart(self._call_index, new_call_id(), name))
+        if len(args) > self._args_sent:
+            self._put(ToolCallDelta(self._call_index, args[self._args_sent :]))
+        return True
+
+
+def _is_json(text: str) -> bool:
+    try:
+        orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return False
+    return True
 
 
 def _unescape(name: str) -> str:

@@ -28,7 +28,7 @@ DEFAULT_TOOLS_PROMPT = (
     "You can call functions. The functions you may call are listed below as JSON, one per line:\n"
     "{functions}\n"
     "To call a function, answer with only this, and nothing after it:\n"
-    '<tool_call>{{"name": "FUNCTION_NAME", "arguments": {{...}}}}</tool_call>\n'
+    '<tool_call>{{"name":"FUNCTION_NAME","arguments":{{...}}}}</tool_call>\n'
     "Results come back inside <tool_response></tool_response> tags."
 )
 
@@ -93,7 +93,7 @@ def prompt_ids(
 
 def call_text(call: ToolCall, fmt: ToolFormat) -> str:
     """A call as the default format writes it (also what the grammar makes the model write)."""
-    return f'{fmt.start}{{"name": {_dumps(call.name)}, "arguments": {call.arguments}}}{fmt.end}'
+    return f'{fmt.start}{{"name":{_dumps(call.name)},"arguments":{call.arguments}}}{fmt.end}'
 
 
 def _dumps(value: Any) -> str:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
+import threading
+import time
 from pathlib import Path
-from typing import Any, Callable, NoReturn, Sequence
+from typing import Any, Callable, Iterator, NoReturn, Sequence
 
 from tholos_mlx import __version__
 from tholos_mlx.config import SERVE_SETTINGS, Setting, Settings
@@ -82,7 +85,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rotate", action="store_true", help="replace the key with a new one")
     _add_home(p)
 
-    p = sub.add_parser("models", help="list installed models and their tiers")
+    p = sub.add_parser(
+        "models",
+        help="list installed models; add, scan for or remove model folders",
+        description="Without ACTION: list the installed models, their tiers and what is loaded.",
+    )
+    _add_home(p)
+    msub = p.add_subparsers(dest="models_command", metavar="ACTION", parser_class=_Parser)
+    q = msub.add_parser(
+        "add", help="register an MLX model folder in tiers.toml, without copying it"
+    )
+    q.add_argument("path", metavar="PATH", help="the folder: config.json, *.safetensors, tokenizer")
+    q.add_argument("--id", required=True, dest="model_id", help="the OpenAI model id to give it")
+    q.add_argument("--tier", default=None, help="tier name (default: unassigned)")
+    _add_home(q)
+    q = msub.add_parser(
+        "scan", help="list MLX models in the Hugging Face cache and LM Studio's folder"
+    )
+    q.add_argument("--add", action="store_true", help="register those not registered yet")
+    _add_home(q)
+    q = msub.add_parser("remove", help="remove a model's entry from tiers.toml")
+    q.add_argument("model_id", metavar="ID")
+    q.add_argument(
+        "--delete",
+        action="store_true",
+        help="also delete its folder (only one import-gguf made under models/)",
+    )
+    _add_home(q)
+
+    p = sub.add_parser("cache", help="manage the prompt caches kept on disk")
+    csub = p.add_subparsers(dest="cache_command", metavar="ACTION", parser_class=_Parser)
+    csub.required = True
+    q = csub.add_parser("clear", help="delete the prompt caches on disk (of one model, or all)")
+    q.add_argument("model_id", metavar="ID", nargs="?", default=None)
+    _add_home(q)
     _add_home(p)
 
     p = sub.add_parser("import-gguf", help="convert a llama-family GGUF into an MLX model folder")
@@ -159,9 +195,18 @@ def _dispatch(args: argparse.Namespace, home: Path) -> int:
         print(rotate_key(home) if args.rotate else ensure_key(home))
         return 0
     if cmd == "models":
-        from tholos_mlx import listing
+        from tholos_mlx import models
 
-        return listing.print_models(home, _settings(args, home))
+        action = args.models_command
+        if action == "add":
+            return models.add_command(home, args.path, args.model_id, args.tier)
+        if action == "scan":
+            return models.scan_command(home, os.environ, args.add)
+        if action == "remove":
+            return models.remove_command(home, args.model_id, args.delete)
+        return models.print_models(home, _settings(args, home))
+    if cmd == "cache":
+        return _clear_cache(home, args.model_id)
     if cmd == "import-gguf":
         from tholos_mlx import gguf
 
@@ -181,6 +226,21 @@ def _dispatch(args: argparse.Namespace, home: Path) -> int:
 
         return bench.command(args, home)
     raise UsageError(f"unknown command {cmd!r}")
+
+
+def _clear_cache(home: Path, model_id: str | None) -> int:
+    from tholos_mlx.home import CACHE_DIR, clear_cache
+
+    try:
+        deleted = clear_cache(home, model_id)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    where = home / CACHE_DIR / (model_id or "")
+    if not deleted:
+        print(f"nothing to clear: no prompt cache in {where}")
+    else:
+        print(f"cleared {len(deleted)} prompt cache{'s' if len(deleted) != 1 else ''} in {where}")
+    return 0
 
 
 def _serve(settings: Settings) -> int:
@@ -271,12 +331,40 @@ def _check_port(port: int) -> None:
             raise UsageError(f"cannot listen on 127.0.0.1:{port}: {exc.strerror or exc}") from None
 
 
+@contextlib.contextmanager
+def heartbeat(what: str, every: float) -> Iterator[None]:
+    """Log "still WHAT (N s)" every `every` seconds until the block ends.
+
+    A service install waits on the server's log growing while /health is silent
+    (service/startup.py), and a big model loads for minutes without a word otherwise.
+    """
+    log = logging.getLogger("tholos.serve")
+    done = threading.Event()
+    started = time.monotonic()
+
+    def beat() -> None:
+        while not done.wait(every):
+            log.info("still %s (%.0f s)", what, time.monotonic() - started)
+
+    thread = threading.Thread(target=beat, name="tholos-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+
+
 def _load_first(engine: Any, tiers: Any, name: str) -> None:
     """Load --model before accepting requests, turning failures into one line."""
     from tholos_mlx.errors import ModelNotFound, TholosError
+    from tholos_mlx.service.startup import LOADING_BEAT_S
 
     try:
-        engine.load(tiers.resolve(name))
+        entry = tiers.resolve(name)
+        logging.getLogger("tholos.serve").info("loading %s", entry.id)
+        with heartbeat(f"loading {entry.id}", LOADING_BEAT_S):
+            engine.load(entry)
     except ModelNotFound:
         raise UsageError(
             f"--model {name}: no such model or tier; `{PROG} models` lists them"

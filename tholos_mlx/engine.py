@@ -329,9 +329,10 @@ def _constraint(loaded: Loaded, request: GenerationRequest) -> Constraint | None
         loaded.grammars = Grammars(loaded.tokenizer)
     grammars: Grammars = loaded.grammars
     markers = ToolMarkers(loaded.tools.start, loaded.tools.end)
-    grammars.check(fmt, request.tools if wants_tools else (), choice, request.parallel_tool_calls)
+    tools = request.tools if wants_tools else ()
+    grammars.check(fmt, tools, choice, request.parallel_tool_calls, markers)
     if wants_tools and choice.mode in ("required", "function"):
-        return grammars.for_tool_call(request.tools, choice, request.parallel_tool_calls, markers)
-    if fmt.kind != "text":
-        return grammars.for_format(fmt)
-    return grammars.lazy_tool_call(request.tools, request.parallel_tool_calls, markers)
+        return grammars.for_tool_call(tools, choice, request.parallel_tool_calls, markers)
+    if wants_tools:  # "auto": free text (or the JSON format) until the model starts a call
+        return grammars.lazy_tool_call(tools, request.parallel_tool_calls, markers, fmt)
+    return grammars.for_format(fmt)

@@ -35,6 +35,10 @@ def _read(token: mx.array) -> int:
 class Constraint(Protocol):
     """A grammar steering the answer token by token (constrain.py implements it)."""
 
+    def begin(self) -> list[int]:
+        """The tokens the grammar forces before anything is sampled (already consumed)."""
+        ...
+
     def compute_mask(self) -> None:
         """CPU work for the next token's allowed set; runs while MLX evaluates the step."""
         ...
@@ -98,40 +102,136 @@ def generate(
         return out
     if max_tokens < 1:
         return out
-    history = list(prompt)  # what logits processors see: every token so far
+    loop = _Loop(
+        model, cache, out, list(prompt), detokenizer, emit, sampler, logits_processors,
+        max_tokens, eos, cancelled, kv_bits,
+    )  # fmt: skip
+    tail = list(prompt[len(out.cache_tokens) :])
+    if constraint is None:
+        loop.pipelined(loop.forward(tail))
+    else:
+        # A grammar may force the answer's opening ({"key":...): it goes in with the prompt's tail.
+        opening = constraint.begin()
+        if not loop.ends(opening, constraint):
+            loop.constrained(loop.forward(tail + opening), constraint)
+    return out
 
-    def forward(tokens: mx.array) -> mx.array:
-        logits = model(tokens.reshape(1, -1), cache=cache)
-        _quantize(cache, kv_bits)
+
+class _Loop:
+    """One answer's decode steps: the model call, the sampler and the bookkeeping both paths share."""
+
+    def __init__(
+        self,
+        model: Any,
+        cache: list[Any],
+        out: Generation,
+        history: list[int],
+        detokenizer: Detokenizer,
+        emit: Callable[[str], bool],
+        sampler: Sampler,
+        processors: Sequence[LogitsProcessor],
+        max_tokens: int,
+        eos: Collection[int],
+        cancelled: Callable[[], bool],
+        kv_bits: int | None,
+    ) -> None:
+        self.model, self.cache, self.out = model, cache, out
+        self.history = history  # what logits processors see: every token so far
+        self.detokenizer, self.emit, self.sampler = detokenizer, emit, sampler
+        self.processors, self.max_tokens, self.eos = processors, max_tokens, eos
+        self.cancelled, self.kv_bits = cancelled, kv_bits
+        self.constraint: Constraint | None = None
+
+    def forward(self, tokens: list[int] | mx.array) -> mx.array:
+        """Feed tokens (a list, or one still-lazy sampled token) and return the last logits."""
+        if isinstance(tokens, list):
+            self.out.cache_tokens.extend(tokens)
+            tokens = mx.array(tokens, dtype=mx.uint32)
+        logits = self.model(tokens.reshape(1, -1), cache=self.cache)
+        _quantize(self.cache, self.kv_bits)
         last: mx.array = logits[:, -1, :]
         return last
 
-    def pick(logits: mx.array, unread: mx.array | None = None) -> mx.array:
-        if logits_processors:
-            tokens = mx.array(history, dtype=mx.uint32)
+    def pick(self, logits: mx.array, unread: mx.array | None = None) -> mx.array:
+        """The next token, lazily: processors, then the grammar's mask, then the sampler."""
+        if self.processors:
+            tokens = mx.array(self.history, dtype=mx.uint32)
             if unread is not None:  # the pipelined token, fed but not read back yet
                 tokens = mx.concatenate([tokens, unread.astype(mx.uint32)])
-            for processor in logits_processors:
+            for processor in self.processors:
                 logits = processor(tokens, logits)
-        if constraint is not None:
-            logits = constraint.apply(logits)
-        return sampler(logits - mx.logsumexp(logits, axis=-1, keepdims=True))
+        if self.constraint is not None:
+            logits = self.constraint.apply(logits)
+        return self.sampler(logits - mx.logsumexp(logits, axis=-1, keepdims=True))
 
-    def take(token: int) -> bool:
-        """Record a token of the answer and emit its text; True when a stop string completed."""
-        out.generated.append(token)
-        history.append(token)
-        text = detokenizer.add(token)
-        return bool(text) and emit(text)
+    def ends(self, tokens: Sequence[int], constraint: Constraint | None = None) -> bool:
+        """Take tokens into the answer; True if it ends with them (out.finish says how).
 
-    tail = prompt[len(out.cache_tokens) :]
-    logits = forward(mx.array(list(tail), dtype=mx.uint32))
-    out.cache_tokens.extend(tail)
-    if constraint is None:
-        _pipelined(out, forward, pick, take, logits, max_tokens, eos, cancelled)
-    else:
-        _constrained(out, forward, pick, take, logits, max_tokens, eos, cancelled, constraint)
-    return out
+        A grammar may be complete before the last of them (llguidance forces a closing brace
+        after the token that completes a value): it is asked only once all are taken."""
+        out = self.out
+        for token in tokens:
+            if len(out.generated) >= self.max_tokens:
+                out.finish = "length"
+                return True
+            if token in self.eos:
+                out.finish = "stop"
+                return True
+            out.generated.append(token)
+            self.history.append(token)
+            text = self.detokenizer.add(token)
+            if text and self.emit(text):
+                out.finish = "stop"
+                return True
+        if constraint is not None and constraint.finished:
+            out.finish = "stop"
+            return True
+        if len(out.generated) >= self.max_tokens:
+            out.finish = "length"
+            return True
+        if self.cancelled():
+            out.finish = "cancelled"
+            return True
+        return False
+
+    def pipelined(self, logits: mx.array) -> None:
+        """mlx-lm's overlap: the next step is queued before this token is read back."""
+        y = self.pick(logits)
+        _async_eval(y)
+        while True:
+            last = len(self.out.generated) + 1 >= self.max_tokens
+            next_y = None
+            if not last:  # the next step needs only y, still lazy: queue it before reading y
+                next_y = self.pick(self.forward(y), y)
+                _async_eval(next_y)
+            token = _read(y)
+            if not last:
+                self.out.cache_tokens.append(token)
+            if self.ends([token]):
+                return
+            if len(self.out.generated) % CLEAR_EVERY == 0:
+                mx.clear_cache()
+            assert next_y is not None
+            y = next_y
+
+    def constrained(self, logits: mx.array, constraint: Constraint) -> None:
+        """The grammar needs each token before the next mask: the mask overlaps the forward pass."""
+        self.constraint = constraint
+        while True:
+            _async_eval(logits)
+            constraint.compute_mask()  # CPU work while MLX computes the logits
+            token = _read(self.pick(logits))
+            forced = constraint.consume(token)
+            problem = constraint.error()
+            if problem:
+                raise GrammarFailed(problem)
+            before = len(self.out.generated)
+            if self.ends([token, *forced], constraint):
+                return
+            if len(self.out.generated) // CLEAR_EVERY != before // CLEAR_EVERY:
+                mx.clear_cache()
+            # Fast-forward: the sampled token and every token the grammar forces, one batch.
+            logits = self.forward([token, *forced])
 
 
 @dataclass
@@ -181,107 +281,6 @@ def _prefill(
         if cancelled():
             return False
     return True
-
-
-def _pipelined(
-    out: Generation,
-    forward: Callable[[mx.array], mx.array],
-    pick: Callable[..., mx.array],
-    take: Callable[[int], bool],
-    logits: mx.array,
-    max_tokens: int,
-    eos: Collection[int],
-    cancelled: Callable[[], bool],
-) -> None:
-    """mlx-lm's overlap: the next step is queued before this token is read back."""
-    y = pick(logits)
-    _async_eval(y)
-    n = 0
-    while True:
-        n += 1
-        last = n >= max_tokens
-        next_y = None
-        if not last:  # the next step needs only y, still lazy: queue it before reading y
-            next_y = pick(forward(y), y)
-            _async_eval(next_y)
-        token = _read(y)
-        if not last:
-            out.cache_tokens.append(token)
-        if token in eos:
-            out.finish = "stop"
-            return
-        if take(token):
-            out.finish = "stop"
-            return
-        if last:
-            out.finish = "length"
-            return
-        if cancelled():
-            out.finish = "cancelled"
-            return
-        if n % CLEAR_EVERY == 0:
-            mx.clear_cache()
-        assert next_y is not None
-        y = next_y
-
-
-def _constrained(
-    out: Generation,
-    forward: Callable[[mx.array], mx.array],
-    pick: Callable[..., mx.array],
-    take: Callable[[int], bool],
-    logits: mx.array,
-    max_tokens: int,
-    eos: Collection[int],
-    cancelled: Callable[[], bool],
-    constraint: Constraint,
-) -> None:
-    """The grammar needs each token before the next mask: the mask overlaps the forward pass."""
-    n = 0
-    while True:
-        _async_eval(logits)
-        constraint.compute_mask()  # CPU work while MLX computes the logits
-        token = _read(pick(logits))
-        forced = constraint.consume(token)
-        problem = constraint.error()
-        if problem:
-            raise GrammarFailed(problem)
-        n += 1
-        if token in eos:
-            out.finish = "stop"
-            return
-        if take(token):
-            out.finish = "stop"
-            return
-        feed = [token]
-        for f in forced:
-            if n >= max_tokens:
-                break
-            n += 1
-            if f in eos:
-                out.finish = "stop"
-                return
-            feed.append(f)
-            if take(f):
-                out.finish = "stop"
-                return
-        if len(feed) - 1 < len(forced) or (n >= max_tokens and not constraint.finished):
-            out.finish = "length"
-            return
-        if constraint.finished:
-            out.finish = "stop"
-            return
-        if n >= max_tokens:
-            out.finish = "length"
-            return
-        if cancelled():
-            out.finish = "cancelled"
-            return
-        if n % CLEAR_EVERY < len(feed):
-            mx.clear_cache()
-        # Fast-forward: the sampled token and every token the grammar forces go in as one batch.
-        logits = forward(mx.array(feed, dtype=mx.uint32))
-        out.cache_tokens.extend(feed)
 
 
 def _quantize(cache: list[Any], kv_bits: int | None) -> None:

@@ -1,10 +1,11 @@
-"""THOLOS_HOME: where all state lives, atomic file writes, and the API key."""
+"""THOLOS_HOME: where all state lives, atomic file writes, the API key, clearing the cache."""
 
 from __future__ import annotations
 
 import hmac
 import os
 import secrets
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -58,6 +59,29 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
         except FileNotFoundError:
             pass
         raise
+
+
+def clear_cache(home: Path, model_id: str | None = None) -> list[Path]:
+    """Delete cache/ID/ (or everything in cache/); returns what was deleted, never outside it."""
+    cache = home / CACHE_DIR
+    if model_id is not None and (
+        not model_id or model_id.startswith(".") or "/" in model_id or os.sep in model_id
+    ):
+        raise ValueError(f"not a model id: {model_id!r}")
+    try:
+        targets = [cache / model_id] if model_id is not None else sorted(cache.iterdir())
+    except FileNotFoundError:
+        return []
+    deleted: list[Path] = []
+    for target in targets:
+        if target.is_symlink() or target.is_file():
+            target.unlink()  # a link is removed, never followed
+        elif target.is_dir():
+            shutil.rmtree(target)
+        else:
+            continue
+        deleted.append(target)
+    return deleted
 
 
 def new_key() -> str:

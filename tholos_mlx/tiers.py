@@ -104,20 +104,24 @@ class TierTable:
                 continue
             out.append(ModelEntry(model_id, tier, folder))
             seen_folders.add(folder.resolve())
-        taken = {e.id for e in out} | set(missing)
-        models_dir = self.home / MODELS_DIR
-        try:
-            children = sorted(models_dir.iterdir())
-        except OSError:
-            children = []
-        for child in children:
-            if child.name.startswith(".") or child.name in taken:
-                continue
-            if child.resolve() in seen_folders or not _readable(child):
-                continue
-            out.append(ModelEntry(child.name, UNASSIGNED, child))
+        out += self._loose({e.id for e in out} | set(missing), seen_folders)
         self._report(missing)
         return out
+
+    def _loose(self, taken: set[str], seen_folders: set[Path]) -> list[ModelEntry]:
+        """Model folders under models/ that tiers.toml does not name, by folder name."""
+        try:
+            children = sorted((self.home / MODELS_DIR).iterdir())
+        except OSError:
+            children = []
+        return [
+            ModelEntry(child.name, UNASSIGNED, child)
+            for child in children
+            if not child.name.startswith(".")
+            and child.name not in taken
+            and child.resolve() not in seen_folders
+            and _readable(child)
+        ]
 
     def _report(self, missing: list[str]) -> None:
         now = frozenset(missing)
@@ -153,6 +157,20 @@ class TierTable:
         tier = spec.get("tier") if isinstance(spec, dict) else None
         return tier if isinstance(tier, str) else None
 
+    def folders(self) -> dict[str, Path | None]:
+        """Every id tiers.toml names, with its folder whatever state it is in (None: unreadable)."""
+        out: dict[str, Path | None] = {}
+        for model_id, spec in self._raw().items():
+            path = spec.get("path", f"{MODELS_DIR}/{model_id}") if isinstance(spec, dict) else None
+            out[model_id] = self._folder(path)
+        return out
+
+    def taken(self) -> dict[str, Path | None]:
+        """Every id in use, with its folder: tiers.toml's entries and the loose folders."""
+        named = self.folders()
+        seen = {f.resolve() for f in named.values() if f is not None}
+        return {**named, **{e.id: e.path for e in self._loose(set(named), seen)}}
+
     def has(self, model_id: str) -> bool:
         """Whether tiers.toml names this id (whatever state its folder is in)."""
         return model_id in self._raw()
@@ -180,20 +198,79 @@ class TierTable:
         try:
             text = self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
-            text = "# tholos-mlx tier table: OpenAI model id -> installed model folder and tier\n"
+            text = _HEADER
         raw = self._raw()
         block = f"\n[models.{_key(model_id)}]\npath = {_str(rel)}\ntier = {_str(tier)}\n"
         if model_id in raw:
             raw[model_id] = {**raw[model_id], "path": rel, "tier": tier}
             text = "".join(_block(k, v) for k, v in raw.items()).lstrip("\n")
-            text = (
-                "# tholos-mlx tier table: OpenAI model id -> installed model folder and tier\n"
-                + text
-            )
+            text = _HEADER + text
         else:
             text = text.rstrip("\n") + "\n" + block
         tomllib.loads(text)  # never write a file we could not read back
         write_atomic(self.path, text.encode("utf-8"))
+
+    def remove(self, model_id: str) -> None:
+        """Remove an entry, writing tiers.toml atomically; comments and the other entries stay."""
+        self.check_readable()
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            text = ""
+        data = tomllib.loads(text)
+        models = data.get("models")
+        if not isinstance(models, dict) or model_id not in models:
+            raise UsageError(f"{self.path} has no entry {model_id!r}")
+        want = {**data, "models": {k: v for k, v in models.items() if k != model_id}}
+        new = _without_section(text, model_id)
+        if new is None or tomllib.loads(new) != want:
+            # Written in a shape the line edit does not understand: regenerate, if nothing is lost.
+            if set(data) != {"models"} or not all(isinstance(v, dict) for v in models.values()):
+                raise UsageError(
+                    f"cannot remove {model_id!r} from {self.path} without losing other content; "
+                    "edit it by hand"
+                )
+            new = _HEADER + "".join(_block(k, v) for k, v in want["models"].items()).lstrip("\n")
+            if tomllib.loads(new) != want:  # a value _block cannot write (an array, a table)
+                raise UsageError(f"cannot rewrite {self.path}; edit it by hand")
+        write_atomic(self.path, new.encode("utf-8"))
+
+
+_HEADER = "# tholos-mlx tier table: OpenAI model id -> installed model folder and tier\n"
+_TABLE_LINE = re.compile(r"^\s*\[\[?(?P<name>[^\]]*)\]\]?\s*(?:#.*)?$")
+
+
+def _without_section(text: str, model_id: str) -> str | None:
+    """tiers.toml's text without the [models.ID] section, or None if it has no such header."""
+    keep: list[str] = []
+    pending: list[str] = []  # comments after the section: they may belong to the next header
+    found, skipping = False, False
+    for line in text.splitlines(keepends=True):
+        header = _TABLE_LINE.match(line)
+        if header:
+            keep += pending
+            pending = []
+            skipping = _is_models_key(header.group("name"), model_id)
+            found = found or skipping
+        if not skipping:
+            keep.append(line)
+        elif not line.strip() or line.lstrip().startswith("#"):
+            pending.append(line)
+        else:
+            pending = []
+    if not found:
+        return None
+    return re.sub(r"\n{3,}", "\n\n", "".join(keep)).rstrip("\n") + "\n"
+
+
+def _is_models_key(name: str, model_id: str) -> bool:
+    """Whether a table header's name is models.ID, in any of the spellings TOML allows."""
+    try:
+        parsed = tomllib.loads(f"[{name}]\n")
+    except tomllib.TOMLDecodeError:
+        return False
+    inner = parsed.get("models")
+    return isinstance(inner, dict) and list(inner) == [model_id] and inner[model_id] == {}
 
 
 def _str(value: str) -> str:

@@ -216,6 +216,17 @@ def applescript_ask_runs_the_saved_ask_script(c: Ctx) -> None:
     assert received_intact(c.server, since), new_log(c.server, since)
 
 
+def curl_schema_prints_a_field_of_the_constrained_json(c: Ctx) -> None:
+    out = c.run.run("curl-schema").ok()
+    assert out.stdout.strip() in {"France", "Italy", "Japan"}, out.stdout
+
+
+def applescript_schema_reads_a_field_of_the_constrained_json(c: Ctx) -> None:
+    out = c.run.run("applescript-schema").ok()
+    assert len(out.commands) == 1 and "json_schema" in out.commands[0]
+    assert out.stdout.strip() in {"France", "Italy", "Japan"}, out.stdout
+
+
 def login_print_writes_the_launchd_plist_and_the_systemd_unit(c: Ctx) -> None:
     out = c.run.run("login-print").ok()
     assert "<string>ai.tholos.mlx</string>" in out.stdout
@@ -240,6 +251,8 @@ CHECKS: dict[str, Callable[[Ctx], None]] = {
     "applescript": applescript_delivers_quotes_apostrophes_ampersands_and_dollars_intact,
     "shell-ask": shell_ask_delivers_the_prompt_argument_intact,
     "applescript-ask": applescript_ask_runs_the_saved_ask_script,
+    "curl-schema": curl_schema_prints_a_field_of_the_constrained_json,
+    "applescript-schema": applescript_schema_reads_a_field_of_the_constrained_json,
     "login-print": login_print_writes_the_launchd_plist_and_the_systemd_unit,
 }
 

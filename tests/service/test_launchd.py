@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import http.server
 import os
 import plistlib
 import subprocess
 import sys
-import threading
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import pytest
 
-from tests.service.fakes import FakeHealth, flags, settings_for
+from tests.service.fakes import FakeClock, FakeHealth, flags, settings_for
 from tholos_mlx import home as home_module
 from tholos_mlx.cli import build_parser, serve_flags
 from tholos_mlx.errors import UsageError
-from tholos_mlx.service import launchd, manager
+from tholos_mlx.service import launchd
 from tholos_mlx.service.manager import Host
 
 REPO = Path(__file__).resolve().parents[2]
@@ -42,6 +40,7 @@ class FakeLaunchctl:
         self.calls: list[list[str]] = []
         self.loaded: dict[str, str] = {}  # target -> the plist text launchd read
         self.fail: dict[str, tuple[int, str]] = {}  # verb -> answer, whatever the state
+        self.pid: int | None = 4242  # what `launchctl print` shows of a loaded job's process
 
     def __call__(self, argv: Sequence[str]) -> tuple[int, str]:
         self.calls.append(list(argv))
@@ -62,13 +61,30 @@ class FakeLaunchctl:
             return 0, ""
         if verb in ("print", "kickstart"):
             if argv[2] in self.loaded:
+                if verb == "print":
+                    return 0, launchctl_print(argv[2], self.pid)
                 return 0, ""
             return 113, 'Could not find service "ai.tholos.mlx" in domain for user gui: 501'
         raise AssertionError(f"unexpected launchctl call {argv}")
 
 
-def mac(tmp_path: Path, runner: FakeLaunchctl, health: FakeHealth | None = None) -> Host:
+def launchctl_print(target: str, pid: int | None) -> str:
+    """What `launchctl print` says of a loaded job (abridged), running or not."""
+    running = f"\tstate = running\n\tpid = {pid}\n" if pid else "\tstate = not running\n"
+    return (
+        f"{target} = {{\n\tactive count = 1\n\tpath = /Users/me/Library/LaunchAgents/x.plist\n"
+        f"{running}\tprogram = /usr/bin/python3\n\tlast exit code = (never exited)\n}}\n"
+    )
+
+
+def mac(
+    tmp_path: Path,
+    runner: FakeLaunchctl,
+    health: FakeHealth | None = None,
+    clock: FakeClock | None = None,
+) -> Host:
     """A pretend Mac whose user home is a temp folder, so the real ~/Library is never touched."""
+    clock = clock or FakeClock()
     return Host(
         runner=runner,
         health=health or FakeHealth(),
@@ -76,6 +92,8 @@ def mac(tmp_path: Path, runner: FakeLaunchctl, health: FakeHealth | None = None)
         env={},
         macos=True,
         uid=501,
+        clock=clock,
+        sleep=clock.sleep,
     )
 
 
@@ -113,7 +131,7 @@ def test_print_writes_a_plist_with_every_required_key(
     assert Path(plist["ProgramArguments"][0]).is_absolute()
     assert plist["EnvironmentVariables"] == {"THOLOS_HOME": str(home), "HF_HUB_OFFLINE": "1"}
     assert plist["RunAtLoad"] is True
-    assert plist["KeepAlive"] == {"SuccessfulExit": False}
+    assert plist["KeepAlive"] == {"Crashed": True}, "restart on a crash, never on exit 2"
     assert plist["ThrottleInterval"] == 10
     assert plist["ProcessType"] == "Interactive"
     assert plist["StandardOutPath"] == str(home / "logs" / "serve.out.log")
@@ -282,7 +300,7 @@ def test_install_bootstraps_then_kickstarts_in_the_gui_domain(
     assert path.read_text(encoding="utf-8") == text
     assert runner.loaded[TARGET] == text, "launchd must read the finished plist"
     key = (home / "api_key").read_text().strip()
-    assert health.calls == [(9000, key, manager.HEALTH_TIMEOUT_S)]
+    assert health.calls == [(9000, key)]
     assert (home / "logs").is_dir()
     assert str(path) in capsys.readouterr().out
 
@@ -455,40 +473,51 @@ def test_an_unknown_action_is_a_usage_error(home: Path) -> None:
         run("reload", home, flags())
 
 
-# --- manager.wait_for_health (shared with systemd) ------------------------------------------
+# --- waiting for the server after install ---------------------------------------------------
 
 
-@pytest.fixture
-def health_server() -> Iterator[int]:
-    """A stand-in /health on 127.0.0.1 that wants `Bearer right-key`; yields its port."""
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (the stdlib's spelling)
-            ok = self.path == "/health" and self.headers.get("Authorization") == "Bearer right-key"
-            self.send_response(200 if ok else 401)
-            self.end_headers()
-
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-            pass  # keep pytest's output clean
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server.server_address[1]
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-def test_wait_for_health_is_true_once_health_answers_200_to_the_key(
-    health_server: int, monkeypatch: pytest.MonkeyPatch
+def test_install_waits_through_a_long_load_while_the_server_logs_progress(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, home: Path
 ) -> None:
-    # A proxy in the environment must not swallow the loopback request.
-    monkeypatch.setenv("http_proxy", "http://127.0.0.1:9/")
-    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9/")
-    assert manager.wait_for_health(health_server, "right-key", 5.0) is True
+    log = home / "logs" / "serve.err.log"
+    health = FakeHealth(healthy=False)
+
+    def loading(now: float) -> None:  # a 10-minute load that says "still loading" every 15 s
+        if now % 15 == 0:
+            with log.open("a") as f:
+                f.write(f"INFO tholos.serve: still loading big ({now:.0f} s)\n")
+        health.healthy = now >= 600
+
+    clock = FakeClock(loading)
+    assert run("install", home, flags(), mac(tmp_path, FakeLaunchctl(), health, clock)) == 0
+    assert clock.now == 600, "waited as long as it loaded, not a fixed minute"
 
 
-def test_wait_for_health_gives_up_after_the_timeout(health_server: int) -> None:
-    assert manager.wait_for_health(health_server, "wrong-key", 0.3) is False
+def test_install_stops_waiting_once_the_server_exits_and_shows_its_last_log_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, home: Path
+) -> None:
+    runner = FakeLaunchctl()
+    log = home / "logs" / "serve.err.log"
+
+    def exits(now: float) -> None:  # a bad config.toml: the server says why and exits 2
+        if now == 1:
+            log.write_text("tholos-mlx: error: config.toml: port must be of type int\n")
+            runner.pid = None
+
+    clock = FakeClock(exits)
+    host = mac(tmp_path, runner, FakeHealth(healthy=False), clock)
+    assert run("install", home, flags(), host) == 1
+    err = capsys.readouterr().err
+    assert "the server exited" in err and "port must be of type int" in err
+    assert err.count("\n") == 1
+    assert clock.now < 2, "no waiting for a server that is gone"
+
+
+def test_launchctl_print_gives_the_pid_of_a_running_job_only(tmp_path: Path) -> None:
+    runner = FakeLaunchctl()
+    host = mac(tmp_path, runner)
+    assert launchd.MANAGER.pid(host) is None, "not loaded"
+    runner.loaded[TARGET] = ""
+    assert launchd.MANAGER.pid(host) == 4242
+    runner.pid = None
+    assert launchd.MANAGER.pid(host) is None, "loaded, not running"

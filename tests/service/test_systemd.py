@@ -11,10 +11,10 @@ from typing import Any, Sequence
 
 import pytest
 
-from tests.service.fakes import FakeHealth, flags, settings_for
+from tests.service.fakes import FakeClock, FakeHealth, flags, settings_for
 from tholos_mlx import home as home_module
 from tholos_mlx.errors import UsageError
-from tholos_mlx.service import manager, systemd
+from tholos_mlx.service import systemd
 from tholos_mlx.service.manager import Host
 
 REPO = Path(__file__).resolve().parents[2]
@@ -39,10 +39,14 @@ class FakeSystemctl:
     def __init__(self) -> None:
         self.calls: list[list[str]] = []
         self.fail: dict[str, tuple[int, str]] = {}  # verb -> answer
+        self.pid = 0  # the unit's MainPID: 0 when nothing runs
 
     def __call__(self, argv: Sequence[str]) -> tuple[int, str]:
         self.calls.append(list(argv))
         assert list(argv[:2]) == ["systemctl", "--user"]
+        if argv[2] == "show" and argv[2] not in self.fail:
+            assert list(argv[3:]) == ["--property=MainPID", "--value", UNIT]
+            return 0, f"{self.pid}\n"
         return self.fail.get(argv[2], (0, ""))
 
 
@@ -53,6 +57,7 @@ def linux(
     env: dict[str, str] | None = None,
 ) -> Host:
     """A pretend Linux box whose user home is a temp folder, so the real ~/.config is untouched."""
+    clock = FakeClock()
     return Host(
         runner=runner,
         health=health or FakeHealth(),
@@ -60,6 +65,8 @@ def linux(
         env={} if env is None else env,
         macos=False,
         uid=1000,
+        clock=clock,
+        sleep=clock.sleep,
     )
 
 
@@ -140,6 +147,7 @@ def test_print_writes_a_user_unit_with_every_required_setting(
     assert value(text, "Service", "Environment") == [f'"THOLOS_HOME={home}"', "HF_HUB_OFFLINE=1"]
     assert value(text, "Service", "Restart") == ["on-failure"]
     assert value(text, "Service", "RestartSec") == ["10"]
+    assert value(text, "Service", "RestartPreventExitStatus") == ["2"], "never retry a bad flag"
     assert value(text, "Service", "StandardOutput") == [f"append:{home}/logs/serve.out.log"]
     assert value(text, "Service", "StandardError") == [f"append:{home}/logs/serve.err.log"]
     assert value(text, "Install", "WantedBy") == ["default.target"]
@@ -303,7 +311,7 @@ def test_install_reloads_enables_and_restarts_the_unit(
     ]
     assert unit_file(tmp_path).read_text(encoding="utf-8") == text
     key = (home / "api_key").read_text().strip()
-    assert health.calls == [(9000, key, manager.HEALTH_TIMEOUT_S)]
+    assert health.calls == [(9000, key)]
     assert (home / "logs").is_dir()
     assert str(unit_file(tmp_path)) in capsys.readouterr().out
 
@@ -412,3 +420,13 @@ def test_install_and_uninstall_on_macos_say_to_use_launchd(
     message = str(caught.value)
     assert "Linux" in message and "tholos-mlx launchd install" in message and "\n" not in message
     assert runner.calls == [] and not (tmp_path / "user").exists()
+
+
+def test_systemctl_show_gives_the_main_pid_of_a_running_unit_only(tmp_path: Path) -> None:
+    runner = FakeSystemctl()
+    host = linux(tmp_path, runner)
+    assert systemd.MANAGER.pid(host) is None, "MainPID 0: nothing runs"
+    runner.pid = 4321
+    assert systemd.MANAGER.pid(host) == 4321
+    runner.fail["show"] = (1, "Failed to connect to bus")
+    assert systemd.MANAGER.pid(host) is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -29,6 +30,8 @@ TEMPLATE = """\
   "tholos-mlx launchd install" writes it to ~/Library/LaunchAgents/ai.tholos.mlx.plist and
   loads it with "launchctl bootstrap gui/UID" and "launchctl kickstart gui/UID/ai.tholos.mlx";
   "tholos-mlx launchd uninstall" boots it out and removes it.
+  KeepAlive Crashed: launchd restarts the server only when a signal killed it (a crash), never
+  after it exits, so a bad flag or config.toml (exit status 2) is not retried every 10 s.
 -->
 <plist version="1.0">
 <dict>
@@ -55,8 +58,8 @@ TEMPLATE = """\
 	<true/>
 	<key>KeepAlive</key>
 	<dict>
-		<key>SuccessfulExit</key>
-		<false/>
+		<key>Crashed</key>
+		<true/>
 	</dict>
 	<key>ThrottleInterval</key>
 	<integer>10</integer>
@@ -115,6 +118,16 @@ def _bootout(host: Host) -> None:
         time.sleep(0.2)
 
 
+_PID = re.compile(r"^\s*pid = (\d+)\s*$", re.MULTILINE)
+
+
+def _pid(host: Host) -> int | None:
+    """The job's process id, from `launchctl print` (which shows `pid = N` while it runs)."""
+    code, output = host.runner(["launchctl", "print", f"{_domain(host)}/{LABEL}"])
+    found = _PID.search(output) if code == 0 else None
+    return int(found.group(1)) if found else None
+
+
 def _load(host: Host, path: Path) -> None:
     """bootstrap, then kickstart: a job bootstrapped mid-session can stay pending until kicked."""
     bootstrap = ["launchctl", "bootstrap", _domain(host), str(path)]
@@ -141,6 +154,7 @@ MANAGER = Manager(
     load=_load,
     unload=lambda host, path: _bootout(host),
     forget=lambda host: None,
+    pid=_pid,
 )
 
 

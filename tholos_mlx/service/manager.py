@@ -15,14 +15,14 @@ from tholos_mlx import health, machine
 from tholos_mlx.config import SERVE_SETTINGS, Settings
 from tholos_mlx.errors import UsageError
 from tholos_mlx.home import LOGS_DIR, ensure_key, write_atomic
+from tholos_mlx.service import startup
 
 Runner = Callable[[Sequence[str]], tuple[int, str]]
 """Runs one launchctl/systemctl command line; returns (exit status, stdout and stderr as text)."""
 
-HealthCheck = Callable[[int, str, float], bool]
-"""(port, key, timeout in seconds) -> whether GET /health answered 200 in time."""
+HealthProbe = Callable[[int, str], bool]
+"""(port, key) -> whether GET http://127.0.0.1:PORT/health answers 200 to the key now."""
 
-HEALTH_TIMEOUT_S = 60.0  # `--model` loads the model before /health answers: allow a big one
 STDOUT_LOG = "serve.out.log"
 STDERR_LOG = "serve.err.log"  # the server logs to stderr, so this is the log worth reading
 
@@ -36,18 +36,20 @@ class Host:
     """The machine outside THOLOS_HOME that install/uninstall touch; tests pass a fake one."""
 
     runner: Runner
-    health: HealthCheck
+    health: HealthProbe
     user_home: Path
     env: Mapping[str, str]
     macos: bool
     uid: int
+    clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
 
     @classmethod
     def current(cls) -> Host:
         """This machine: real launchctl/systemctl, real /health, the real user home."""
         return cls(
             runner=run_process,
-            health=wait_for_health,
+            health=probe_health,
             user_home=Path.home(),
             env=dict(os.environ),
             macos=machine.is_macos(),
@@ -67,6 +69,7 @@ class Manager:
     load: Callable[[Host, Path], None]  # after the file is written: (re)start the server
     unload: Callable[[Host, Path], None]  # before the file is removed: stop the server
     forget: Callable[[Host], None]  # after the file is removed
+    pid: Callable[[Host], int | None]  # the server's process id while the manager runs it
 
 
 def interpreter() -> str:
@@ -152,16 +155,9 @@ def failure(argv: Sequence[str], code: int, output: str) -> UsageError:
     return UsageError(f"`{' '.join(argv)}` failed: {said}")
 
 
-def wait_for_health(port: int, key: str, timeout: float) -> bool:
-    """Poll GET http://127.0.0.1:PORT/health with the key until it answers 200 or time runs out."""
-    deadline = time.monotonic() + timeout
-    while True:
-        # Not up yet: refused, reset, or a 401 from an older server still going down.
-        if health.fetch(port, key, timeout=min(5.0, max(timeout, 0.1))) is not None:
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.25)
+def probe_health(port: int, key: str) -> bool:
+    """One GET /health: refused, reset, or a 401 from an older server going down all say no."""
+    return health.fetch(port, key, timeout=5.0) is not None
 
 
 def command(
@@ -186,7 +182,7 @@ def command(
 
 
 def install(manager: Manager, settings: Settings, flags: Mapping[str, Any], host: Host) -> int:
-    """Write the service file atomically, (re)start the server, and wait for /health."""
+    """Write the service file atomically, (re)start the server, and wait while it starts."""
     text = manager.render(settings, flags)
     key = ensure_key(settings.home)  # the server would make one anyway; we need it for /health
     stderr_log = log_paths(settings.home)[1]
@@ -194,10 +190,20 @@ def install(manager: Manager, settings: Settings, flags: Mapping[str, Any], host
     path = manager.path(host)
     write_atomic(path, text.encode("utf-8"))
     manager.load(host, path)
-    if not host.health(settings.port, key, HEALTH_TIMEOUT_S):
+    why = startup.wait_until_serving(
+        startup.Watch(
+            healthy=lambda: host.health(settings.port, key),
+            pid=lambda: manager.pid(host),
+            log=stderr_log,
+            clock=host.clock,
+            sleep=host.sleep,
+        )
+    )
+    if why is not None:
+        last = startup.last_line(stderr_log)
         print(
             f"tholos-mlx: installed {path}, but GET /health on 127.0.0.1:{settings.port} did not "
-            f"answer within {HEALTH_TIMEOUT_S:.0f} s; see {stderr_log}",
+            f"answer: {why}; see {stderr_log}" + (f" (its last line: {last})" if last else ""),
             file=sys.stderr,
         )
         return 1

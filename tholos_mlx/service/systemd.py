@@ -105,6 +105,15 @@ def _load(host: Host, path: Path) -> None:
     _systemctl(host, "restart", UNIT)
 
 
+def _pid(host: Host) -> int | None:
+    """The unit's main process id (systemd says 0 when none runs)."""
+    code, output = host.runner(
+        ["systemctl", "--user", "show", "--property=MainPID", "--value", UNIT]
+    )
+    text = output.strip()
+    return int(text) if code == 0 and text.isdigit() and int(text) > 0 else None
+
+
 def _unload(host: Host, path: Path) -> None:
     """Stop and disable the unit; without its file there is nothing systemd could run."""
     if path.exists():
@@ -123,6 +132,7 @@ MANAGER = Manager(
     load=_load,
     unload=_unload,
     forget=lambda host: _systemctl(host, "daemon-reload"),
+    pid=_pid,
 )
 
 

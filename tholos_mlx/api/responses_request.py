@@ -1,0 +1,320 @@
+"""OpenAI Responses requests: a POST /v1/responses body to a GenerationRequest.
+
+The wire's input items (messages, function_call, function_call_output) become the one internal
+conversation; `instructions` its system turn, which a follow-up does not inherit (as OpenAI
+does). Reasoning input items are accepted and left out of the prompt: chat templates drop past
+thinking anyway.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from tholos_mlx.api import fields as f
+from tholos_mlx.api.openai_chat import json_schema_format, response_format, tool_choice
+from tholos_mlx.api.responses_output import Echo
+from tholos_mlx.errors import InvalidRequest, Unsupported
+from tholos_mlx.request import GenerationRequest, Message, ResponseFormat, Role, Tool, ToolCall
+
+ROLES: dict[str, Role] = {
+    "user": "user",
+    "assistant": "assistant",
+    "system": "system",
+    "developer": "system",  # OpenAI's newer name for the system role
+}
+TEXT_PARTS = {"input_text": "text", "output_text": "text", "refusal": "refusal"}
+_EXAMPLE = '{"input": "Hello"}'
+
+
+@dataclass(frozen=True)
+class ResponsesRequest:
+    """A /v1/responses request: this turn's input, what the answer repeats, the sampling settings."""
+
+    input: tuple[Message, ...]
+    echo: Echo
+    base: GenerationRequest  # every setting; its messages are filled in by generation()
+
+    def generation(self, history: tuple[Message, ...] = ()) -> GenerationRequest:
+        """The request to run: instructions, the stored conversation, then this turn's input."""
+        system = (Message("system", self.echo.instructions),) if self.echo.instructions else ()
+        return replace(self.base, messages=_named_results(system + history + self.input))
+
+
+# -- the request --
+
+
+def parse_responses(body: bytes) -> ResponsesRequest:
+    """Validate a raw /v1/responses body; InvalidRequest names the offending param."""
+    data = f.load_object(body, _EXAMPLE)
+    _refuse_unsupported(data)
+    tools = _tools(data.get("tools"))
+    previous = data.get("previous_response_id")
+    if previous is not None and (not isinstance(previous, str) or not previous):
+        raise InvalidRequest(
+            f"'previous_response_id' must be the id of a stored response; got {f.kind(previous)}.",
+            param="previous_response_id",
+        )
+    instructions = data.get("instructions")
+    if instructions is not None and not isinstance(instructions, str):
+        raise InvalidRequest(
+            f"'instructions' must be a string; got {f.kind(instructions)}.", param="instructions"
+        )
+    echo = Echo(
+        instructions=instructions,
+        max_output_tokens=f.positive_int(data, "max_output_tokens"),
+        parallel_tool_calls=f.boolean(data, "parallel_tool_calls", default=True),
+        previous_response_id=previous,
+        store=f.boolean(data, "store", default=True),
+        temperature=f.number(data, "temperature", 1.0, low=0.0, high=2.0, low_open=False),
+        top_p=f.number(data, "top_p", 1.0, low=0.0, high=1.0, low_open=True),
+        tools=tools,
+        tool_choice=_tool_choice(data.get("tool_choice"), tools),
+        text_format=_text_format(data.get("text")),
+        metadata=_metadata(data.get("metadata")),
+    )
+    base = GenerationRequest(
+        messages=(),
+        model=f.model_name(data),
+        temperature=echo.temperature,
+        top_p=echo.top_p,
+        max_tokens=echo.max_output_tokens,
+        seed=f.optional_int(data, "seed"),
+        response_format=echo.text_format,
+        tools=tools,
+        tool_choice=echo.tool_choice,
+        parallel_tool_calls=echo.parallel_tool_calls,
+        stream=f.boolean(data, "stream"),
+    )
+    return ResponsesRequest(_input(data.get("input")), echo, base)
+
+
+def _refuse_unsupported(data: Mapping[str, object]) -> None:
+    """400 for fields that would change what comes back; the other unknown ones are ignored."""
+    if data.get("background") is True:
+        raise Unsupported(
+            "'background' responses are not supported: this server answers while you wait "
+            "(stream for progress).",
+            param="background",
+        )
+    for name, instead in (
+        ("conversation", "pass 'previous_response_id' to continue a stored response"),
+        ("prompt", "send the prompt's text in 'instructions' and 'input'"),
+    ):
+        if data.get(name) is not None:
+            raise Unsupported(f"'{name}' is not supported here: {instead}.", param=name)
+    top_logprobs = data.get("top_logprobs")
+    if top_logprobs not in (None, 0):
+        raise Unsupported("'top_logprobs' is not supported: no logprobs.", param="top_logprobs")
+
+
+def _input(raw: object) -> tuple[Message, ...]:
+    if isinstance(raw, str):
+        return (Message("user", raw),)
+    rule = "a string, or an array of input items (messages, function_call, function_call_output)"
+    if raw is None:
+        raise InvalidRequest(f"'input' is required: {rule}.", param="input")
+    if not isinstance(raw, list):
+        raise InvalidRequest(f"'input' must be {rule}; got {f.kind(raw)}.", param="input")
+    if not raw:
+        raise InvalidRequest("'input' must contain at least one item.", param="input")
+    messages: list[Message] = []
+    for i, item in enumerate(raw):
+        where = f"input[{i}]"
+        if not isinstance(item, dict):
+            raise InvalidRequest(
+                f"'{where}' must be an object such as "
+                f'{{"role": "user", "content": "..."}}; got {f.kind(item)}.',
+                param=where,
+            )
+        kind = item.get("type", "message" if "role" in item else None)
+        if kind == "message":
+            messages.append(_message(item, where))
+        elif kind == "function_call":
+            call = _call(item, where)
+            last = messages[-1] if messages else None
+            if last is not None and last.role == "assistant":  # one turn: its text and its calls
+                messages[-1] = replace(last, tool_calls=(*last.tool_calls, call))
+            else:
+                messages.append(Message("assistant", "", tool_calls=(call,)))
+        elif kind == "function_call_output":
+            call_id = _string(item, "call_id", where)
+            output = _text(item.get("output"), f"{where}.output", "a string")
+            messages.append(Message("tool", output, tool_call_id=call_id))
+        elif kind == "reasoning":
+            continue  # past thinking is not replayed to the model
+        elif isinstance(kind, str):
+            raise Unsupported(
+                f"'{where}.type' is {kind!r}; this server takes messages, 'function_call' and "
+                "'function_call_output' items.",
+                param=f"{where}.type",
+            )
+        else:
+            raise InvalidRequest(
+                f"'{where}' needs a 'role' (a message) or a 'type'; got neither.", param=where
+            )
+    return tuple(messages)
+
+
+def _message(item: Mapping[str, object], where: str) -> Message:
+    role = item.get("role")
+    if not isinstance(role, str) or role not in ROLES:
+        got = repr(role) if isinstance(role, str) else f.kind(role)
+        raise InvalidRequest(
+            f"'{where}.role' must be one of 'user', 'assistant', 'system' or 'developer'; "
+            f"got {got}.",
+            param=f"{where}.role",
+        )
+    content = _text(item.get("content"), f"{where}.content", "a string or an array of text parts")
+    return Message(ROLES[role], content)
+
+
+def _text(raw: object, where: str, rule: str) -> str:
+    """Content: a string, or input_text / output_text parts joined."""
+    if isinstance(raw, str):
+        return raw
+    if not isinstance(raw, list) or not raw:
+        got = "an empty array" if raw == [] else f.kind(raw)
+        raise InvalidRequest(f"'{where}' must be {rule}; got {got}.", param=where)
+    texts = []
+    for j, part in enumerate(raw):
+        at = f"{where}[{j}]"
+        kind = part.get("type") if isinstance(part, dict) else None
+        if not isinstance(part, dict) or not isinstance(kind, str):
+            raise InvalidRequest(
+                f'\'{at}\' must be a part such as {{"type": "input_text", "text": ...}}.', param=at
+            )
+        if kind not in TEXT_PARTS:
+            raise Unsupported(
+                f"'{at}.type' is {kind!r}, but this server reads only text: "
+                "'input_text' and 'output_text' parts.",
+                param=f"{at}.type",
+            )
+        texts.append(_string(part, TEXT_PARTS[kind], at, empty=True))
+    return "".join(texts)
+
+
+def _call(item: Mapping[str, object], where: str) -> ToolCall:
+    arguments = item.get("arguments")
+    if not isinstance(arguments, str):
+        raise InvalidRequest(
+            f"'{where}.arguments' must be a string of JSON; got {f.kind(arguments)}.",
+            param=f"{where}.arguments",
+        )
+    return ToolCall(_string(item, "call_id", where), _string(item, "name", where), arguments)
+
+
+def _string(item: Mapping[str, object], name: str, where: str, *, empty: bool = False) -> str:
+    value = item.get(name)
+    if not isinstance(value, str) or (not value and not empty):
+        raise InvalidRequest(
+            f"'{where}.{name}' must be a {'' if empty else 'non-empty '}string; "
+            f"got {f.kind(value)}.",
+            param=f"{where}.{name}",
+        )
+    return value
+
+
+def _named_results(messages: tuple[Message, ...]) -> tuple[Message, ...]:
+    """Tool results carry their function's name, found in the call they answer."""
+    names: dict[str, str] = {}
+    named = []
+    for m in messages:
+        names.update((c.id, c.name) for c in m.tool_calls)
+        if m.role == "tool" and m.name is None and m.tool_call_id in names:
+            m = replace(m, name=names[m.tool_call_id])
+        named.append(m)
+    return tuple(named)
+
+
+def _tools(raw: object) -> tuple[Tool, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise InvalidRequest(
+            f"'tools' must be an array of function tools; got {f.kind(raw)}.", param="tools"
+        )
+    tools = []
+    for i, item in enumerate(raw):
+        where = f"tools[{i}]"
+        kind = item.get("type") if isinstance(item, dict) else item
+        if not isinstance(item, dict) or kind != "function":
+            got = repr(kind) if isinstance(kind, str) else f.kind(kind)
+            raise InvalidRequest(
+                f"'{where}.type' must be \"function\": this server has no built-in tools "
+                f"(web search, file search, computer use...); got {got}.",
+                param=f"{where}.type",
+            )
+        get = item.get
+        tools.append(
+            f.tool(get("name"), get("description"), get("parameters"), get("strict"), where)
+        )
+    names = [t.name for t in tools]
+    if len(set(names)) != len(names):
+        raise InvalidRequest("Each of 'tools' must have a different name.", param="tools")
+    return tuple(tools)
+
+
+def _tool_choice(raw: object, tools: tuple[Tool, ...]) -> Any:
+    """The Responses shapes: "none", "auto", "required" or {"type": "function", "name"}."""
+    if isinstance(raw, dict) and raw.get("type") != "function":
+        raise InvalidRequest(
+            '\'tool_choice\' must be "none", "auto", "required" or '
+            '{"type": "function", "name": ...}: this server has no built-in tools; got '
+            f"type {raw.get('type')!r}.",
+            param="tool_choice",
+        )
+    return tool_choice(raw, tools, "tool_choice")
+
+
+def _text_format(raw: object) -> ResponseFormat:
+    if raw is None:
+        return ResponseFormat()
+    if not isinstance(raw, dict):
+        raise InvalidRequest(
+            f'\'text\' must be an object such as {{"format": {{"type": "json_object"}}}}; '
+            f"got {f.kind(raw)}.",
+            param="text",
+        )
+    fmt = raw.get("format")
+    if not isinstance(fmt, dict) or fmt.get("type") != "json_schema":
+        return response_format(fmt, "text.format")
+    name = fmt.get("name")
+    if not isinstance(name, str) or not f.TOOL_NAME.match(name):
+        raise InvalidRequest(
+            "'text.format.name' is required: 1 to 64 letters, digits, '_' or '-'.",
+            param="text.format.name",
+        )
+    if not isinstance(fmt.get("schema"), dict):
+        raise InvalidRequest(
+            "'text.format.schema' is required: a JSON Schema object.", param="text.format.schema"
+        )
+    strict = fmt.get("strict")
+    if strict is not None and not isinstance(strict, bool):
+        raise InvalidRequest(
+            f"'text.format.strict' must be true or false; got {f.kind(strict)}.",
+            param="text.format.strict",
+        )
+    return json_schema_format(fmt["schema"], name, strict, "text.format")
+
+
+def _metadata(raw: object) -> dict[str, str]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
+        raise InvalidRequest("'metadata' must be an object of string values.", param="metadata")
+    return raw
+
+
+def wire_param(param: str | None) -> str | None:
+    """An internal request's field name (from the engine's errors) as this API calls it."""
+    if param is None:
+        return None
+    if param.startswith("messages"):  # its indexes count instructions and history too
+        return "input"
+    if param.startswith("response_format"):
+        return "text.format" + param[len("response_format") :].removeprefix(".json_schema")
+    if param.startswith("tools[") and ".function" in param:
+        return param.replace(".function", "", 1)
+    return param
