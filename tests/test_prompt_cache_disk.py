@@ -176,3 +176,13 @@ def test_files_that_are_not_ours_are_never_touched(tmp_path: Path, name: str) ->
     disk.save("m", "a" * 64, [((1, 2), kv([1, 2]))])
     disk.restore("m", "b" * 64, BIG)
     assert (folder / name).read_bytes() == b"user data"
+
+
+@pytest.mark.parametrize("model_id", ["../escape", ".hidden", "a/b", ""])
+def test_a_model_id_that_is_not_one_plain_name_gets_no_disk_cache(
+    tmp_path: Path, model_id: str
+) -> None:
+    disk = DiskCache(tmp_path / "root" / "cache", BIG)
+    assert disk.save(model_id, "a" * 64, [((1, 2), kv([1, 2]))]) == 0
+    assert disk.restore(model_id, "a" * 64, BIG) == []
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []

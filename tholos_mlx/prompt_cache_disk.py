@@ -26,6 +26,7 @@ from tholos_mlx.prompt_cache import cache_bytes, cache_tokens
 log = logging.getLogger("tholos.cache")
 
 _MiB = 1 << 20
+_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")  # one plain path component
 _NAME = re.compile(r"^([0-9a-f]{16})-([0-9a-f]{32})\.safetensors$")
 _TMP_PREFIX = ".tmp-"
 _STALE_TMP_S = 3600.0  # a temp file this old is left over from a crash, not a write in progress
@@ -84,7 +85,9 @@ class DiskCache:
 
     def restore(self, model_id: str, fp: str, budget_bytes: int) -> list[Entry]:
         """The entries saved for this model and fingerprint, newest within budget, oldest first."""
-        folder = self.root / model_id
+        folder = self._folder(model_id)
+        if folder is None:
+            return []
         files: list[tuple[float, int, Path]] = []
         for path in self._ours(folder):
             match = _NAME.match(path.name)
@@ -119,7 +122,9 @@ class DiskCache:
         self, model_id: str, fp: str, entries: Sequence[Entry], deadline: float | None = None
     ) -> int:
         """Mirror these entries (oldest first) to disk, newest first until the deadline; return how many."""
-        folder = self.root / model_id
+        folder = self._folder(model_id)
+        if folder is None:
+            return 0
         names = [_file_name(fp, tokens) for tokens, _ in entries]
         base = time.time_ns()
         saved = 0
@@ -147,6 +152,13 @@ class DiskCache:
         if saved:
             log.info("%s: %d prompt caches saved to disk", model_id, saved)
         return saved
+
+    def _folder(self, model_id: str) -> Path | None:
+        """root/ID/, for an id that is one plain path component (tiers.toml is hand-editable)."""
+        if not _SAFE_ID.match(model_id):
+            log.warning("model id %r cannot name a cache folder: no disk prompt cache", model_id)
+            return None
+        return self.root / model_id
 
     def _write(
         self, path: Path, fp: str, model_id: str, tokens: Sequence[int], cache: list[Any]
