@@ -29,6 +29,7 @@ from tholos_mlx.admission import Gate
 from tholos_mlx.app import create_app
 from tholos_mlx.channel import Channel
 from tholos_mlx.config import Settings
+from tholos_mlx.errors import NoModelLoaded
 from tholos_mlx.events import Delta, Event, Finished, FinishReason, Started
 from tholos_mlx.home import KeyStore, ensure_key
 from tholos_mlx.request import GenerationRequest, Usage
@@ -78,6 +79,7 @@ class FakeEngine:
         self.script = script or Script()
         self.scripts: list[Script] = []  # consumed one per job, before falling back to .script
         self.jobs: list[Job] = []  # in the order the engine thread ran them
+        self.counted: list[tuple[GenerationRequest, ModelEntry | None]] = []  # count_tokens calls
         self._loaded = loaded
         self._last = loaded
         self._lock = threading.Lock()
@@ -132,6 +134,18 @@ class FakeEngine:
 
         self._queue.put(job)
         return channel
+
+    async def count_tokens(self, request: GenerationRequest, entry: ModelEntry | None) -> int:
+        """A stand-in token count (words of every message, 10 per tool offered), on the loop.
+
+        Like the real engine it never queues a job, and with no model loaded, named or loaded
+        before (idle unload) it is 503.
+        """
+        if entry is None and self.last_loaded is None:
+            raise NoModelLoaded()
+        self.counted.append((request, entry))
+        tools = request.tools if request.tool_choice.mode != "none" else ()
+        return sum(len(m.content.split()) for m in request.messages) + 10 * len(tools)
 
     def stop(self) -> None:
         """End the engine thread."""

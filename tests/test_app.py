@@ -860,6 +860,8 @@ def test_after_idle_unload_a_request_naming_no_model_goes_to_the_engine(tmp_path
         s.engine.unload()
         health = c.get("/health").json()
         assert (health["model"], health["last_model"]) == (None, "alpha")
+        count = c.post("/v1/messages/count_tokens", json={"messages": HELLO["messages"]})
+        assert count.status_code == 200, count.text  # counted with the last model, not a 503
         r = c.post("/v1/chat/completions", json=HELLO)
         assert r.status_code == 200, r.text  # not the 503 of a server that never had a model
         assert r.json()["model"] == "alpha"

@@ -20,7 +20,7 @@ from mlx_lm.tokenizer_utils import load as load_tokenizer
 
 from tests.conftest import DEMO_ID
 from tholos_mlx.detokenize import DetokenizerFactory
-from tholos_mlx.generation import Generation, Prefill, generate
+from tholos_mlx.generation import AfterThinking, Generation, Prefill, generate
 from tholos_mlx.prompt_cache import cache_tokens
 from tholos_mlx.stops import StopMatcher
 
@@ -327,3 +327,19 @@ def test_an_opening_the_grammar_forces_is_emitted_and_fed_with_the_prompt(
 def _no_leak() -> Iterator[None]:
     yield
     mx.clear_cache()
+
+
+def test_a_grammar_after_thinking_lets_the_reasoning_run_free_then_applies(
+    model: Any, tokenizer: Any, prompt: list[int]
+) -> None:
+    thought = ids(tokenizer, "hmm, JSON.")
+    end = ids(tokenizer, "</think>")
+    first = ids(tokenizer, "{")
+    inner = Forcing(first[0], ids(tokenizer, '"ok":1}'), opening=ids(tokenizer, "\n"))
+    grammar = AfterThinking(inner, end)
+    run = Run(
+        model, tokenizer, prompt, constraint=grammar, logits_processors=[Script(thought + end)]
+    )
+    assert run.text == 'hmm, JSON.</think>\n{"ok":1}'
+    assert inner.masks == 1  # no mask while thinking
+    assert run.gen.finish == "stop"

@@ -18,7 +18,7 @@ from sanic import exceptions as sanic_exc
 from sanic.response import BaseHTTPResponse, HTTPResponse
 
 from tholos_mlx.admission import Gate
-from tholos_mlx.api import Dialect, openai_chat, responses
+from tholos_mlx.api import Dialect, anthropic, openai_chat, responses
 from tholos_mlx.api.exchange import EngineLike
 from tholos_mlx.config import Settings
 from tholos_mlx.errors import (
@@ -37,7 +37,7 @@ from tholos_mlx.tiers import ModelEntry, TierTable
 log = logging.getLogger("tholos.app")
 
 KEEPALIVE_S = 10.0  # SSE comment interval while the engine is busy with a long prompt
-DIALECTS: tuple[Dialect, ...] = (openai_chat.DIALECT, responses.DIALECT)
+DIALECTS: tuple[Dialect, ...] = (openai_chat.DIALECT, anthropic.DIALECT, responses.DIALECT)
 _JSON = "application/json"
 _names = itertools.count()
 

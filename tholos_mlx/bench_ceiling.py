@@ -146,6 +146,10 @@ class FakeEngine:
         threading.Thread(target=run, name="bench-fake-engine", daemon=True).start()
         return channel
 
+    async def count_tokens(self, request: ChatRequest, entry: ModelEntry | None) -> int:
+        """The prompt length its completions report (the benchmark never asks)."""
+        return 1
+
 
 def stats_file(home: Path) -> Path:
     """Where the ceiling server appends one JSON line of CPU times per request."""

@@ -12,15 +12,17 @@ import logging
 import queue
 import threading
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 import mlx.core as mx
 from mlx_lm.models.cache import make_prompt_cache
 from mlx_lm.sample_utils import make_sampler
+from mlx_lm.tokenizer_utils import load as load_tokenizer
 
 from tholos_mlx.answer import AnswerSplitter, Markers
 from tholos_mlx.channel import Channel
-from tholos_mlx.chat_prompt import prompt_ids
+from tholos_mlx.chat_prompt import prompt_ids, tool_format
 from tholos_mlx.errors import (
     ContextLengthExceeded,
     NoModelLoaded,
@@ -29,7 +31,7 @@ from tholos_mlx.errors import (
     TholosError,
 )
 from tholos_mlx.events import Delta, Event, Finished, FinishReason, Started
-from tholos_mlx.generation import Constraint, generate
+from tholos_mlx.generation import AfterThinking, Constraint, generate
 from tholos_mlx.model_slot import Loaded, ModelSlot
 from tholos_mlx.prompt_cache import cache_tokens
 from tholos_mlx.prompt_cache_disk import DiskCache
@@ -69,6 +71,7 @@ class Engine:
         self._idle_unload = idle_unload  # seconds; 0 never
         self._idle_since = time.monotonic()  # when the last job ended
         self._save_by: float | None = None  # the shutdown deadline for the disk prompt cache
+        self._tokenizers: dict[Path, Any] = {}  # count_tokens for models not loaded, by folder
 
     # -- called from any thread --
     @property
@@ -139,6 +142,40 @@ class Engine:
         self._jobs.put(job)
         return channel
 
+    async def count_tokens(self, request: GenerationRequest, entry: ModelEntry | None) -> int:
+        """The prompt's length as submit() would render it, in a worker thread: no turn, no weights.
+
+        The loaded model's tokenizer counts for it; a named model that is not loaded gets only
+        its tokenizer read (once per folder), never its weights.
+        """
+        loaded = self._slot.current
+        if entry is None and loaded is None:
+            entry = self._slot.last  # idle unload freed it: count with its tokenizer
+            if entry is None:
+                raise NoModelLoaded()
+        tools = request.tools if request.tool_choice.mode != "none" else ()
+
+        def count() -> int:
+            if loaded is not None and (
+                entry is None or (loaded.entry.id, loaded.entry.path) == (entry.id, entry.path)
+            ):
+                return len(prompt_ids(loaded.tokenizer, request.messages, tools, loaded.tools))
+            assert entry is not None
+            tokenizer = self._tokenizers.get(entry.path)
+            if tokenizer is None:
+                try:
+                    tokenizer = load_tokenizer(entry.path)
+                except Exception as exc:
+                    raise ServiceUnavailable(
+                        f"Model `{entry.id}`'s tokenizer cannot be read "
+                        f"({exc.__class__.__name__}).",
+                        code="model_load_failed",
+                    ) from None
+                self._tokenizers[entry.path] = tokenizer
+            return len(prompt_ids(tokenizer, request.messages, tools, tool_format(tokenizer)))
+
+        return await asyncio.to_thread(count)
+
     # -- the engine thread --
     def _main(self) -> None:
         while True:
@@ -196,6 +233,8 @@ class Engine:
             )
         max_tokens = self._slot.answer_tokens(loaded, len(prompt), request.max_tokens, room)
         constraint = _constraint(loaded, request)  # a schema it cannot compile is a 400, here
+        if constraint is not None and _opens_thinking(loaded, prompt):
+            constraint = AfterThinking(constraint, loaded.tokenizer.think_end_tokens)
         cache, cached = self._slot.cache.take(prompt)
         if cache is None:
             cache = make_prompt_cache(loaded.model)
@@ -290,12 +329,7 @@ def _markers(loaded: Loaded, request: GenerationRequest, prompt: list[int]) -> M
     thinking = bool(getattr(tok, "has_thinking", False))
     think_start = tok.think_start if thinking else None
     think_end = tok.think_end if thinking else None
-    opened = False
-    if thinking:
-        starts = list(getattr(tok, "think_start_tokens", None) or ())
-        ends = list(getattr(tok, "think_end_tokens", None) or ())
-        # The template opened a thinking block that it did not close: the answer starts in it.
-        opened = bool(starts) and _rfind(prompt, starts) > _rfind(prompt, ends)
+    opened = _opens_thinking(loaded, prompt)
     calls = request.tools and request.tool_choice.mode != "none"
     parser = getattr(tok, "tool_parser", None) if loaded.tools.native else None
     return Markers(
@@ -307,6 +341,16 @@ def _markers(loaded: Loaded, request: GenerationRequest, prompt: list[int]) -> M
         one_call=not request.parallel_tool_calls,
         parse_call=(lambda text: parser(text, None)) if parser is not None else None,
     )
+
+
+def _opens_thinking(loaded: Loaded, prompt: list[int]) -> bool:
+    """The template opened a thinking block it did not close: the answer starts inside it."""
+    tok = loaded.tokenizer
+    if not getattr(tok, "has_thinking", False):
+        return False
+    starts = list(getattr(tok, "think_start_tokens", None) or ())
+    ends = list(getattr(tok, "think_end_tokens", None) or ())
+    return bool(starts) and _rfind(prompt, starts) > _rfind(prompt, ends)
 
 
 def _rfind(tokens: list[int], seq: list[int]) -> int:

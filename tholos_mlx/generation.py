@@ -61,6 +61,52 @@ class Constraint(Protocol):
         ...
 
 
+class AfterThinking:
+    """A constraint that waits for the end of the thinking block the prompt opened.
+
+    Reasoning is free text; the grammar (a JSON schema, a tool call) applies to the answer after
+    it, from the token that closes the block on.
+    """
+
+    def __init__(self, inner: Constraint, end: Sequence[int]) -> None:
+        self._inner = inner
+        self._end = list(end)
+        self._recent: list[int] = []
+        self._active = False
+
+    def begin(self) -> list[int]:
+        """Nothing is forced while the model thinks."""
+        return []
+
+    def compute_mask(self) -> None:
+        """The inner grammar's mask, once it applies."""
+        if self._active:
+            self._inner.compute_mask()
+
+    def apply(self, logits: mx.array) -> mx.array:
+        """Logits unchanged while thinking, masked after."""
+        return self._inner.apply(logits) if self._active else logits
+
+    def consume(self, token: int) -> list[int]:
+        """Watch for the block's end; from there the inner grammar starts (with its forced opening)."""
+        if self._active:
+            return self._inner.consume(token)
+        self._recent = (self._recent + [token])[-len(self._end) :]
+        if self._recent == self._end:
+            self._active = True
+            return self._inner.begin()
+        return []
+
+    @property
+    def finished(self) -> bool:
+        """Only the inner grammar can finish."""
+        return self._active and self._inner.finished
+
+    def error(self) -> str | None:
+        """The inner grammar's error, once it applies."""
+        return self._inner.error() if self._active else None
+
+
 class GrammarFailed(RuntimeError):
     """The constraint reported an error mid-answer (a bug in the grammar or its engine)."""
 

@@ -88,6 +88,10 @@ def test_an_idle_server_unloads_and_the_next_request_loads_the_last_model(
     wait_for(lambda: health(idle)["model"] is None, "the idle unload")
     assert health(idle) == {"status": "ok", "model": None, "last_model": DEMO_ID, "queue": 0}
     assert cache_files(idle.home), "the prompt cache went to disk on idle unload"
+    with idle.client() as c:
+        count = c.post("/v1/messages/count_tokens", json={"messages": CAPITAL})
+    assert count.status_code == 200 and count.json()["input_tokens"] > 0, count.text
+    assert health(idle)["model"] is None  # counted with the last model's tokenizer only
     body = ok(idle.chat(CAPITAL, max_tokens=2))  # names no model
     assert body["model"] == DEMO_ID
     assert health(idle)["model"] == DEMO_ID

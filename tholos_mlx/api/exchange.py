@@ -38,6 +38,10 @@ class EngineLike(Protocol):
         self, request: GenerationRequest, entry: ModelEntry | None, on_done: Callable[[], None]
     ) -> Channel: ...
 
+    async def count_tokens(self, request: GenerationRequest, entry: ModelEntry | None) -> int:
+        """The request's prompt length in tokens as submit() would render it, without a turn."""
+        ...
+
 
 class Stream(Protocol):
     """One streamed answer in a dialect's events."""

@@ -1,0 +1,207 @@
+"""End to end: the real server and demo model through the official `anthropic` SDK and raw SSE."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import jsonschema
+import pytest
+
+from tests import server as srv
+from tests.conftest import DEMO_ID, ROOT
+
+pytestmark = pytest.mark.e2e
+
+FRANCE: list[anthropic.types.MessageParam] = [
+    {"role": "user", "content": "What is the capital of France? Answer in one word."}
+]
+GREEDY = {"temperature": 0}  # anthropic 2.x dropped `temperature` from create(): send it raw
+WEATHER: anthropic.types.ToolParam = {
+    "name": "get_weather",
+    "description": "Get the current weather in a city.",
+    "input_schema": {
+        "type": "object",
+        "properties": {
+            "city": {"type": "string", "maxLength": 20},
+            "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+        },
+        "required": ["city", "unit"],
+        "additionalProperties": False,
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def served(demo_home: Path) -> Iterator[srv.Server]:
+    """One server for the module, the demo model loaded through its tier."""
+    with srv.running(demo_home, "--model", "fast") as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def sdk(served: srv.Server) -> Iterator[anthropic.Anthropic]:
+    """The official client as the docs set it up: the server's root URL and its key."""
+    with anthropic.Anthropic(
+        base_url=served.base, api_key=served.key, max_retries=0, timeout=300
+    ) as client:
+        yield client
+
+
+def text_of(message: anthropic.types.Message) -> str:
+    return "".join(b.text for b in message.content if b.type == "text")
+
+
+def test_create_answers_the_capital_of_france(sdk: anthropic.Anthropic) -> None:
+    message = sdk.messages.create(model=DEMO_ID, max_tokens=12, messages=FRANCE, extra_body=GREEDY)
+    assert "Paris" in text_of(message)
+    assert message.model == DEMO_ID
+    assert message.stop_reason in ("end_turn", "max_tokens")
+    assert message.usage.input_tokens > 0 and message.usage.output_tokens > 0
+
+
+def test_a_stream_gives_the_same_text_as_the_non_streamed_answer(
+    sdk: anthropic.Anthropic,
+) -> None:
+    # A system prompt of its own, so the two answers do not depend on what earlier tests cached.
+    fields: dict[str, Any] = {
+        "model": "fast",
+        "max_tokens": 12,
+        "system": "You are a geography tutor.",
+        "messages": FRANCE,
+        "extra_body": GREEDY,
+    }
+    whole = sdk.messages.create(**fields)
+    with sdk.messages.stream(**fields) as stream:
+        pieces = list(stream.text_stream)
+        final = stream.get_final_message()
+    assert "".join(pieces) == text_of(whole) == text_of(final)
+    assert final.stop_reason == whole.stop_reason
+    assert final.usage.output_tokens == whole.usage.output_tokens
+
+
+def test_a_raw_stream_has_anthropics_event_names_in_order(served: srv.Server) -> None:
+    body = {"model": DEMO_ID, "max_tokens": 4, "stream": True, "messages": FRANCE, **GREEDY}
+    headers = {"x-api-key": served.key, "anthropic-version": "2023-06-01"}
+    with served.client() as c:
+        r = c.post("/v1/messages", json=body, headers=headers)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+    names = [line[len("event: ") :] for line in r.text.split("\n") if line.startswith("event: ")]
+    assert names[:3] == ["message_start", "content_block_start", "ping"]
+    assert set(names[3:-3]) == {"content_block_delta"}
+    assert names[-3:] == ["content_block_stop", "message_delta", "message_stop"]
+
+
+def test_count_tokens_equals_the_prompt_the_answer_reports(sdk: anthropic.Anthropic) -> None:
+    fields: dict[str, Any] = {"model": DEMO_ID, "system": "Be terse.", "messages": FRANCE}
+    counted = sdk.messages.count_tokens(**fields)
+    message = sdk.messages.create(max_tokens=2, extra_body=GREEDY, **fields)
+    usage = message.usage
+    assert counted.input_tokens == usage.input_tokens + (usage.cache_read_input_tokens or 0)
+
+
+def test_a_second_turn_reads_the_first_from_the_prompt_cache(sdk: anthropic.Anthropic) -> None:
+    system = "You answer questions about European capitals."
+    first = sdk.messages.create(
+        model=DEMO_ID, max_tokens=8, system=system, messages=FRANCE, extra_body=GREEDY
+    )
+    first_prompt = first.usage.input_tokens + (first.usage.cache_read_input_tokens or 0)
+    turns: list[anthropic.types.MessageParam] = [
+        *FRANCE,
+        {"role": "assistant", "content": text_of(first)},
+        {"role": "user", "content": "And of Italy?"},
+    ]
+    second = sdk.messages.create(
+        model=DEMO_ID, max_tokens=8, system=system, messages=turns, extra_body=GREEDY
+    )
+    cached = second.usage.cache_read_input_tokens or 0
+    # The whole first prompt (all but the token that yields logits) came from the cache.
+    assert cached >= first_prompt - 1 > 0
+    counted = sdk.messages.count_tokens(model=DEMO_ID, system=system, messages=turns)
+    assert second.usage.input_tokens + cached == counted.input_tokens
+
+
+def test_a_tool_use_round_trip_with_tool_choice_any(sdk: anthropic.Anthropic) -> None:
+    ask: list[anthropic.types.MessageParam] = [
+        {"role": "user", "content": "What is the weather in Paris?"}
+    ]
+    choice: anthropic.types.ToolChoiceAnyParam = {"type": "any", "disable_parallel_tool_use": True}
+    fields: dict[str, Any] = {"model": DEMO_ID, "messages": ask, "tools": [WEATHER]}
+    counted = sdk.messages.count_tokens(**fields, tool_choice=choice)
+    call = sdk.messages.create(**fields, max_tokens=64, tool_choice=choice, extra_body=GREEDY)
+    assert call.stop_reason == "tool_use", call
+    assert [b.type for b in call.content] == ["tool_use"], call
+    use = call.content[0]
+    assert use.type == "tool_use" and use.name == "get_weather" and use.id.startswith("toolu_")
+    jsonschema.validate(use.input, WEATHER["input_schema"])
+    usage = call.usage
+    assert counted.input_tokens == usage.input_tokens + (usage.cache_read_input_tokens or 0)
+    # The tools are part of the counted prompt: the same request without them is shorter.
+    assert (
+        sdk.messages.count_tokens(model=DEMO_ID, messages=ask).input_tokens < counted.input_tokens
+    )
+
+    result: anthropic.types.ToolResultBlockParam = {
+        "type": "tool_result",
+        "tool_use_id": use.id,
+        "content": "18 degrees, sunny",
+    }
+    turns: list[anthropic.types.MessageParam] = [
+        *ask,
+        {"role": "assistant", "content": call.content},
+        {"role": "user", "content": [result]},
+    ]
+    answer = sdk.messages.create(
+        **{**fields, "messages": turns},
+        max_tokens=24,
+        tool_choice={"type": "none"},
+        extra_body=GREEDY,
+    )
+    assert answer.stop_reason in ("end_turn", "max_tokens")
+    assert [b.type for b in answer.content] == ["text"]
+    assert text_of(answer).strip()
+
+
+# Runs in a child: a process that loaded a tokenizer off the main thread can abort at exit
+# with mlx 0.32, so the script leaves through os._exit like `serve` does.
+COUNT_UNLOADED = textwrap.dedent(
+    """
+    import asyncio, json, os, sys
+    from pathlib import Path
+    from mlx_lm.tokenizer_utils import load
+    from tholos_mlx.chat_prompt import prompt_ids
+    from tholos_mlx.engine import Engine
+    from tholos_mlx.request import GenerationRequest, Message
+    from tholos_mlx.tiers import ModelEntry
+
+    folder = Path(sys.argv[1])
+    request = GenerationRequest(messages=(Message("user", "What is the capital of France?"),))
+    engine = Engine(prompt_cache_mb=0)  # never started: a count must not need the engine thread
+    counted = asyncio.run(engine.count_tokens(request, ModelEntry("demo", "fast", folder)))
+    expected = len(prompt_ids(load(folder), request.messages))
+    print(json.dumps({"counted": counted, "expected": expected, "loaded": engine.loaded}))
+    sys.stdout.flush()
+    os._exit(0)
+    """
+)
+
+
+def test_count_tokens_for_a_model_not_loaded_reads_only_its_tokenizer(demo_home: Path) -> None:
+    folder = demo_home / "models" / DEMO_ID
+    run = subprocess.run(
+        [sys.executable, "-c", COUNT_UNLOADED, str(folder)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    assert out["loaded"] is None  # no weights were loaded
+    assert out["counted"] == out["expected"] > 0

@@ -1,0 +1,285 @@
+"""Anthropic Messages: POST /v1/messages and /v1/messages/count_tokens over the one engine.
+
+The request is parsed in `anthropic_request`; this module renders the engine's events as
+Anthropic's message object or its named SSE events, and errors in Anthropic's shape. Thinking
+(ReasoningDelta) becomes `thinking` blocks when the request enabled `thinking`, as Anthropic
+does; otherwise it is dropped, so `content` holds only the answer.
+"""
+
+from __future__ import annotations
+
+import secrets
+import string
+from typing import Any
+
+import orjson
+from sanic import Request
+from sanic.response import HTTPResponse
+
+from tholos_mlx.api import Dialect, exchange, sse
+from tholos_mlx.api.anthropic_request import parse_messages
+from tholos_mlx.api.gathered import Gathered
+from tholos_mlx.errors import TholosError
+from tholos_mlx.events import (
+    Delta,
+    Event,
+    Finished,
+    ReasoningDelta,
+    Started,
+    ToolCallDelta,
+    ToolCallStart,
+)
+from tholos_mlx.request import Usage
+from tholos_mlx.tiers import TierTable
+
+PATH = "/v1/messages"
+COUNT_PATH = "/v1/messages/count_tokens"
+_ID_ALPHABET = string.ascii_letters + string.digits
+_ID_LENGTH = 24
+# Anthropic's error types by HTTP status; 503 is "overloaded" (Anthropic itself uses 529).
+ERROR_TYPES: dict[int, str] = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    503: "overloaded_error",
+}
+
+
+def new_message_id() -> str:
+    """A fresh random message id shaped like Anthropic's: "msg_" and letters/digits."""
+    return "msg_" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(_ID_LENGTH))
+
+
+def tool_use_id(call_id: str) -> str:
+    """The engine's call id ("call_X") as Anthropic writes it ("toolu_X"); others unchanged."""
+    return "toolu_" + call_id[len("call_") :] if call_id.startswith("call_") else call_id
+
+
+def usage_object(usage: Usage) -> dict[str, int]:
+    """Anthropic's usage: input_tokens are the prompt tokens NOT read from the prompt cache."""
+    return {
+        "input_tokens": usage.prompt_tokens - usage.cached_tokens,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": usage.cached_tokens,
+        "output_tokens": usage.completion_tokens,
+    }
+
+
+def stop_reason(finished: Finished) -> str:
+    """Anthropic's stop_reason for how the generation ended."""
+    if finished.finish_reason == "tool_calls":
+        return "tool_use"
+    if finished.finish_reason == "length":
+        return "max_tokens"
+    return "stop_sequence" if finished.stop_sequence is not None else "end_turn"
+
+
+def error_body(err: TholosError) -> dict[str, object]:
+    """Anthropic's error object: {"type": "error", "error": {"type", "message"}}."""
+    kind = ERROR_TYPES.get(
+        err.status, "api_error" if err.status >= 500 else "invalid_request_error"
+    )
+    return {"type": "error", "error": {"type": kind, "message": err.message}}
+
+
+def _input(arguments: str) -> Any:
+    """A call's arguments as the `input` object; arguments cut short (max_tokens) give {}."""
+    try:
+        value = orjson.loads(arguments)
+    except orjson.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+# -- the answer --
+
+
+def message_body(started: Started, answer: Gathered, thinking: bool) -> dict[str, Any]:
+    """The whole message object of a non-streamed answer."""
+    finished = answer.finished
+    assert finished is not None
+    content: list[dict[str, Any]] = []
+    if thinking and answer.reasoning:
+        content.append({"type": "thinking", "thinking": answer.reasoning, "signature": ""})
+    calls = answer.calls
+    if answer.text or not calls:  # never an empty content list: clients read content[0]
+        content.append({"type": "text", "text": answer.text})
+    content.extend(
+        {"type": "tool_use", "id": tool_use_id(c.id), "name": c.name, "input": _input(c.arguments)}
+        for c in calls
+    )
+    return {
+        "id": new_message_id(),
+        "type": "message",
+        "role": "assistant",
+        "model": started.model,
+        "content": content,
+        "stop_reason": stop_reason(finished),
+        "stop_sequence": finished.stop_sequence,
+        "usage": usage_object(finished.usage),
+    }
+
+
+class MessagesStream:
+    """One streamed message: events in, Anthropic's named SSE events out, in Anthropic's order."""
+
+    def __init__(self, started: Started, thinking: bool) -> None:
+        self._started = started
+        self._thinking = thinking
+        self._index = -1  # the index of the open (or last) content block
+        self._open: str | None = None  # its type, while one is open
+        self._answered = False  # a text or tool_use block was opened
+        self._pinged = False
+        self._blocks: dict[int, int] = {}  # tool call index -> content block index
+
+    def head(self) -> bytes:
+        """message_start: the message with empty content and the prompt's usage."""
+        usage = usage_object(Usage(self._started.prompt_tokens, 0, self._started.cached_tokens))
+        message: dict[str, Any] = {
+            "id": new_message_id(),
+            "type": "message",
+            "role": "assistant",
+            "model": self._started.model,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": usage,
+        }
+        return sse.event("message_start", {"type": "message_start", "message": message})
+
+    def render(self, batch: list[Event]) -> tuple[bytes, bool]:
+        """The bytes for a batch of events, and whether the stream is complete."""
+        out: list[bytes] = []
+        pending: list[str] = []  # consecutive pieces of one kind go out as one delta
+        kind: str | None = None
+        for ev in batch:
+            if isinstance(ev, ReasoningDelta) and not self._thinking:
+                continue
+            if isinstance(ev, (Delta, ReasoningDelta)):
+                this = "text" if isinstance(ev, Delta) else "thinking"
+                if this != kind:
+                    self._text(out, kind, pending)
+                    pending, kind = [], this
+                pending.append(ev.text)
+                continue
+            self._text(out, kind, pending)
+            pending, kind = [], None
+            if isinstance(ev, ToolCallStart):
+                block = {"type": "tool_use", "id": tool_use_id(ev.id), "name": ev.name, "input": {}}
+                self._start(out, block)
+                self._blocks[ev.index] = self._index
+            elif isinstance(ev, ToolCallDelta):
+                delta = {"type": "input_json_delta", "partial_json": ev.arguments}
+                out.append(self._delta(self._blocks.get(ev.index, self._index), delta))
+            elif isinstance(ev, Finished):
+                self._finish(out, ev)
+                return b"".join(out), True
+            elif isinstance(ev, BaseException):
+                out.append(self.error(ev))
+                return b"".join(out), True
+        self._text(out, kind, pending)
+        return b"".join(out), False
+
+    def error(self, exc: BaseException) -> bytes:
+        """After the headers an error is one `error` event, and the stream ends."""
+        return sse.event("error", error_body(sse.as_tholos(exc)))
+
+    def _text(self, out: list[bytes], kind: str | None, pieces: list[str]) -> None:
+        text = "".join(pieces)
+        if not text or kind is None:
+            return
+        if self._open != kind:
+            if kind == "text":
+                self._start(out, {"type": "text", "text": ""})
+            else:
+                self._start(out, {"type": "thinking", "thinking": "", "signature": ""})
+        if kind == "text":
+            out.append(self._delta(self._index, {"type": "text_delta", "text": text}))
+        else:
+            out.append(self._delta(self._index, {"type": "thinking_delta", "thinking": text}))
+
+    def _start(self, out: list[bytes], block: dict[str, Any]) -> None:
+        self._stop(out)
+        self._index += 1
+        self._open = block["type"]
+        self._answered = self._answered or block["type"] != "thinking"
+        out.append(
+            sse.event(
+                "content_block_start",
+                {"type": "content_block_start", "index": self._index, "content_block": block},
+            )
+        )
+        if not self._pinged:  # Anthropic's order: the first block's start, then a ping
+            self._pinged = True
+            out.append(sse.event("ping", {"type": "ping"}))
+
+    def _stop(self, out: list[bytes]) -> None:
+        if self._open is not None:
+            self._open = None
+            out.append(
+                sse.event(
+                    "content_block_stop", {"type": "content_block_stop", "index": self._index}
+                )
+            )
+
+    @staticmethod
+    def _delta(index: int, delta: dict[str, Any]) -> bytes:
+        return sse.event(
+            "content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}
+        )
+
+    def _finish(self, out: list[bytes], finished: Finished) -> None:
+        if not self._answered:  # as the non-streamed answer: at least one text block
+            self._start(out, {"type": "text", "text": ""})
+        self._stop(out)
+        delta = {"stop_reason": stop_reason(finished), "stop_sequence": finished.stop_sequence}
+        out.append(
+            sse.event(
+                "message_delta",
+                {"type": "message_delta", "delta": delta, "usage": usage_object(finished.usage)},
+            )
+        )
+        out.append(sse.event("message_stop", {"type": "message_stop"}))
+
+
+# -- the routes --
+
+
+class _MessagesReply:
+    def __init__(self, thinking: bool) -> None:
+        self._thinking = thinking
+
+    def complete(self, request: Request, started: Started, answer: Gathered) -> HTTPResponse:
+        body = orjson.dumps(message_body(started, answer, self._thinking))
+        return HTTPResponse(body, content_type="application/json")
+
+    def stream(self, started: Started) -> MessagesStream:
+        return MessagesStream(started, self._thinking)
+
+
+async def _messages(request: Request) -> HTTPResponse | None:
+    parsed = parse_messages(request.body)
+    return await exchange.run(request, parsed.request, _MessagesReply(parsed.thinking))
+
+
+async def _count_tokens(request: Request) -> HTTPResponse:
+    """The prompt's length as /v1/messages would render it; no turn in the queue."""
+    req = parse_messages(request.body, count_only=True).request
+    tiers: TierTable = request.app.ctx.tiers
+    engine: exchange.EngineLike = request.app.ctx.engine
+    entry = tiers.resolve(req.model) if req.model else None
+    count = await engine.count_tokens(req, entry)
+    return HTTPResponse(orjson.dumps({"input_tokens": count}), content_type="application/json")
+
+
+def _mount(app: Any) -> None:
+    app.add_route(_messages, PATH, methods=["POST"], name="anthropic_messages")
+    app.add_route(_count_tokens, COUNT_PATH, methods=["POST"], name="anthropic_count_tokens")
+
+
+DIALECT = Dialect("anthropic", (PATH,), _mount, error_body)
