@@ -81,6 +81,7 @@ class FakeEngine:
         self.jobs: list[Job] = []  # in the order the engine thread ran them
         self.counted: list[tuple[GenerationRequest, ModelEntry | None]] = []  # count_tokens calls
         self._loaded = loaded
+        self._last = loaded
         self._lock = threading.Lock()
         self._queue: queue.Queue[Callable[[], None] | None] = queue.Queue()
         self._thread = threading.Thread(target=self._main, name="fake-engine", daemon=True)
@@ -90,6 +91,15 @@ class FakeEngine:
     def loaded(self) -> str | None:
         """The id of the "model in memory"."""
         return self._loaded
+
+    @property
+    def last_loaded(self) -> str | None:
+        """The "model in memory", else the one unload() freed."""
+        return self._loaded or self._last
+
+    def unload(self) -> None:
+        """What idle unload does: nothing in memory, the last model remembered."""
+        self._loaded = None
 
     @property
     def requests(self) -> list[GenerationRequest]:
@@ -128,9 +138,10 @@ class FakeEngine:
     async def count_tokens(self, request: GenerationRequest, entry: ModelEntry | None) -> int:
         """A stand-in token count (words of every message, 10 per tool offered), on the loop.
 
-        Like the real engine it never queues a job, and with nothing loaded or named it is 503.
+        Like the real engine it never queues a job, and with no model loaded, named or loaded
+        before (idle unload) it is 503.
         """
-        if entry is None and self._loaded is None:
+        if entry is None and self.last_loaded is None:
             raise NoModelLoaded()
         self.counted.append((request, entry))
         tools = request.tools if request.tool_choice.mode != "none" else ()
@@ -165,6 +176,9 @@ class FakeEngine:
             raise script.error_before_start
         if record.entry is not None:
             self._loaded = record.entry.id  # "switch" to the named model
+        elif self._loaded is None:
+            self._loaded = self._last  # reload the model idle unload freed, as Engine does
+        self._last = self._loaded
         if self._loaded is None:
             raise AssertionError("the app submitted a request with no model loaded or named")
         channel.put(Started(self._loaded, script.prompt_tokens, script.cached_tokens))

@@ -100,6 +100,10 @@ def start(home: Path, *flags: str, timeout: float = 120.0) -> Server:
     """Start `python -m tholos_mlx serve --home HOME --port P FLAGS...` and wait for /health."""
     from tholos_mlx.home import ensure_key
 
+    if "--disk-cache-gb" not in flags:
+        # Servers share the read-only demo home, and a prompt cache restored from an earlier
+        # test's server would change `cached_tokens`: tests of the disk cache opt in.
+        flags = (*flags, "--disk-cache-gb", "0")
     port = free_port()
     key = ensure_key(home)
     log = home.parent / f"serve-{home.name}-{port}.log"

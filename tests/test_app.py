@@ -173,12 +173,17 @@ def test_health_reports_status_loaded_model_and_queue(client: httpx.Client) -> N
     r = client.get("/health")
     assert r.status_code == 200
     assert r.headers["content-type"] == "application/json"
-    assert r.json() == {"status": "ok", "model": "alpha", "queue": 0}
+    assert r.json() == {"status": "ok", "model": "alpha", "last_model": "alpha", "queue": 0}
 
 
 def test_health_reports_no_model_as_null(tmp_path: Path) -> None:
     with live_server(tmp_path / "home", FakeEngine(loaded=None)) as s, s.client() as c:
-        assert c.get("/health").json() == {"status": "ok", "model": None, "queue": 0}
+        assert c.get("/health").json() == {
+            "status": "ok",
+            "model": None,
+            "last_model": None,
+            "queue": 0,
+        }
 
 
 def test_models_lists_every_installed_model_in_openai_shape(
@@ -701,7 +706,7 @@ def test_after_the_bad_input_table_the_server_still_answers(shared_server: LiveS
     with shared_server.client() as c:
         r = c.get("/health")
         assert r.status_code == 200
-        assert r.json() == {"status": "ok", "model": "alpha", "queue": 0}
+        assert r.json() == {"status": "ok", "model": "alpha", "last_model": "alpha", "queue": 0}
         assert c.post("/v1/chat/completions", json=HELLO).status_code == 200
 
 
@@ -850,6 +855,21 @@ def test_a_tier_name_resolves_to_its_first_model(server: LiveServer, client: htt
     assert client.get("/health").json()["model"] == "beta"
 
 
+def test_after_idle_unload_a_request_naming_no_model_goes_to_the_engine(tmp_path: Path) -> None:
+    with live_server(tmp_path / "home") as s, s.client() as c:
+        s.engine.unload()
+        health = c.get("/health").json()
+        assert (health["model"], health["last_model"]) == (None, "alpha")
+        count = c.post("/v1/messages/count_tokens", json={"messages": HELLO["messages"]})
+        assert count.status_code == 200, count.text  # counted with the last model, not a 503
+        r = c.post("/v1/chat/completions", json=HELLO)
+        assert r.status_code == 200, r.text  # not the 503 of a server that never had a model
+        assert r.json()["model"] == "alpha"
+        assert s.engine.entries == [None]  # the engine reloads the last model itself
+        health = c.get("/health").json()
+        assert (health["model"], health["last_model"]) == ("alpha", "alpha")
+
+
 def test_a_named_model_loads_even_when_nothing_is(tmp_path: Path) -> None:
     with live_server(tmp_path / "home", FakeEngine(loaded=None)) as s, s.client() as c:
         assert c.post("/v1/chat/completions", json=chat(model="gamma")).json()["model"] == "gamma"
@@ -972,7 +992,12 @@ def test_a_full_queue_answers_429_with_retry_after_at_once(tmp_path: Path) -> No
                 assert 1 <= int(r.headers["Retry-After"]) <= 60
                 assert took < WAIT_S / 2  # at once, not after a wait (generous bound)
                 # /health and /v1/models answer while the engine is busy
-                assert c.get("/health").json() == {"status": "ok", "model": "alpha", "queue": 1}
+                assert c.get("/health").json() == {
+                    "status": "ok",
+                    "model": "alpha",
+                    "last_model": "alpha",
+                    "queue": 1,
+                }
                 assert c.get("/v1/models").status_code == 200
         finally:
             hold.set()

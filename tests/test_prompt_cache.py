@@ -185,3 +185,25 @@ def test_clear_drops_everything() -> None:
     pc.clear()
     assert len(pc) == 0 and pc.nbytes == 0
     assert pc.take([1, 2, 3]) == (None, 0)
+
+
+def test_entries_lists_tokens_and_caches_least_recently_used_first() -> None:
+    pc = PromptCache(1000)
+    first, second = kv([1, 2]), kv([5, 6])
+    pc.put([1, 2], first)
+    pc.put([5, 6], second)
+    assert pc.entries() == [((1, 2), first), ((5, 6), second)]
+    pc.take([1, 2, 9])  # whole prefix: handed over and gone
+    assert pc.entries() == [((5, 6), second)]
+
+
+def test_shrink_evicts_least_recently_used_until_within_the_bytes() -> None:
+    pc = PromptCache(1000)
+    for start in (1, 10, 20):
+        pc.put([start, start + 1], kv([start, start + 1]))  # 100 bytes each
+    pc.shrink(250)
+    assert [t for t, _ in pc.entries()] == [(10, 11), (20, 21)]
+    pc.shrink(200)
+    assert len(pc) == 2  # already within: nothing goes
+    pc.shrink(-5)
+    assert len(pc) == 0

@@ -184,7 +184,9 @@ def _as_tholos(exc: Exception, settings: Settings) -> TholosError:
 
 async def _health(request: Request) -> HTTPResponse:
     ctx = request.app.ctx
-    return _json({"status": "ok", "model": ctx.engine.loaded, "queue": ctx.gate.waiting})
+    engine: EngineLike = ctx.engine
+    body = {"status": "ok", "model": engine.loaded, "last_model": engine.last_loaded}
+    return _json({**body, "queue": ctx.gate.waiting})
 
 
 def _model_object(entry: ModelEntry, loaded: str | None) -> dict[str, Any]:

@@ -257,7 +257,14 @@ def _serve(settings: Settings) -> int:
     log = logging.getLogger("tholos.serve")
     tiers = TierTable(settings.home)
     keys = KeyStore(settings.home)
-    engine = Engine(prompt_cache_mb=settings.prompt_cache_mb, log_prompts=settings.log_prompts)
+    engine = Engine(
+        prompt_cache_mb=settings.prompt_cache_mb,
+        log_prompts=settings.log_prompts,
+        idle_unload=settings.idle_unload,
+        memory_limit=round(settings.memory_limit * 2**30) if settings.memory_limit else None,
+        kv_bits=settings.kv_bits,
+        disk_cache=_disk_cache(settings),
+    )
     gate = Gate(max_queue=settings.max_queue, queue_timeout=settings.queue_timeout)
     _check_port(settings.port)  # fail in one line before loading anything
     engine.start()
@@ -300,6 +307,16 @@ def _serve(settings: Settings) -> int:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
+
+
+def _disk_cache(settings: Settings) -> Any:
+    """The disk prompt cache under THOLOS_HOME/cache/, or None with --disk-cache-gb 0."""
+    if settings.disk_cache_gb <= 0:
+        return None
+    from tholos_mlx.home import CACHE_DIR
+    from tholos_mlx.prompt_cache_disk import DiskCache
+
+    return DiskCache(settings.home / CACHE_DIR, round(settings.disk_cache_gb * 2**30))
 
 
 def _check_port(port: int) -> None:

@@ -34,22 +34,43 @@ from tholos_mlx.events import Delta, Event, Finished, FinishReason, Started
 from tholos_mlx.generation import AfterThinking, Constraint, generate
 from tholos_mlx.model_slot import Loaded, ModelSlot
 from tholos_mlx.prompt_cache import cache_tokens
+from tholos_mlx.prompt_cache_disk import DiskCache
 from tholos_mlx.request import GenerationRequest, Usage
 from tholos_mlx.tiers import ModelEntry
 
 log = logging.getLogger("tholos.engine")
 
+SHUTDOWN_WAIT_S = 15.0  # at SIGTERM: finish the running token, save the prompt cache, unload
+
 
 class Engine:
     """Owns MLX: every model, cache and generation call runs on its single thread."""
 
-    def __init__(self, *, prompt_cache_mb: int | None = None, log_prompts: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        prompt_cache_mb: int | None = None,
+        log_prompts: bool = False,
+        idle_unload: float = 0.0,
+        memory_limit: int | None = None,
+        kv_bits: int | None = None,
+        disk_cache: DiskCache | None = None,
+        slot: ModelSlot | None = None,
+    ) -> None:
         self._jobs: queue.Queue[Callable[[], None] | None] = queue.Queue()
         self._thread = threading.Thread(target=self._main, name="tholos-engine", daemon=True)
-        self._slot = ModelSlot(prompt_cache_mb=prompt_cache_mb)
+        self._slot = slot or ModelSlot(
+            prompt_cache_mb=prompt_cache_mb,
+            memory_limit=memory_limit,
+            kv_bits=kv_bits,
+            disk=disk_cache,
+        )
         self._current: Channel | None = None
         self._log_prompts = log_prompts
         self._stopping = False
+        self._idle_unload = idle_unload  # seconds; 0 never
+        self._idle_since = time.monotonic()  # when the last job ended
+        self._save_by: float | None = None  # the shutdown deadline for the disk prompt cache
         self._tokenizers: dict[Path, Any] = {}  # count_tokens for models not loaded, by folder
 
     # -- called from any thread --
@@ -57,6 +78,11 @@ class Engine:
     def loaded(self) -> str | None:
         """The id of the model in memory, if any."""
         return self._slot.loaded_id
+
+    @property
+    def last_loaded(self) -> str | None:
+        """The model in memory, else the one idle unload freed: a request naming none reloads it."""
+        return self._slot.last_id
 
     def start(self) -> None:
         """Start the engine thread."""
@@ -69,11 +95,14 @@ class Engine:
         if current is not None:
             current.cancel()
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Cancel the running generation, fail what is queued, and end the thread."""
+    def stop(self, timeout: float = SHUTDOWN_WAIT_S) -> None:
+        """Cancel the running generation, fail what is queued, save the prompt cache, end the thread."""
         self.begin_shutdown()
+        self._save_by = time.monotonic() + timeout * 0.8  # leave time to free the model
         self._jobs.put(None)
         self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.warning("the engine thread did not finish within %.0f s", timeout)
 
     def load(self, entry: ModelEntry) -> None:
         """Load a model on the engine thread and wait for it (startup's --model)."""
@@ -108,7 +137,7 @@ class Engine:
             finally:
                 self._current = None
                 channel.close()
-                loop.call_soon_threadsafe(on_done)
+                _call_soon(loop, on_done)
 
         self._jobs.put(job)
         return channel
@@ -121,7 +150,9 @@ class Engine:
         """
         loaded = self._slot.current
         if entry is None and loaded is None:
-            raise NoModelLoaded()
+            entry = self._slot.last  # idle unload freed it: count with its tokenizer
+            if entry is None:
+                raise NoModelLoaded()
         tools = request.tools if request.tool_choice.mode != "none" else ()
 
         def count() -> int:
@@ -148,20 +179,49 @@ class Engine:
     # -- the engine thread --
     def _main(self) -> None:
         while True:
-            job = self._jobs.get()
+            try:
+                job = self._jobs.get(timeout=self._idle_left())
+            except queue.Empty:  # nothing queued or running for --idle-unload seconds
+                self._unload_idle()
+                continue
             if job is None:
                 break
-            job()  # once stopping, a queued request fails fast with 503 and still reports done
+            try:
+                job()  # once stopping, a queued request fails fast with 503 and still reports done
+            except Exception as exc:  # e.g. the event loop closed under a job at shutdown
+                log.warning("engine job ended abnormally: %s", exc.__class__.__name__)
+            self._idle_since = time.monotonic()
+        self._slot.unload(self._save_by)
+
+    def _idle_left(self) -> float | None:
+        """Seconds until idle unload is due; None: wait for a job however long it takes."""
+        if self._idle_unload <= 0 or self._slot.current is None or self._stopping:
+            return None
+        return max(0.0, self._idle_since + self._idle_unload - time.monotonic())
+
+    def _unload_idle(self) -> None:
+        """Free the model after --idle-unload: its prompt cache goes to disk, memory back to the OS."""
+        if self._slot.current is None or self._stopping:
+            return
+        log.info("idle for %.0f s", self._idle_unload)
         self._slot.unload()
+
+    def _model_for(self, entry: ModelEntry | None) -> Loaded:
+        """The named model, else the loaded one, else the last one (idle unload freed it)."""
+        if entry is not None:
+            return self._slot.switch(entry)
+        if self._slot.current is not None:
+            return self._slot.current
+        if self._slot.last is not None:
+            return self._slot.switch(self._slot.last)
+        raise NoModelLoaded()
 
     def _run(self, request: GenerationRequest, entry: ModelEntry | None, channel: Channel) -> None:
         if self._stopping:
             raise ServiceUnavailable("The server is shutting down.", retry_after=5)
         if channel.cancelled:
             return
-        loaded = self._slot.switch(entry) if entry is not None else self._slot.current
-        if loaded is None:
-            raise NoModelLoaded()
+        loaded = self._model_for(entry)
         tools = request.tools if request.tool_choice.mode != "none" else ()
         prompt = prompt_ids(loaded.tokenizer, request.messages, tools, loaded.tools)
         room = loaded.context - len(prompt)
@@ -171,7 +231,7 @@ class Engine:
                 f"take {len(prompt)}. Shorten them.",
                 param="messages",
             )
-        max_tokens = room if request.max_tokens is None else min(request.max_tokens, room)
+        max_tokens = self._slot.answer_tokens(loaded, len(prompt), request.max_tokens, room)
         constraint = _constraint(loaded, request)  # a schema it cannot compile is a 400, here
         if constraint is not None and _opens_thinking(loaded, prompt):
             constraint = AfterThinking(constraint, loaded.tokenizer.think_end_tokens)
@@ -226,6 +286,7 @@ class Engine:
                 constraint=constraint,
                 cancelled=lambda: channel.cancelled,
                 prefill=loaded.prefill,
+                kv_bits=self._slot.kv_bits,
             )
         finally:
             if gen is not None and cache_tokens(cache) == len(gen.cache_tokens):
@@ -252,6 +313,14 @@ class Engine:
         if self._log_prompts:
             log.info("answer: %r", "".join(answer))
         channel.put(Finished(finish, usage, splitter.stop_sequence))
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
+    """Run callback on the loop; at shutdown the loop may be closed already: nobody waits then."""
+    try:
+        loop.call_soon_threadsafe(callback)
+    except RuntimeError:
+        pass
 
 
 def _markers(loaded: Loaded, request: GenerationRequest, prompt: list[int]) -> Markers:

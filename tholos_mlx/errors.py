@@ -50,6 +50,12 @@ class ContextLengthExceeded(InvalidRequest):
     code = "context_length_exceeded"
 
 
+class InsufficientMemory(InvalidRequest):
+    """The weights plus this request's KV cache would not fit the memory limit (400)."""
+
+    code = "insufficient_memory"
+
+
 class Unsupported(InvalidRequest):
     """A field that would change the answer's shape and that we do not support (400)."""
 

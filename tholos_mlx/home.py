@@ -16,6 +16,7 @@ TIERS_FILE = "tiers.toml"
 CONFIG_FILE = "config.toml"
 LOGS_DIR = "logs"
 CACHE_DIR = "cache"  # the disk prompt cache: cache/ID/
+CACHE_DIR = "cache"  # the disk prompt cache: cache/ID/
 IMPORT_MARKER = "tholos_import.json"  # in a model folder import-gguf made: its provenance
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,9 +21,10 @@ from mlx_lm import load as mlx_load
 from tholos_mlx import machine
 from tholos_mlx.chat_prompt import ToolFormat, tool_format
 from tholos_mlx.detokenize import DetokenizerFactory
-from tholos_mlx.errors import ServiceUnavailable
+from tholos_mlx.errors import InsufficientMemory, ServiceUnavailable
 from tholos_mlx.generation import Prefill
 from tholos_mlx.prompt_cache import PromptCache
+from tholos_mlx.prompt_cache_disk import DiskCache, fingerprint
 from tholos_mlx.tiers import ModelEntry
 
 log = logging.getLogger("tholos.model")
@@ -39,18 +41,41 @@ def weights_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.glob("*.safetensors"))
 
 
+def _device_info() -> dict[str, Any]:
+    """MLX's device facts: mx.device_info(), else (older MLX on a Mac) mx.metal.device_info()."""
+    getters = [getattr(mx, "device_info", None)]
+    metal = getattr(mx, "metal", None)
+    if metal is not None and metal.is_available():
+        getters.append(getattr(metal, "device_info", None))
+    for get in getters:
+        if get is None:
+            continue
+        try:
+            info = dict(get())
+        except Exception:  # an MLX without it, or a backend that cannot say
+            continue
+        if any(isinstance(info.get(k), int) for k in _LIMIT_KEYS):
+            return info
+    return {}
+
+
+_LIMIT_KEYS = ("max_recommended_working_set_size", "memory_size")
+
+
 def memory_limit_bytes() -> int:
     """The memory MLX may use: Metal's recommended working set on a Mac, RAM elsewhere."""
-    info: dict[str, Any] = {}
-    try:
-        info = dict(mx.device_info())
-    except Exception:  # older MLX: no device_info
-        pass
-    for key in ("max_recommended_working_set_size", "memory_size"):
+    info = _device_info()
+    for key in _LIMIT_KEYS:
         value = info.get(key)
         if isinstance(value, int) and value > 0:
             return value
     return machine.total_memory_bytes()
+
+
+def mlx_memory() -> str:
+    """MLX's own memory figures for the log: on a Mac, Metal buffers do not show in RSS."""
+    active, peak = mx.get_active_memory() / _MB, mx.get_peak_memory() / _MB
+    return f"MLX memory active {active:.0f} MiB, peak {peak:.0f} MiB"
 
 
 def default_cache_budget(weights: int, limit: int) -> int:
@@ -58,17 +83,107 @@ def default_cache_budget(weights: int, limit: int) -> int:
     return min(max(CACHE_FLOOR, weights), max(limit // CACHE_SHARE_OF_MEMORY, 64 * _MB))
 
 
-def context_length(folder: Path) -> int:
-    """The model's context window from config.json, or DEFAULT_CONTEXT."""
+def read_config(folder: Path) -> dict[str, Any]:
+    """The model's config.json, or {} when it cannot be read."""
     try:
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return DEFAULT_CONTEXT
-    for key in ("max_position_embeddings", "max_sequence_length", "n_positions", "seq_length"):
-        value = config.get(key) or (config.get("text_config") or {}).get(key)
-        if isinstance(value, int) and value > 0:
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
+def _text_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The language model's fields: a multimodal config nests them in text_config."""
+    nested = config.get("text_config")
+    return {**config, **nested} if isinstance(nested, dict) else config
+
+
+def _first_int(config: dict[str, Any], *keys: str) -> int | None:
+    for key in keys:
+        value = config.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
             return value
-    return DEFAULT_CONTEXT
+    return None
+
+
+def context_length(folder: Path) -> int:
+    """The model's context window from config.json, or DEFAULT_CONTEXT."""
+    config = _text_config(read_config(folder))
+    found = _first_int(
+        config, "max_position_embeddings", "max_sequence_length", "n_positions", "seq_length"
+    )
+    return found or DEFAULT_CONTEXT
+
+
+# -- the memory guard: weights + KV cache against the limit --
+
+KV_GROUP_SIZE = 64  # generation.py quantizes the KV cache in groups of 64 (--kv-bits)
+KV_SLACK_TOKENS = 256  # MLX grows a KV cache 256 tokens at a time: the last step's spare room
+# A config without layer or head counts: assume a large model with full multi-head attention.
+FALLBACK_LAYERS = 80
+FALLBACK_WIDTH = 8192
+
+
+def kv_bytes_per_token(config: dict[str, Any], dtype_bytes: int, kv_bits: int | None) -> int:
+    """KV cache bytes per token: 2 (K and V) x layers x KV heads x head dim x element size.
+
+    A quantized element (--kv-bits) is bits/8 plus a scale and a bias per group of 64.
+    """
+    c = _text_config(config)
+    layers = _first_int(c, "num_hidden_layers", "n_layer", "num_layers", "n_layers")
+    heads = _first_int(c, "num_attention_heads", "n_head", "num_heads")
+    kv_heads = _first_int(c, "num_key_value_heads", "n_head_kv", "num_kv_heads") or heads
+    hidden = _first_int(c, "hidden_size", "n_embd", "d_model", "dim")
+    head_dim = _first_int(c, "head_dim") or (hidden // heads if hidden and heads else None)
+    if layers and kv_heads and head_dim:
+        width = kv_heads * head_dim
+    else:
+        layers, width = layers or FALLBACK_LAYERS, hidden or FALLBACK_WIDTH
+    element = float(dtype_bytes)
+    if kv_bits is not None:
+        element = kv_bits / 8 + 2 * dtype_bytes / KV_GROUP_SIZE
+    return math.ceil(2 * layers * width * element)
+
+
+def widest_float_bytes(model: Any) -> int:
+    """Bytes of the widest float type among the weights: activations, and so the KV cache, take it.
+
+    (A model with float16 weights but float32 norms computes, and caches, in float32.)
+    """
+    from mlx.utils import tree_flatten
+
+    params: Any = tree_flatten(model.parameters())
+    sizes = [
+        int(v.dtype.size)
+        for _, v in params
+        if isinstance(v, mx.array) and mx.issubdtype(v.dtype, mx.floating)
+    ]
+    return max(sizes, default=2)
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """What a loaded model needs in memory per request, against the limit."""
+
+    weights: int
+    per_token: int
+    limit: int
+
+    def need(self, tokens: int) -> int:
+        """Bytes for the weights and a KV cache holding `tokens` tokens."""
+        return self.weights + self.kv(tokens)
+
+    def kv(self, tokens: int) -> int:
+        """Bytes of a KV cache holding `tokens` tokens, with MLX's spare room."""
+        return self.per_token * (tokens + KV_SLACK_TOKENS)
+
+    def most_tokens(self) -> int:
+        """The most tokens (prompt and answer) a KV cache may hold within the limit."""
+        return (self.limit - self.weights) // max(self.per_token, 1) - KV_SLACK_TOKENS
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.2f} GiB"
 
 
 def precheck(folder: Path) -> None:
@@ -96,21 +211,44 @@ class Loaded:
     tools: ToolFormat
     prefill: Prefill = field(default_factory=Prefill)
     grammars: Any = None  # constrain.Grammars, made on first use (it reads the whole vocabulary)
+    kv_per_token: int = 0  # KV cache bytes per token (kv_bytes_per_token)
+    fingerprint: str | None = None  # of the weights, for the disk prompt cache (when it is on)
 
 
 class ModelSlot:
-    """Holds at most one loaded model and the prompt cache that belongs to it."""
+    """Holds at most one loaded model, the prompt cache that belongs to it, and its memory guard."""
 
-    def __init__(self, *, prompt_cache_mb: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        prompt_cache_mb: int | None = None,
+        memory_limit: int | None = None,
+        kv_bits: int | None = None,
+        disk: DiskCache | None = None,
+    ) -> None:
         self.current: Loaded | None = None
+        self.last: ModelEntry | None = None  # the model loaded most recently, kept after unload
         self.cache = PromptCache(0)
+        self.kv_bits = kv_bits
         self._prompt_cache_mb = prompt_cache_mb
+        self._memory_limit = memory_limit
+        self._disk = disk
 
     @property
     def loaded_id(self) -> str | None:
         """The id of the model in memory, if any."""
         current = self.current
         return current.entry.id if current else None
+
+    @property
+    def last_id(self) -> str | None:
+        """The id of the model in memory, else of the one loaded last; None if none ever was."""
+        current, last = self.current, self.last
+        return current.entry.id if current else (last.id if last else None)
+
+    def limit(self) -> int:
+        """Bytes the weights and KV cache may use: --memory-limit, else what MLX reports."""
+        return self._memory_limit or memory_limit_bytes()
 
     def switch(self, entry: ModelEntry) -> Loaded:
         """Make `entry` the loaded model, freeing the old one first; on failure reload the old one."""
@@ -119,11 +257,11 @@ class ModelSlot:
             current.entry = entry  # a new tier in tiers.toml needs no reload
             return current
         need = weights_bytes(entry.path)
-        limit = memory_limit_bytes()
+        limit = self.limit()
         if limit and need > limit:
             raise ServiceUnavailable(
-                f"Model `{entry.id}` needs {need / 2**30:.1f} GiB for its weights, more than the "
-                f"{limit / 2**30:.1f} GiB MLX can use on this machine.",
+                f"Model `{entry.id}` needs {_gib(need)} for its weights, more than the "
+                f"{_gib(limit)} {self._limit_name()}.",
                 code="model_too_large",
             )
         try:
@@ -150,15 +288,58 @@ class ModelSlot:
                 code="model_load_failed",
             ) from None
 
-    def unload(self) -> None:
-        """Free the model, its caches and MLX's buffer cache."""
-        if self.current is None:
+    def answer_tokens(self, loaded: Loaded, prompt: int, asked: int | None, room: int) -> int:
+        """The max_tokens a request may have: as asked if it fits, a default clamped to what fits.
+
+        The reservation is the weights + the KV cache for prompt and answer + the prompt cache
+        held; raises InsufficientMemory when it cannot fit even with the prompt cache emptied
+        (on Metal, running out would abort the process instead of raising).
+        """
+        plan = MemoryPlan(loaded.weights_bytes, loaded.kv_per_token, self.limit())
+        fits = plan.most_tokens() - prompt  # answer tokens that fit with the prompt cache emptied
+        if asked is None:
+            # Beside the prompt cache as it is, unless that leaves nothing.
+            beside = fits - math.ceil(self.cache.nbytes / max(plan.per_token, 1))
+            want = min(room, beside if beside >= 1 else fits)
+        else:
+            want = min(asked, room)
+        if 1 <= want <= fits:
+            self.cache.shrink(plan.limit - plan.need(prompt + want))
+            return want
+        tokens = prompt + max(want, 1)
+        hint = (
+            f"Ask for at most {fits} tokens in max_tokens."
+            if asked is not None and fits >= 1
+            else "Shorten the messages."
+        )
+        raise InsufficientMemory(
+            f"This request needs about {_gib(plan.need(tokens))} (weights "
+            f"{_gib(plan.weights)} + KV cache for {tokens} tokens {_gib(plan.kv(tokens))}), "
+            f"more than the {_gib(plan.limit)} {self._limit_name()}. {hint}",
+            param="max_tokens" if asked is not None and fits >= 1 else "messages",
+        )
+
+    def unload(self, deadline: float | None = None) -> None:
+        """Save the prompt cache to disk, then free the model, its caches and MLX's buffer cache."""
+        current = self.current
+        if current is None:
             return
-        log.info("unloading %s", self.current.entry.id)
+        if self._disk is not None and current.fingerprint is not None:
+            entries = self.cache.entries()
+            self._disk.save(current.entry.id, current.fingerprint, entries, deadline)
+            del entries
+        model_id = current.entry.id
+        del current
         self.current = None
         self.cache = PromptCache(0)
         gc.collect()
         mx.clear_cache()  # else MLX keeps the freed buffers (mlx-lm issue 1757)
+        log.info("unloaded %s; %s", model_id, mlx_memory())
+
+    def _limit_name(self) -> str:
+        if self._memory_limit:
+            return "memory limit (--memory-limit)"
+        return "memory MLX can use on this machine"
 
     def _load(self, entry: ModelEntry) -> Loaded:
         started = time.perf_counter()
@@ -172,19 +353,38 @@ class ModelSlot:
             weights_bytes=size,
             detokenizers=DetokenizerFactory(tokenizer),
             tools=tool_format(tokenizer),
+            kv_per_token=kv_bytes_per_token(
+                read_config(entry.path), widest_float_bytes(model), self.kv_bits
+            ),
         )
         self.current = loaded
+        self.last = entry
         if self._prompt_cache_mb is None:
-            budget = default_cache_budget(size, memory_limit_bytes())
+            budget = default_cache_budget(size, self.limit())
         else:
             budget = self._prompt_cache_mb * _MB
         self.cache = PromptCache(budget)
+        if self._disk is not None and budget > 0:
+            self._restore(loaded, budget)
         log.info(
-            "loaded %s (%.0f MiB, context %d) in %.1f s; prompt cache %d MiB",
+            "loaded %s (%.0f MiB, context %d) in %.1f s; prompt cache %d MiB; KV cache %s; %s",
             entry.id,
             size / _MB,
             loaded.context,
             time.perf_counter() - started,
             budget // _MB,
+            f"{self.kv_bits}-bit" if self.kv_bits else "unquantized",
+            mlx_memory(),
         )
         return loaded
+
+    def _restore(self, loaded: Loaded, budget: int) -> None:
+        """Read the disk prompt cache of these exact weights back into memory."""
+        assert self._disk is not None
+        try:
+            loaded.fingerprint = fingerprint(loaded.entry.path, self.kv_bits)
+        except OSError as exc:
+            log.warning("%s: no disk prompt cache: %s", loaded.entry.id, exc.strerror)
+            return
+        for tokens, cache in self._disk.restore(loaded.entry.id, loaded.fingerprint, budget):
+            self.cache.put(tokens, cache)

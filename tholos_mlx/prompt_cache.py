@@ -53,6 +53,17 @@ class PromptCache:
         """Bytes held by every entry together."""
         return sum(e.nbytes for e in self._entries.values())
 
+    def entries(self) -> list[tuple[tuple[int, ...], list[Any]]]:
+        """Every entry's tokens and cache, least recently used first (for the disk cache)."""
+        return [(e.tokens, e.cache) for e in self._entries.values()]
+
+    def shrink(self, max_bytes: int) -> None:
+        """Evict least recently used entries until they hold at most max_bytes (memory guard)."""
+        total = self.nbytes
+        while total > max(max_bytes, 0) and self._entries:
+            _, old = self._entries.popitem(last=False)
+            total -= old.nbytes
+
     def clear(self) -> None:
         """Drop every entry (on model switch): their arrays are freed with them."""
         self._entries.clear()

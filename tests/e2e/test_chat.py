@@ -40,7 +40,7 @@ def test_health_reports_the_loaded_model_and_an_empty_queue(served: srv.Server) 
     with served.client() as c:
         r = c.get("/health")
     assert r.status_code == 200
-    assert r.json() == {"status": "ok", "model": DEMO_ID, "queue": 0}
+    assert r.json() == {"status": "ok", "model": DEMO_ID, "last_model": DEMO_ID, "queue": 0}
 
 
 def test_models_lists_the_demo_model_with_its_tier_and_loaded_flag(sdk: openai.OpenAI) -> None:

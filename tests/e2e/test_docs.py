@@ -100,7 +100,12 @@ def shell_key_cli_prints_the_same_key(c: Ctx) -> None:
 
 def curl_health_says_ok_with_the_model(c: Ctx) -> None:
     out = c.run.run("curl-health").ok()
-    assert json.loads(out.stdout) == {"status": "ok", "model": DEMO_ID, "queue": 0}
+    assert json.loads(out.stdout) == {
+        "status": "ok",
+        "model": DEMO_ID,
+        "last_model": DEMO_ID,
+        "queue": 0,
+    }
 
 
 def curl_json_prints_the_answer_picked_from_the_json(c: Ctx) -> None:

@@ -1,4 +1,7 @@
-"""The engine with the real demo model, in a child process: model switching frees memory first."""
+"""The engine with the real demo model, in a child process: model switching frees memory first.
+
+Memory is MLX's own count (mx.get_active_memory / get_peak_memory), reported beside RSS.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ SWITCH = textwrap.dedent(
     from pathlib import Path
     import mlx.core as mx
     from tholos_mlx.engine import Engine
+    from tholos_mlx.machine import rss_bytes
     from tholos_mlx.model_slot import weights_bytes
     from tholos_mlx.tiers import ModelEntry
 
@@ -26,7 +30,7 @@ SWITCH = textwrap.dedent(
     engine = Engine(prompt_cache_mb=0)
     engine.start()
     engine.load(a)
-    before = mx.get_active_memory()
+    before, rss_before = mx.get_active_memory(), rss_bytes()
     mx.reset_peak_memory()
     engine.load(b)
     out = {
@@ -35,6 +39,9 @@ SWITCH = textwrap.dedent(
         "active_before": before,
         "peak_during_switch": mx.get_peak_memory(),
         "active_after": mx.get_active_memory(),
+        # RSS beside MLX's own figures: on a Mac, Metal buffers do not show in RSS.
+        "rss_before": rss_before,
+        "rss_after": rss_bytes(),
     }
     engine.stop()
     print(json.dumps(out), flush=True)

@@ -29,6 +29,11 @@ class EngineLike(Protocol):
     @property
     def loaded(self) -> str | None: ...
 
+    @property
+    def last_loaded(self) -> str | None:
+        """The model in memory, else the one loaded last (idle unload); None if none ever was."""
+        ...
+
     def submit(
         self, request: GenerationRequest, entry: ModelEntry | None, on_done: Callable[[], None]
     ) -> Channel: ...
@@ -73,8 +78,8 @@ async def run(request: Request, req: GenerationRequest, reply: Reply) -> HTTPRes
     gate: Gate = ctx.gate
     tiers: TierTable = ctx.tiers
     entry = tiers.resolve(req.model) if req.model else None
-    if entry is None and engine.loaded is None:
-        raise NoModelLoaded()
+    if entry is None and engine.last_loaded is None:
+        raise NoModelLoaded()  # never had a model; after idle unload the engine reloads the last
     turn = await gate.acquire()
     try:
         channel = engine.submit(req, entry, turn.release)

@@ -96,6 +96,11 @@ class FakeEngine:
         """The mode last asked for, as the loaded model id."""
         return self._loaded
 
+    @property
+    def last_loaded(self) -> str | None:
+        """Never unloaded: the same as loaded."""
+        return self._loaded
+
     def submit(
         self, request: ChatRequest, entry: ModelEntry | None, on_done: Callable[[], None]
     ) -> Channel:

@@ -1,0 +1,181 @@
+"""Unit tests of the memory guard in tholos_mlx.model_slot: the estimate, the limit, the clamp."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import mlx.core as mx
+import pytest
+
+from tholos_mlx import machine, model_slot
+from tholos_mlx.errors import InsufficientMemory, ServiceUnavailable
+from tholos_mlx.model_slot import (
+    FALLBACK_LAYERS,
+    FALLBACK_WIDTH,
+    KV_SLACK_TOKENS,
+    Loaded,
+    ModelSlot,
+    kv_bytes_per_token,
+    widest_float_bytes,
+)
+from tholos_mlx.prompt_cache import PromptCache
+from tholos_mlx.tiers import ModelEntry
+
+# SmolLM2-135M, the demo model: 30 layers, 3 KV heads of 64.
+DEMO = {"num_hidden_layers": 30, "num_attention_heads": 9, "num_key_value_heads": 3, "head_dim": 64}
+GIB = 2**30
+
+
+def test_kv_bytes_per_token_is_k_and_v_for_each_layer_and_kv_head() -> None:
+    assert kv_bytes_per_token(DEMO, 2, None) == 2 * 30 * 3 * 64 * 2
+    assert kv_bytes_per_token(DEMO, 4, None) == 2 * 30 * 3 * 64 * 4
+
+
+def test_quantized_kv_is_bits_over_8_plus_a_scale_and_bias_per_group_of_64() -> None:
+    assert kv_bytes_per_token(DEMO, 2, 8) == 2 * 30 * 3 * 64 * (1 + 4 / 64)
+    assert kv_bytes_per_token(DEMO, 2, 4) == 2 * 30 * 3 * 64 * (0.5 + 4 / 64)
+
+
+def test_head_dim_defaults_to_hidden_over_heads_and_kv_heads_to_heads() -> None:
+    config = {"num_hidden_layers": 2, "num_attention_heads": 4, "hidden_size": 256}
+    assert kv_bytes_per_token(config, 2, None) == 2 * 2 * 4 * 64 * 2
+
+
+def test_a_multimodal_config_is_read_from_its_text_config() -> None:
+    config = {"model_type": "vlm", "vision_config": {"hidden_size": 9999}, "text_config": DEMO}
+    assert kv_bytes_per_token(config, 2, None) == kv_bytes_per_token(DEMO, 2, None)
+
+
+def test_a_config_without_layer_or_head_counts_assumes_a_large_model() -> None:
+    assert kv_bytes_per_token({}, 2, None) == 2 * FALLBACK_LAYERS * FALLBACK_WIDTH * 2
+    no_heads = {"num_hidden_layers": 4, "hidden_size": 128}
+    assert kv_bytes_per_token(no_heads, 2, None) == 2 * 4 * 128 * 2
+
+
+class Params:
+    """What widest_float_bytes reads of a model: parameters(), a tree of arrays."""
+
+    def __init__(self, tree: dict[str, Any]) -> None:
+        self.tree = tree
+
+    def parameters(self) -> dict[str, Any]:
+        return self.tree
+
+
+def test_the_kv_element_size_is_the_widest_float_among_the_weights() -> None:
+    half = {"proj": {"weight": mx.zeros((4, 4), dtype=mx.float16)}}
+    assert widest_float_bytes(Params(half)) == 2
+    norms = {**half, "layers": [{"norm": {"weight": mx.zeros((4,), dtype=mx.float32)}}]}
+    assert widest_float_bytes(Params(norms)) == 4  # as in the demo model
+    quantized = {
+        "weight": mx.zeros((4, 1), dtype=mx.uint32),
+        "scales": mx.zeros((4, 1), dtype=mx.bfloat16),
+    }
+    assert widest_float_bytes(Params(quantized)) == 2  # the scales; packed weights are integers
+
+
+# -- the guard: ModelSlot.answer_tokens --
+
+WEIGHTS = 1000 * 1000
+PER_TOKEN = 1000
+CONTEXT = 4096
+
+
+def loaded() -> Loaded:
+    entry = ModelEntry("m", "fast", Path("/nonexistent"))
+    return Loaded(entry, None, None, CONTEXT, WEIGHTS, Any, Any, kv_per_token=PER_TOKEN)  # type: ignore[arg-type]
+
+
+def slot_fitting(tokens: int) -> ModelSlot:
+    """A slot whose limit holds the weights and a KV cache of exactly `tokens` tokens."""
+    return ModelSlot(memory_limit=WEIGHTS + PER_TOKEN * (tokens + KV_SLACK_TOKENS))
+
+
+def test_an_asked_max_tokens_that_fits_is_kept() -> None:
+    assert slot_fitting(1000).answer_tokens(loaded(), 100, 900, CONTEXT - 100) == 900
+
+
+def test_an_asked_max_tokens_that_cannot_fit_is_insufficient_memory_naming_the_numbers() -> None:
+    with pytest.raises(InsufficientMemory) as caught:
+        slot_fitting(1000).answer_tokens(loaded(), 100, 901, CONTEXT - 100)
+    err = caught.value
+    assert (err.status, err.type, err.code, err.param) == (
+        400,
+        "invalid_request_error",
+        "insufficient_memory",
+        "max_tokens",
+    )
+    need = WEIGHTS + PER_TOKEN * (1001 + KV_SLACK_TOKENS)
+    limit = WEIGHTS + PER_TOKEN * (1000 + KV_SLACK_TOKENS)
+    assert f"{need / GIB:.2f} GiB" in err.message and f"{limit / GIB:.2f} GiB" in err.message
+    assert "1001 tokens" in err.message and "at most 900" in err.message
+    assert "--memory-limit" in err.message
+
+
+def test_an_asked_max_tokens_beyond_the_context_is_cut_to_the_context_first() -> None:
+    assert slot_fitting(CONTEXT).answer_tokens(loaded(), 96, 100_000, CONTEXT - 96) == 4000
+
+
+def test_a_default_max_tokens_is_clamped_to_what_fits() -> None:
+    assert slot_fitting(1000).answer_tokens(loaded(), 100, None, CONTEXT - 100) == 900
+    assert slot_fitting(10_000).answer_tokens(loaded(), 100, None, CONTEXT - 100) == CONTEXT - 100
+
+
+def test_a_prompt_that_alone_cannot_fit_is_refused_even_with_a_default() -> None:
+    with pytest.raises(InsufficientMemory) as caught:
+        slot_fitting(100).answer_tokens(loaded(), 100, None, CONTEXT - 100)
+    assert caught.value.param == "messages"
+    assert "Shorten the messages" in caught.value.message
+
+
+class Layer:
+    """A prompt cache layer as PromptCache sees it."""
+
+    def __init__(self, nbytes: int) -> None:
+        self.offset, self.nbytes = 1, nbytes
+
+
+def test_a_default_leaves_the_prompt_cache_alone_and_an_asked_one_evicts_what_it_needs() -> None:
+    slot = slot_fitting(1000)
+    slot.cache = PromptCache(10**9)
+    for start in (1, 10, 20):
+        slot.cache.put([start, start + 1], [Layer(100 * PER_TOKEN)])
+    assert slot.answer_tokens(loaded(), 100, None, CONTEXT - 100) == 600  # beside 300 tokens' worth
+    assert len(slot.cache) == 3
+    assert slot.answer_tokens(loaded(), 100, 750, CONTEXT - 100) == 750
+    assert len(slot.cache) == 1  # the two least recently used went to make room
+
+
+def test_a_model_above_the_limit_is_refused_unless_memory_limit_allows_it(tmp_path: Path) -> None:
+    folder = tmp_path / "big"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"\0" * 4096)
+    (folder / "config.json").write_text("{}")
+    entry = ModelEntry("big", "fast", folder)
+    with pytest.raises(ServiceUnavailable) as caught:
+        ModelSlot(memory_limit=4000).switch(entry)
+    assert caught.value.code == "model_too_large"
+    assert "--memory-limit" in caught.value.message
+    with pytest.raises(ServiceUnavailable) as caught:
+        ModelSlot(memory_limit=GIB).switch(entry)
+    assert caught.value.code == "model_load_failed"  # past the size check: no tokenizer here
+
+
+def test_the_limit_falls_back_to_metal_device_info_then_to_ram(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    metal = SimpleNamespace(
+        is_available=lambda: True,
+        device_info=lambda: {"max_recommended_working_set_size": 12 * GIB, "memory_size": 16 * GIB},
+    )
+    old_mlx = SimpleNamespace(metal=metal)  # no mx.device_info
+    monkeypatch.setattr(model_slot, "mx", old_mlx)
+    assert model_slot.memory_limit_bytes() == 12 * GIB
+    assert ModelSlot().limit() == 12 * GIB
+    assert ModelSlot(memory_limit=40 * GIB).limit() == 40 * GIB
+    cpu = SimpleNamespace(device_info=lambda: {"device_name": "cpu"}, metal=None)
+    monkeypatch.setattr(model_slot, "mx", cpu)
+    monkeypatch.setattr(machine, "total_memory_bytes", lambda: 7 * GIB)
+    assert model_slot.memory_limit_bytes() == 7 * GIB
