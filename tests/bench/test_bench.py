@@ -184,3 +184,46 @@ def test_result_files_are_named_by_date_and_chip() -> None:
     )
     result = {"date": "2026-03-01T10:15:00+00:00", "machine": {"chip": "Apple M2"}}
     assert bench_report.stem(result) == "20260301-101500-apple-m2"
+
+
+@pytest.mark.e2e
+def test_structured_output_times_the_schema_answer_with_and_without_the_grammar(
+    demo_home: Path, tmp_path: Path, cli: CLI
+) -> None:
+    out = cli(
+        "bench", "--home", demo_home, "--structured", "--runs", "2", "--warmup", "0",
+        "--out", tmp_path, timeout=600,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    result, files = results.read(tmp_path)
+    assert result["compare"] is None and result["ceiling"] is None
+    so = result["structured_output"]
+    assert set(so) == {
+        "max_tokens", "keys", "constrained", "prompted", "complete_ratio", "decode_ratio", "targets",
+    }  # fmt: skip
+    assert so["keys"] == 4 and so["max_tokens"] == 64
+    for side in ("constrained", "prompted"):
+        figures = so[side]
+        assert set(figures) == {"complete_s", "per_token_s", "completion_tokens", "valid", "runs"}
+        assert figures["runs"] == 2 and len(figures["completion_tokens"]) == 2
+        results.is_stat(figures["complete_s"])
+        assert 0 <= figures["valid"] <= 2
+    # The grammar's guarantee, not a speed: every constrained answer parses with the schema's keys.
+    assert so["constrained"]["valid"] == 2
+    for name in ("complete_ratio", "decode_ratio"):
+        assert so[name]["value"] is None or so[name]["value"] > 0
+    assert so["targets"] == {"complete_ratio_below": 1.0, "decode_ratio_at_least": 0.95}
+    assert "structured output:" in out.stdout
+    assert "## Structured output" in results.markdown(files)
+
+
+def test_the_structured_case_checks_answers_by_the_schemas_keys_and_types() -> None:
+    from tholos_mlx.bench import structured
+
+    good = '{"city":"Paris","country":"France","population_millions":2,"is_capital":true}'
+    assert structured.valid(good)
+    assert not structured.valid(good.replace("2", "true"))  # a bool is not an integer
+    assert not structured.valid('{"city":"Paris"}')
+    assert not structured.valid("Paris is the capital")
+    assert "response_format" in structured.payload("m", [], "constrained")
+    assert "response_format" not in structured.payload("m", [], "prompted")

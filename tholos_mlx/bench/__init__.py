@@ -108,6 +108,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="TTFT of requests sharing a long system prompt, cold then warm (prompt cache on)",
     )
     p.add_argument(
+        "--structured",
+        action="store_true",
+        help="seconds to a complete JSON-schema answer, constrained beside only prompted",
+    )
+    p.add_argument(
         "--prompt-tokens",
         type=_sizes,
         default=[32, 512, 2048],
@@ -221,11 +226,12 @@ def command(args: argparse.Namespace, home: Path) -> int:
     """Run the chosen cases, print their headline figures, write the result files."""
     peer = _peer(args)
     args.compare = args.compare or peer is not None  # a peer is a side of the comparison
-    if not (args.compare or args.ceiling or args.cached_prefix):
+    if not (args.compare or args.ceiling or args.cached_prefix or args.structured):
         args.compare = True
     if args.synthetic and args.synthetic not in SHAPES:
         raise UsageError(f"--synthetic {args.synthetic}: choose one of {', '.join(SHAPES)}")
-    entry = _model(home, args.model) if (args.compare or args.cached_prefix) else None
+    wants_model = args.compare or args.cached_prefix or args.structured
+    entry = _model(home, args.model) if wants_model else None
     from tholos_mlx.bench import cached, compare, raw, report  # MLX loads here, not at parse time
 
     result: dict[str, Any] = {
@@ -233,8 +239,6 @@ def command(args: argparse.Namespace, home: Path) -> int:
         **report.environment(raw.device()),
     }
     result["compare"] = result["cached_prefix"] = result["ceiling"] = None
-    # Filled by the structured-output work: seconds to a complete schema answer, constrained
-    # vs unconstrained-but-prompted (see benchmarks/README.md); None until that case exists.
     result["structured_output"] = None
     with tempfile.TemporaryDirectory(prefix="tholos-bench-") as tmp:
         logs = Path(tmp)
@@ -246,6 +250,10 @@ def command(args: argparse.Namespace, home: Path) -> int:
                 result["compare"] = compare.compare(args, home, entry, logs, peer)
             if args.cached_prefix and entry:
                 result["cached_prefix"] = cached.cached_prefix(args, home, entry, logs)
+            if args.structured and entry:
+                from tholos_mlx.bench import structured
+
+                result["structured_output"] = structured.structured_output(args, home, entry, logs)
             if args.ceiling:
                 runs = args.runs or 5
                 compare.say(

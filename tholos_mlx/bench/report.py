@@ -136,6 +136,14 @@ def headlines(result: dict[str, Any]) -> str:
             f"{num(cached['warm_ttft_s']['median'], 3)} s, "
             f"warm/cold {num(cached['warm_cold_ratio'], 3)} (target <= 0.10)"
         )
+    so = result.get("structured_output")
+    if so:
+        lines.append(
+            f"structured output: complete answer constrained/prompted x{interval(so['complete_ratio'])} "
+            f"(target < 1), decode x{interval(so['decode_ratio'])} (target >= 0.95); valid "
+            f"{so['constrained']['valid']}/{so['constrained']['runs']} constrained, "
+            f"{so['prompted']['valid']}/{so['prompted']['runs']} prompted"
+        )
     ceiling = result.get("ceiling")
     if ceiling:
         ls = ceiling["modes"]["lockstep"]
