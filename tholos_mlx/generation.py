@@ -241,8 +241,16 @@ class _Loop:
         return False
 
     def pipelined(self, logits: mx.array) -> None:
-        """mlx-lm's overlap: the next step is queued before this token is read back."""
+        """mlx-lm's overlap: the next step is queued before this token is read back.
+
+        Except for the first token: it goes out before the second step is queued, so that the
+        step does not hold the CPU (or the GPU queue) while the first token is on its way."""
         y = self.pick(logits)
+        token = _read(y)
+        if self.ends([token]):
+            return
+        y = self.pick(self.forward(y))  # the first token is in the history already
+        self.out.cache_tokens.append(token)
         _async_eval(y)
         while True:
             last = len(self.out.generated) + 1 >= self.max_tokens
