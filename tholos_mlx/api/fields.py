@@ -28,6 +28,15 @@ def load_object(body: bytes, example: str) -> dict[str, Any]:
     return data
 
 
+def array(raw: object, param: str, what: str) -> list[Any]:
+    """An optional array field: [] when absent, else the list; a 400 naming `what` it must hold."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise InvalidRequest(f"'{param}' must be an array of {what}; got {kind(raw)}.", param=param)
+    return raw
+
+
 def kind(value: object) -> str:
     """The JSON type of a value, for error messages ("a string", "an array", ...)."""
     if value is None:

@@ -226,14 +226,8 @@ def _text_part(part: object, where: str) -> str:
 
 
 def _tool_calls(raw: object, where: str) -> tuple[ToolCall, ...]:
-    if raw is None:
-        return ()
-    if not isinstance(raw, list):
-        raise InvalidRequest(
-            f"'{where}' must be an array of tool calls; got {f.kind(raw)}.", param=where
-        )
     calls = []
-    for i, call in enumerate(raw):
+    for i, call in enumerate(f.array(raw, where, "tool calls")):
         at = f"{where}[{i}]"
         if not isinstance(call, dict) or call.get("type", "function") != "function":
             raise InvalidRequest(
@@ -267,15 +261,8 @@ def _tool_calls(raw: object, where: str) -> tuple[ToolCall, ...]:
 
 
 def _tools(data: Mapping[str, object]) -> tuple[Tool, ...]:
-    raw = data.get("tools")
-    if raw is None:
-        return ()
-    if not isinstance(raw, list):
-        raise InvalidRequest(
-            f"'tools' must be an array of function tools; got {f.kind(raw)}.", param="tools"
-        )
     tools = []
-    for i, item in enumerate(raw):
+    for i, item in enumerate(f.array(data.get("tools"), "tools", "function tools")):
         where = f"tools[{i}]"
         if not isinstance(item, dict) or item.get("type") != "function":
             got = repr(item.get("type")) if isinstance(item, dict) else f.kind(item)

@@ -229,14 +229,8 @@ def _named_results(messages: tuple[Message, ...]) -> tuple[Message, ...]:
 
 
 def _tools(raw: object) -> tuple[Tool, ...]:
-    if raw is None:
-        return ()
-    if not isinstance(raw, list):
-        raise InvalidRequest(
-            f"'tools' must be an array of function tools; got {f.kind(raw)}.", param="tools"
-        )
     tools = []
-    for i, item in enumerate(raw):
+    for i, item in enumerate(f.array(raw, "tools", "function tools")):
         where = f"tools[{i}]"
         kind = item.get("type") if isinstance(item, dict) else item
         if not isinstance(item, dict) or kind != "function":
