@@ -108,6 +108,7 @@ def test_the_demo_tokenizer_keeps_special_tokens_whole_and_round_trips(demo_home
     assert "<|im_start|>" in cfg["chat_template"]
 
 
+@pytest.mark.e2e  # the real demo model decoding: the slow lane
 def test_the_demo_model_answers_paris_when_decoding_greedily(demo_loaded: tuple[Any, Any]) -> None:
     from mlx_lm import generate
     from mlx_lm.sample_utils import make_sampler
