@@ -168,3 +168,10 @@ def test_a_later_call_cut_by_the_end_is_dropped_whole() -> None:
     events, _, splitter = split([CALL, "\n", CALL.replace("Zürich", "Bern")[:-20]], TOOLS)
     assert [c.name for c in gathered(events).calls] == ["get_weather"]
     assert splitter.calls == 1
+
+
+def test_a_cut_later_call_is_flagged_so_the_answer_still_counts_as_calls() -> None:
+    _, _, splitter = split([CALL, "\n", CALL.replace("Zürich", "Bern")[:-20]], TOOLS)
+    assert splitter.dropped_cut_call and splitter.calls == 1
+    _, _, whole = split([CALL], TOOLS)
+    assert not whole.dropped_cut_call

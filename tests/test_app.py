@@ -838,6 +838,7 @@ def test_nothing_loaded_and_no_model_named_is_503(tmp_path: Path) -> None:
             assert "/v1/models" in err["message"]
         r = c.post("/v1/chat/completions", json=HELLO)
         assert r.headers["x-should-retry"] == "false"  # the SDKs' retries could not help
+        assert int(r.headers["Retry-After"]) >= 1  # every 503 still says when to come back
         assert s.engine.jobs == []
 
 
@@ -1135,3 +1136,42 @@ def test_a_slow_first_token_is_preceded_by_keepalive_comments(tmp_path: Path) ->
     assert r.text.index(": keepalive") < r.text.index('"content":"late"')
     parsed = chunks(data)
     assert "".join(c["choices"][0]["delta"].get("content") or "" for c in parsed) == "late"
+
+
+def test_a_preflight_addressed_to_a_foreign_host_is_refused(tmp_path: Path) -> None:
+    with live_server(tmp_path / "home", allow_origins=("http://x.test",)) as s:
+        with httpx.Client(base_url=s.url, timeout=WAIT_S) as anon:
+            pre = anon.options(
+                "/v1/chat/completions",
+                headers={
+                    "Origin": "http://x.test",
+                    "Access-Control-Request-Method": "POST",
+                    "Host": "evil.test:8756",
+                },
+            )
+    assert pre.status_code == 403
+
+
+def test_either_key_header_may_carry_the_key(server: LiveServer) -> None:
+    with httpx.Client(base_url=server.url, timeout=WAIT_S) as anon:
+        both = anon.get(
+            "/health", headers={"Authorization": "Bearer wrong", "x-api-key": server.key}
+        )
+        only_api_key = anon.get("/health", headers={"x-api-key": server.key})
+        neither = anon.get("/health", headers={"Authorization": "Bearer wrong", "x-api-key": "no"})
+    assert (both.status_code, only_api_key.status_code, neither.status_code) == (200, 200, 401)
+
+
+def test_a_stream_that_can_only_be_calls_opens_with_null_content(
+    server: LiveServer, client: httpx.Client
+) -> None:
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+    forced = client.post(
+        "/v1/chat/completions", json=chat(stream=True, tools=[tool], tool_choice="required")
+    )
+    free = client.post("/v1/chat/completions", json=chat(stream=True, tools=[tool]))
+    assert chunks(sse(forced.text)[0])[0]["choices"][0]["delta"] == {
+        "role": "assistant",
+        "content": None,
+    }
+    assert chunks(sse(free.text)[0])[0]["choices"][0]["delta"]["content"] == ""

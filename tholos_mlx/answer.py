@@ -70,6 +70,9 @@ class AnswerSplitter:
         self._done_calls: set[tuple[str, str]] = set()
         self._stop_calls = False
         self.calls = 0
+        self.dropped_cut_call = (
+            False  # a later call cut by the end was left out: the calls sent are whole
+        )
         self.content_sent = False
 
     @property
@@ -235,6 +238,7 @@ class AnswerSplitter:
         if not self._call_named and (not complete or (name, args) in self._done_calls):
             # A later call cut by the end, or one repeating an earlier call: never sent at all.
             self.calls -= 1
+            self.dropped_cut_call = not complete
             return False
         self._done_calls.add((name, args))
         if not self._call_named:

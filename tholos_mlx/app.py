@@ -37,6 +37,9 @@ from tholos_mlx.tiers import ModelEntry, TierTable
 log = logging.getLogger("tholos.app")
 
 KEEPALIVE_S = 10.0  # SSE comment interval while the engine is busy with a long prompt
+NO_RETRY_AFTER_S = (
+    30  # Retry-After on a 503 that waiting alone will not cure (no model, load failed)
+)
 DIALECTS: tuple[Dialect, ...] = (openai_chat.DIALECT, anthropic.DIALECT, responses.DIALECT)
 _JSON = "application/json"
 _names = itertools.count()
@@ -55,8 +58,10 @@ def error_response(
     if err.retry_after is not None:
         extra["Retry-After"] = str(err.retry_after)
     elif err.status == 503:
-        # No model, too large, failed to load: the SDKs' automatic retries would only
-        # repeat the failure (a failed load even unloads and reloads the working model).
+        # No model, too large, failed to load: every 503 says when to come back, but the
+        # SDKs' automatic retries would only repeat the failure (a failed load even unloads
+        # and reloads the working model), and they read x-should-retry first.
+        extra["Retry-After"] = str(NO_RETRY_AFTER_S)
         extra["x-should-retry"] = "false"
     if isinstance(err, InvalidApiKey):
         extra["WWW-Authenticate"] = "Bearer"
@@ -105,18 +110,24 @@ def create_app(
     return app
 
 
-def _guard(request: Request) -> None:
-    """Host first (DNS rebinding), then the key (Bearer, or Anthropic's x-api-key); on every request."""
+def _check_host(request: Request) -> None:
+    """The Host header must name this machine's loopback (DNS rebinding)."""
     ctx = request.app.ctx
     if request.headers.get("host", "").lower() not in ctx.allowed_hosts:
         raise ForbiddenHost(
             "This server answers only requests addressed to 127.0.0.1, localhost or [::1] "
             f"on port {ctx.settings.port}."
         )
-    scheme, _, presented = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer":
-        presented = request.headers.get("x-api-key", "")
-    if not ctx.keys.matches(presented.strip()):
+
+
+def _guard(request: Request) -> None:
+    """Host first, then the key (Bearer, or Anthropic's x-api-key: either may carry it)."""
+    _check_host(request)
+    keys = request.app.ctx.keys
+    scheme, _, bearer = request.headers.get("authorization", "").partition(" ")
+    by_bearer = scheme.lower() == "bearer" and keys.matches(bearer.strip())
+    by_header = keys.matches(request.headers.get("x-api-key", "").strip())
+    if not (by_bearer or by_header):
         raise InvalidApiKey(
             "Incorrect API key provided. Send `Authorization: Bearer KEY` (or `x-api-key: KEY`); "
             "`tholos-mlx key` prints the key."
@@ -126,6 +137,7 @@ def _guard(request: Request) -> None:
 async def _check(request: Request) -> HTTPResponse | None:
     origin = request.headers.get("origin")
     if request.method == "OPTIONS" and origin in request.app.ctx.origins:
+        _check_host(request)  # a preflight carries no key, but it must be addressed to us
         # Echo what the browser asks for: the OpenAI JS SDK adds X-Stainless-* headers.
         asked = request.headers.get("access-control-request-headers", "")
         return HTTPResponse(

@@ -298,7 +298,10 @@ class Engine:
         if not stopped_by_text:
             splitter.finish()
         finish: FinishReason = gen.finish
-        if splitter.calls and finish == "stop" and not stopped_by_text:
+        # Calls end the answer; a further call cut by max_tokens was dropped whole, so what the
+        # client gets is complete calls, and it should act on them, not treat them as cut.
+        whole_calls = finish == "stop" or (finish == "length" and splitter.dropped_cut_call)
+        if splitter.calls and whole_calls and not stopped_by_text:
             finish = "tool_calls"
         usage = Usage(len(prompt), len(gen.generated), cached)
         log.info(

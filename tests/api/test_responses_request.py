@@ -282,3 +282,9 @@ def test_the_engines_field_names_are_told_as_this_api_names_them() -> None:
     assert wire_param("tools[1].function.parameters") == "tools[1].parameters"
     assert wire_param("tool_choice") == "tool_choice"
     assert wire_param(None) is None
+
+
+def test_the_memory_guards_max_tokens_is_named_as_this_api_names_it() -> None:
+    from tholos_mlx.api.responses_request import wire_param
+
+    assert wire_param("max_tokens") == "max_output_tokens"

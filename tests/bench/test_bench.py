@@ -227,3 +227,31 @@ def test_the_structured_case_checks_answers_by_the_schemas_keys_and_types() -> N
     assert not structured.valid("Paris is the capital")
     assert "response_format" in structured.payload("m", [], "constrained")
     assert "response_format" not in structured.payload("m", [], "prompted")
+
+
+@pytest.mark.e2e
+def test_restart_reads_the_prompt_cache_back_from_disk_and_reports_every_field(
+    demo_home: Path, tmp_path: Path, cli: CLI
+) -> None:
+    out = cli(
+        "bench", "--home", demo_home, "--restart", "--prefix-tokens", "120",
+        "--out", tmp_path, timeout=600,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    result, files = results.read(tmp_path)
+    assert result["compare"] is None and result["structured_output"] is None
+    restarted = result["after_restart"]
+    assert set(restarted) == {
+        "prefix_tokens", "cold", "after_restart", "speedup", "target_speedup", "disk_files",
+    }  # fmt: skip
+    assert restarted["prefix_tokens"] == 120 and restarted["target_speedup"] == 5.0
+    cold, warm = restarted["cold"], restarted["after_restart"]
+    assert set(cold) == set(warm) == {"ttft_s", "prompt_tokens", "cached_tokens"}
+    assert cold["prompt_tokens"] == warm["prompt_tokens"] > 100
+    # A fresh home: nothing on disk yet; at most the template opening the warm-up shared.
+    assert cold["cached_tokens"] < cold["prompt_tokens"] // 10
+    assert warm["cached_tokens"] >= cold["prompt_tokens"] - 1  # all of it came back from disk
+    assert restarted["speedup"] > 0 and restarted["disk_files"]
+    assert not (demo_home / "cache").exists()  # the user's home is never written
+    assert "after a restart" in out.stdout
+    assert "## Prompt cache across a restart" in results.markdown(files)

@@ -473,9 +473,9 @@ class ChunkEncoder:
         """A chunk whose delta carries the next piece of text."""
         return self._content_head + orjson.dumps(text) + self._tail
 
-    def role(self) -> bytes:
-        """The first chunk: the assistant role and empty content."""
-        return self.delta({"role": "assistant", "content": ""})
+    def role(self, content: str | None = "") -> bytes:
+        """The first chunk: the assistant role, and content "" (or null when a call is forced)."""
+        return self.delta({"role": "assistant", "content": content})
 
     def delta(self, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
         """One chunk with a single choice, built from dicts (for the rare frames)."""
@@ -497,7 +497,7 @@ class ChunkEncoder:
 class ChatStream:
     """One streamed chat completion: events in, SSE bytes out."""
 
-    def __init__(self, started: Started, include_usage: bool) -> None:
+    def __init__(self, started: Started, include_usage: bool, calls_only: bool = False) -> None:
         self._enc = ChunkEncoder(
             id=new_completion_id(),
             created=int(time.time()),
@@ -505,10 +505,11 @@ class ChatStream:
             include_usage=include_usage,
         )
         self._include_usage = include_usage
+        self._calls_only = calls_only
 
     def head(self) -> bytes:
-        """The first chunk, with the role."""
-        return self._enc.role()
+        """The first chunk, with the role; content null when the answer can only be calls, as OpenAI's."""
+        return self._enc.role(None if self._calls_only else "")
 
     def render(self, batch: list[Event]) -> tuple[bytes, bool]:
         """The bytes for a batch of events, and whether the stream is complete."""
@@ -574,8 +575,9 @@ def wants_plain(request: Request) -> bool:
 
 
 class _ChatReply:
-    def __init__(self, include_usage: bool) -> None:
+    def __init__(self, include_usage: bool, calls_only: bool) -> None:
         self._include_usage = include_usage
+        self._calls_only = calls_only
 
     def complete(self, request: Request, started: Started, answer: Gathered) -> HTTPResponse:
         assert answer.finished is not None
@@ -586,12 +588,13 @@ class _ChatReply:
         )
 
     def stream(self, started: Started) -> ChatStream:
-        return ChatStream(started, self._include_usage)
+        return ChatStream(started, self._include_usage, self._calls_only)
 
 
 async def _chat_completions(request: Request) -> HTTPResponse | None:
     parsed = parse_chat(request.body)
-    return await exchange.run(request, parsed.request, _ChatReply(parsed.include_usage))
+    forced = parsed.request.tool_choice.mode in ("required", "function")
+    return await exchange.run(request, parsed.request, _ChatReply(parsed.include_usage, forced))
 
 
 def _mount(app: Any) -> None:

@@ -311,4 +311,6 @@ def wire_param(param: str | None) -> str | None:
         return "text.format" + param[len("response_format") :].removeprefix(".json_schema")
     if param.startswith("tools[") and ".function" in param:
         return param.replace(".function", "", 1)
+    if param == "max_tokens":  # the memory guard's refusal
+        return "max_output_tokens"
     return param

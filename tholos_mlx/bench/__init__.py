@@ -108,6 +108,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="TTFT of requests sharing a long system prompt, cold then warm (prompt cache on)",
     )
     p.add_argument(
+        "--restart",
+        action="store_true",
+        help="TTFT of a long prompt cold, then after a restart that reads the disk prompt cache",
+    )
+    p.add_argument(
         "--structured",
         action="store_true",
         help="seconds to a complete JSON-schema answer, constrained beside only prompted",
@@ -226,11 +231,11 @@ def command(args: argparse.Namespace, home: Path) -> int:
     """Run the chosen cases, print their headline figures, write the result files."""
     peer = _peer(args)
     args.compare = args.compare or peer is not None  # a peer is a side of the comparison
-    if not (args.compare or args.ceiling or args.cached_prefix or args.structured):
+    if not (args.compare or args.ceiling or args.cached_prefix or args.structured or args.restart):
         args.compare = True
     if args.synthetic and args.synthetic not in SHAPES:
         raise UsageError(f"--synthetic {args.synthetic}: choose one of {', '.join(SHAPES)}")
-    wants_model = args.compare or args.cached_prefix or args.structured
+    wants_model = args.compare or args.cached_prefix or args.structured or args.restart
     entry = _model(home, args.model) if wants_model else None
     from tholos_mlx.bench import cached, compare, raw, report  # MLX loads here, not at parse time
 
@@ -239,7 +244,7 @@ def command(args: argparse.Namespace, home: Path) -> int:
         **report.environment(raw.device()),
     }
     result["compare"] = result["cached_prefix"] = result["ceiling"] = None
-    result["structured_output"] = None
+    result["structured_output"] = result["after_restart"] = None
     with tempfile.TemporaryDirectory(prefix="tholos-bench-") as tmp:
         logs = Path(tmp)
         try:
@@ -250,6 +255,10 @@ def command(args: argparse.Namespace, home: Path) -> int:
                 result["compare"] = compare.compare(args, home, entry, logs, peer)
             if args.cached_prefix and entry:
                 result["cached_prefix"] = cached.cached_prefix(args, home, entry, logs)
+            if args.restart and entry:
+                from tholos_mlx.bench import restart
+
+                result["after_restart"] = restart.after_restart(args, entry, logs)
             if args.structured and entry:
                 from tholos_mlx.bench import structured
 

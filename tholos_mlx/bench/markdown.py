@@ -87,6 +87,26 @@ def markdown(result: dict[str, Any]) -> str:
             "",
             f"Warm/cold TTFT: **{fmt(cached['warm_cold_ratio'], 3)}** (target ≤ 0.10).",
         ]
+    restarted = result.get("after_restart")
+    if restarted:
+        cold, warm = restarted["cold"], restarted["after_restart"]
+        lines += [
+            "",
+            f"## Prompt cache across a restart (~{restarted['prefix_tokens']}-token prompt)",
+            "",
+            "| request | TTFT s | cached prompt tokens |",
+            "|---|---:|---:|",
+            f"| cold | {fmt(cold['ttft_s'], 3)} | {cold['cached_tokens']} |",
+            (
+                f"| after SIGTERM and a new server | {fmt(warm['ttft_s'], 3)} "
+                f"| {warm['cached_tokens']} |"
+            ),
+            "",
+            (
+                f"First token **{fmt(restarted['speedup'], 1)}×** sooner after the restart "
+                f"(target ≥ {restarted['target_speedup']:g}×)."
+            ),
+        ]
     so = result.get("structured_output")
     if so:
         lines += _structured(so)

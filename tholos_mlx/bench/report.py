@@ -136,6 +136,14 @@ def headlines(result: dict[str, Any]) -> str:
             f"{num(cached['warm_ttft_s']['median'], 3)} s, "
             f"warm/cold {num(cached['warm_cold_ratio'], 3)} (target <= 0.10)"
         )
+    restarted = result.get("after_restart")
+    if restarted:
+        lines.append(
+            f"prompt cache after a restart: cold TTFT {num(restarted['cold']['ttft_s'], 3)} s, "
+            f"after restart {num(restarted['after_restart']['ttft_s'], 3)} s "
+            f"({restarted['after_restart']['cached_tokens']} tokens from disk), "
+            f"{num(restarted['speedup'], 1)}x sooner (target >= {restarted['target_speedup']:g}x)"
+        )
     so = result.get("structured_output")
     if so:
         lines.append(

@@ -96,11 +96,20 @@ class ServerProcess:
 
 
 def tholos_server(
-    home: Path, entry: ModelEntry, port: int | None, cache_off: bool, log: Path
+    home: Path,
+    entry: ModelEntry,
+    port: int | None,
+    cache_off: bool,
+    log: Path,
+    extra: tuple[str, ...] = ("--disk-cache-gb", "0"),
 ) -> ServerProcess:
-    """`tholos-mlx serve` on this model, on its own port (never a running server's)."""
+    """`tholos-mlx serve` on this model, on its own port (never a running server's).
+
+    The disk prompt cache is off unless `extra` says otherwise: a cache saved by one case
+    would flatter the next one's cold request."""
     from tholos_mlx.home import ensure_key
 
     to = Endpoint("127.0.0.1", port or free_port(), key=ensure_key(home))
     args = ["tholos_mlx", "serve", "--home", str(home), "--port", str(to.port), "--model", entry.id]
-    return ServerProcess(args + (["--prompt-cache-mb", "0"] if cache_off else []), to, log)
+    args += ["--prompt-cache-mb", "0"] if cache_off else []
+    return ServerProcess(args + list(extra), to, log)
