@@ -21,6 +21,7 @@ TOP = {
     "cached_prefix",
     "ceiling",
     "structured_output",
+    "after_restart",
 }
 MODEL = {
     "id",
@@ -75,6 +76,7 @@ SUMMARY = {
     "peer_decode_ratio",
     "peer_ttft_ratio",
     "server_rss_mib",
+    "server_mlx_peak_mib",
     "peer_rss_mib",
     "min_runs_for_interval",
     "targets",
@@ -164,6 +166,7 @@ def compare(c: Any, gen: int, prompt_tokens: int, peer: bool) -> dict[str, Any]:
     assert s["decode_ratio"] == case["ratio"]["decode_tps"]["value"]
     assert s["ttft_ratio"] == case["ratio"]["ttft"]["value"]
     assert s["server_rss_mib"] > 0 and s["min_runs_for_interval"] == 3
+    assert s["server_mlx_peak_mib"] > 0  # MLX's own figure, logged by the server as it stopped
     if peer:
         assert set(c["peer"]) == PEER
         served(case["peer"], runs, None)

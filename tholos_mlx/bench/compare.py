@@ -180,7 +180,7 @@ def compare(
     sides = Sides(raw, server, peer_side, entry, gen)
     slots = len(passes) * len(cells)
     budget_end = time.monotonic() + args.max_seconds
-    rss: dict[str, int | None] = {"server": None, "peer": None}
+    rss: dict[str, float | None] = {"server": None, "peer": None, "server_mlx_peak": None}
     say(
         f"compare: {' + '.join(side_list)}, "
         f"{'interleaved' if interleave else 'raw first, then the servers'}; "
@@ -199,6 +199,8 @@ def compare(
             if "server" in sides_now:
                 rss["server"] = server.rss_bytes()
                 rss["peer"] = peer_side.rss_bytes() if peer_side else None
+        if "server" in sides_now:
+            rss["server_mlx_peak"] = server.mlx_peak_mib()  # logged as the server stopped
         if "raw" in sides_now and index == 0 and not interleave:
             raw.close()
     if interleave:
@@ -332,7 +334,7 @@ TARGETS: tuple[tuple[str, str, str, float, Direction], ...] = (
 )
 
 
-def _summary(cases: list[dict[str, Any]], rss: dict[str, int | None]) -> dict[str, Any]:
+def _summary(cases: list[dict[str, Any]], rss: dict[str, float | None]) -> dict[str, Any]:
     def median_of(group: str, name: str) -> float | None:
         values = [c[group][name]["value"] for c in cases if c[group] and c[group][name]]
         median: float | None = summary(values)["median"]
@@ -362,6 +364,7 @@ def _summary(cases: list[dict[str, Any]], rss: dict[str, int | None]) -> dict[st
         "peer_decode_ratio": median_of("peer_ratio", "decode_tps"),
         "peer_ttft_ratio": median_of("peer_ratio", "ttft"),
         "server_rss_mib": rss["server"] / 2**20 if rss["server"] else None,
+        "server_mlx_peak_mib": rss["server_mlx_peak"],  # where Metal memory shows; RSS misses it
         "peer_rss_mib": rss["peer"] / 2**20 if rss["peer"] else None,
         "min_runs_for_interval": MIN_RUNS_FOR_CI,
         "targets": targets,

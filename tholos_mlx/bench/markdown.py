@@ -246,7 +246,8 @@ def _compare(c: dict[str, Any]) -> list[str]:
     s = c["summary"]
     lines += [
         "",
-        f"Server RSS after the runs: {fmt(s['server_rss_mib'], 0)} MiB"
+        f"Server RSS after the runs: {fmt(s['server_rss_mib'], 0)} MiB; MLX's own peak "
+        f"(where Metal memory shows): {fmt(s['server_mlx_peak_mib'], 0)} MiB"
         + (f"; peer RSS: {fmt(s['peer_rss_mib'], 0)} MiB." if s["peer_rss_mib"] else "."),
         "",
         "### Where the server's time to first token goes",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -49,7 +50,8 @@ class ServerProcess:
     def start(self) -> None:
         """Start it and wait for /health; fail fast with its log if it dies."""
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-        env.setdefault("THOLOS_LOG_LEVEL", "WARNING")  # keep per-request lines out of the timing
+        # INFO: one line a request (never a token), and at exit the line with MLX's peak memory.
+        env.setdefault("THOLOS_LOG_LEVEL", "INFO")
         with open(self.log, "wb") as out:
             self._proc = subprocess.Popen(
                 [sys.executable, "-m", *self.args], stdout=out, stderr=subprocess.STDOUT, env=env
@@ -85,6 +87,15 @@ class ServerProcess:
         except subprocess.TimeoutExpired:
             proc.kill()
             return proc.wait()
+
+    def mlx_peak_mib(self) -> float | None:
+        """MLX's own peak memory as the stopped server logged it (Metal buffers are not in RSS)."""
+        try:
+            text = self.log.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return None
+        peaks = re.findall(r"MLX memory active \d+ MiB, peak (\d+) MiB", text)
+        return float(peaks[-1]) if peaks else None
 
     def tail(self, lines: int = 20) -> str:
         """The end of its log, for error messages."""
