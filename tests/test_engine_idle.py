@@ -171,3 +171,35 @@ def test_a_request_ending_after_its_event_loop_closed_does_not_kill_the_engine_t
     assert slot.switched[-1] == "b"
     engine.stop(timeout=5.0)
     assert slot.unloads == 1  # and still saved and unloaded at shutdown
+
+
+def test_an_idle_unload_longer_than_any_timeout_waits_forever_instead_of_killing_the_thread() -> None:
+    slot = Slot()
+    engine = started(slot, idle=1e12)  # past threading.TIMEOUT_MAX: queue.get would overflow
+    engine.load(entry("a"))
+    loading = in_thread(lambda: engine.load(entry("b")))  # the thread is alive, still takes work
+    loading.join(WAIT_S)
+    assert not loading.is_alive(), "the engine thread died on the huge timeout"
+    assert (engine.loaded, slot.unloads) == ("b", 0)
+    engine.stop(timeout=5.0)
+
+
+def test_a_failing_idle_unload_leaves_the_engine_thread_serving() -> None:
+    slot = Slot()
+    calls = []
+
+    def broken(deadline: float | None = None) -> None:
+        calls.append(deadline)
+        if len(calls) == 1:
+            raise RuntimeError("disk full")
+        Slot.unload(slot, deadline)
+
+    slot.unload = broken  # type: ignore[method-assign]
+    engine = started(slot)
+    engine.load(entry("a"))
+    wait_until(lambda: len(calls) >= 1, "the failed unload")
+    loading = in_thread(lambda: engine.load(entry("b")))  # served after the failure
+    loading.join(WAIT_S)
+    assert not loading.is_alive(), "the engine thread died with the failed unload"
+    assert "b" in slot.switched
+    engine.stop(timeout=5.0)

@@ -182,14 +182,13 @@ class Engine:
             try:
                 job = self._jobs.get(timeout=self._idle_left())
             except queue.Empty:  # nothing queued or running for --idle-unload seconds
-                self._unload_idle()
-                continue
+                job = self._unload_idle
             if job is None:
                 break
             try:
                 job()  # once stopping, a queued request fails fast with 503 and still reports done
-            except Exception as exc:  # e.g. the event loop closed under a job at shutdown
-                log.warning("engine job ended abnormally: %s", exc.__class__.__name__)
+            except Exception as exc:  # never let the thread die: every queued request would hang
+                log.error("engine job ended abnormally: %s", exc.__class__.__name__, exc_info=exc)
             self._idle_since = time.monotonic()
         self._slot.unload(self._save_by)
 
@@ -197,7 +196,8 @@ class Engine:
         """Seconds until idle unload is due; None: wait for a job however long it takes."""
         if self._idle_unload <= 0 or self._slot.current is None or self._stopping:
             return None
-        return max(0.0, self._idle_since + self._idle_unload - time.monotonic())
+        left = max(0.0, self._idle_since + self._idle_unload - time.monotonic())
+        return None if left >= threading.TIMEOUT_MAX else left  # queue.get overflows past it
 
     def _unload_idle(self) -> None:
         """Free the model after --idle-unload: its prompt cache goes to disk, memory back to the OS."""
