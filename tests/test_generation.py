@@ -343,3 +343,28 @@ def test_a_grammar_after_thinking_lets_the_reasoning_run_free_then_applies(
     assert run.text == 'hmm, JSON.</think>\n{"ok":1}'
     assert inner.masks == 1  # no mask while thinking
     assert run.gen.finish == "stop"
+
+
+@pytest.mark.parametrize("head_dim", [64, 96, 40])
+def test_kv_bits_quantizes_what_it_can_and_never_fails_on_an_odd_head_size(
+    tokenizer: Any, prompt: list[int], head_dim: int
+) -> None:
+    from mlx_lm.models.cache import QuantizedKVCache
+
+    args = llama.ModelArgs(
+        model_type="llama",
+        hidden_size=head_dim * 2,
+        num_hidden_layers=1,
+        intermediate_size=64,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        rms_norm_eps=1e-5,
+        vocab_size=VOCAB,
+        tie_word_embeddings=True,
+    )
+    odd = llama.Model(args)
+    mx.eval(odd.parameters())
+    run = Run(odd, tokenizer, prompt, kv_bits=8, max_tokens=3)
+    assert len(run.gen.generated) == 3
+    quantized = isinstance(run.cache[0], QuantizedKVCache)
+    assert quantized == (head_dim % 32 == 0)  # 64 and 96 quantize; 40 stays as it is

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, cast
 
 import mlx.core as mx
+from mlx_lm.models.cache import KVCache
 
 from tholos_mlx.detokenize import Detokenizer
 
@@ -338,9 +339,16 @@ def _prefill(
 
 
 def _quantize(cache: list[Any], kv_bits: int | None) -> None:
-    """mlx-lm's quantized KV cache (--kv-bits), from the first token on."""
+    """mlx-lm's quantized KV cache (--kv-bits), from the first token on, where a layer allows it.
+
+    Only plain KVCache layers convert (mlx-lm 0.32's RotatingKVCache raises), with a group size
+    that divides their head sizes (Phi-3's 96 takes 32); other layers stay unquantized."""
     if kv_bits is None:
         return
     for i, c in enumerate(cache):
-        if hasattr(c, "to_quantized"):
-            cache[i] = c.to_quantized(group_size=64, bits=kv_bits)
+        if type(c) is not KVCache or c.keys is None:
+            continue
+        dims = (c.keys.shape[-1], c.values.shape[-1])
+        group = next((g for g in (64, 32) if all(d % g == 0 for d in dims)), None)
+        if group is not None:
+            cache[i] = c.to_quantized(group_size=group, bits=kv_bits)
