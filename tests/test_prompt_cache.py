@@ -207,3 +207,23 @@ def test_shrink_evicts_least_recently_used_until_within_the_bytes() -> None:
     assert len(pc) == 2  # already within: nothing goes
     pc.shrink(-5)
     assert len(pc) == 0
+
+
+def test_a_partial_match_copies_only_the_shared_prefix_not_the_whole_entry() -> None:
+    import mlx.core as mx
+    from mlx_lm.models.cache import KVCache
+
+    layer = KVCache()
+    keys = mx.ones((1, 2, 4096, 8))
+    layer.update_and_fetch(keys, keys)
+    store = PromptCache(1 << 40)
+    tokens = list(range(4096))
+    store.put(tokens, [layer])
+    got, n = store.take(tokens[:100] + [-1])
+    assert n == 100 and got is not None
+    (copy,) = got
+    assert copy.offset == 100 and copy.keys.shape[2] == 100  # not 4096 tokens of room
+    before = mx.array(layer.keys[0, 0, :100])
+    copy.update_and_fetch(mx.zeros((1, 2, 1, 8)), mx.zeros((1, 2, 1, 8)))
+    assert mx.array_equal(layer.keys[0, 0, :100], before)  # the stored entry is untouched
+    assert store.take(tokens + [5])[1] == 4096  # and still whole for its own conversation

@@ -346,9 +346,10 @@ def _quantize(cache: list[Any], kv_bits: int | None) -> None:
     if kv_bits is None:
         return
     for i, c in enumerate(cache):
-        if type(c) is not KVCache or c.keys is None:
+        keys: Any = c.keys if type(c) is KVCache else None
+        if keys is None:
             continue
-        dims = (c.keys.shape[-1], c.values.shape[-1])
+        dims = (keys.shape[-1], c.values.shape[-1])
         group = next((g for g in (64, 32) if all(d % g == 0 for d in dims)), None)
         if group is not None:
             cache[i] = c.to_quantized(group_size=group, bits=kv_bits)

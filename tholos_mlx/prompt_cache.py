@@ -17,6 +17,23 @@ def cache_tokens(cache: Sequence[Any]) -> int | None:
     return offset if isinstance(offset, int) else None
 
 
+def kv_prefix(layer: Any, n: int) -> Any | None:
+    """A plain KV layer cut to its first n tokens, without the room MLX grows buffers by.
+
+    The slices share memory with `layer` until the new layer's next token, which grows it into
+    a buffer of its own (mlx-lm's KVCache concatenates when full), so the source is never
+    written through it. None for layers of other kinds."""
+    from mlx_lm.models.cache import KVCache  # here: the HTTP side imports this module, no MLX
+
+    keys: Any = getattr(layer, "keys", None)
+    if type(layer) is not KVCache or keys is None:
+        return None
+    small: Any = KVCache()  # type: ignore[no-untyped-call]
+    values: Any = layer.values
+    small.state = (keys[..., :n, :], values[..., :n, :], n)
+    return small
+
+
 def cache_bytes(cache: Sequence[Any]) -> int:
     """Memory a cache holds, as its layers report it."""
     return sum(int(getattr(c, "nbytes", 0) or 0) for c in cache)
@@ -85,8 +102,12 @@ class PromptCache:
             return entry.cache, best_len
         if not all(c.is_trimmable() for c in entry.cache):
             return None, 0
-        # Part of the entry matches: copy, so the stored one stays whole for its own conversation.
+        # Part of the entry matches: copy only that part, so the stored one stays whole for its
+        # own conversation and the copy costs the shared prefix, not the whole entry.
         self._entries.move_to_end(best_key)
+        cut = [kv_prefix(c, best_len) for c in entry.cache]
+        if all(c is not None for c in cut):
+            return cut, best_len
         cache = copy.deepcopy(entry.cache)
         excess = len(entry.tokens) - best_len
         for c in cache:

@@ -19,9 +19,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mlx_lm.models.cache import KVCache, load_prompt_cache, save_prompt_cache
+from mlx_lm.models.cache import load_prompt_cache, save_prompt_cache
 
-from tholos_mlx.prompt_cache import cache_bytes, cache_tokens
+from tholos_mlx.prompt_cache import cache_bytes, cache_tokens, kv_prefix
 
 log = logging.getLogger("tholos.cache")
 
@@ -61,18 +61,7 @@ def _file_name(fp: str, tokens: Sequence[int]) -> str:
 
 def _compact(cache: list[Any]) -> list[Any]:
     """The cache without the unused room MLX grows KV buffers by (up to 255 tokens a layer)."""
-    out: list[Any] = []
-    for c in cache:
-        keys: Any = getattr(c, "keys", None)
-        values: Any = getattr(c, "values", None)
-        n: int = getattr(c, "offset", 0)
-        if type(c) is KVCache and keys is not None and keys.shape[2] > n:
-            small: Any = KVCache()  # type: ignore[no-untyped-call]
-            small.state = (keys[..., :n, :], values[..., :n, :], n)
-            out.append(small)
-        else:
-            out.append(c)
-    return out
+    return [kv_prefix(c, c.offset) or c for c in cache]
 
 
 class DiskCache:

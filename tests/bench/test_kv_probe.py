@@ -27,7 +27,10 @@ def model(tiny_model: Path) -> Any:
 def test_decoding_never_copies_the_kv_cache_on_any_cache_path(model: Any, path: str) -> None:
     run = kv_probe.PATHS[path](model, kv_probe.prompt_of(300), TOKENS)
     assert len(run.addresses) == TOKENS
-    assert set(run.capacities) == {512}, "the cache should not have grown during these tokens"
+    # One capacity for all the tokens: the cache did not grow while they were measured. A cut
+    # prefix grows once, to its length plus mlx-lm's step, before the first of them.
+    assert len(set(run.capacities)) == 1, "the cache should not have grown during these tokens"
+    assert run.capacities[0] in (512, 299 + 256)
     assert run.copies == 0
 
 

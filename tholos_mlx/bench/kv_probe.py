@@ -119,7 +119,7 @@ def handed_over(model: Any, prompt: list[int], tokens: int) -> Decoded:
 
 
 def copied(model: Any, prompt: list[int], tokens: int) -> Decoded:
-    """A stored cache that shares only part of the prompt: PromptCache deep-copies and trims it."""
+    """A stored cache that shares only part of the prompt: PromptCache copies that part of it."""
     store, _ = _stored(model, prompt, tokens)
     other = prompt[:-1] + [prompt[-1] + 1]  # the same prompt but its last token
     got, n = store.take(other)
