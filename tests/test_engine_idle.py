@@ -173,7 +173,9 @@ def test_a_request_ending_after_its_event_loop_closed_does_not_kill_the_engine_t
     assert slot.unloads == 1  # and still saved and unloaded at shutdown
 
 
-def test_an_idle_unload_longer_than_any_timeout_waits_forever_instead_of_killing_the_thread() -> None:
+def test_an_idle_unload_longer_than_any_timeout_waits_forever_instead_of_killing_the_thread() -> (
+    None
+):
     slot = Slot()
     engine = started(slot, idle=1e12)  # past threading.TIMEOUT_MAX: queue.get would overflow
     engine.load(entry("a"))

@@ -368,3 +368,18 @@ def test_kv_bits_quantizes_what_it_can_and_never_fails_on_an_odd_head_size(
     assert len(run.gen.generated) == 3
     quantized = isinstance(run.cache[0], QuantizedKVCache)
     assert quantized == (head_dim % 32 == 0)  # 64 and 96 quantize; 40 stays as it is
+
+
+def test_a_grammar_after_thinking_bars_eos_while_the_model_thinks(
+    model: Any, tokenizer: Any, prompt: list[int]
+) -> None:
+    eos = next(iter(tokenizer.eos_token_ids))
+    inner = Forcing(ids(tokenizer, "{")[0], ids(tokenizer, "}"))
+    grammar = AfterThinking(inner, ids(tokenizer, "</think>"), tokenizer.eos_token_ids)
+    # The script wants EOS at once; barred, the model goes on (into max_tokens), never "stop".
+    prefer_eos = Script([eos] * 5)
+    run = Run(
+        model, tokenizer, prompt, constraint=grammar, logits_processors=[prefer_eos], max_tokens=5
+    )
+    assert eos not in run.gen.generated
+    assert run.gen.finish == "length"

@@ -231,11 +231,18 @@ class Engine:
                 f"take {len(prompt)}. Shorten them.",
                 param="messages",
             )
-        max_tokens = self._slot.answer_tokens(loaded, len(prompt), request.max_tokens, room)
-        constraint = _constraint(loaded, request)  # a schema it cannot compile is a 400, here
-        if constraint is not None and _opens_thinking(loaded, prompt):
-            constraint = AfterThinking(constraint, loaded.tokenizer.think_end_tokens)
+        # The matching cache first: the memory guard may then evict others, never this one.
         cache, cached = self._slot.cache.take(prompt)
+        try:
+            max_tokens = self._slot.answer_tokens(loaded, len(prompt), request.max_tokens, room)
+            constraint = _constraint(loaded, request)  # a schema it cannot compile: a 400, here
+        except TholosError:
+            if cache is not None:  # refused: the conversation keeps its cache
+                self._slot.cache.put(prompt[:cached], cache)
+            raise
+        if constraint is not None and _opens_thinking(loaded, prompt):
+            tok = loaded.tokenizer
+            constraint = AfterThinking(constraint, tok.think_end_tokens, tok.eos_token_ids)
         if cache is None:
             cache = make_prompt_cache(loaded.model)
         channel.put(Started(loaded.entry.id, len(prompt), cached))
@@ -267,7 +274,9 @@ class Engine:
 
             put = logged
 
-        splitter = AnswerSplitter(put, request.stop, _markers(loaded, request, prompt))
+        # A JSON answer ends where its grammar does: a stop string must not cut it short.
+        stops = request.stop if request.response_format.kind == "text" else ()
+        splitter = AnswerSplitter(put, stops, _markers(loaded, request, prompt))
         started = time.perf_counter()
         gen = None
         try:

@@ -69,9 +69,10 @@ class AfterThinking:
     it, from the token that closes the block on.
     """
 
-    def __init__(self, inner: Constraint, end: Sequence[int]) -> None:
+    def __init__(self, inner: Constraint, end: Sequence[int], eos: Collection[int] = ()) -> None:
         self._inner = inner
         self._end = list(end)
+        self._eos = mx.array(sorted(eos), dtype=mx.int32) if eos else None
         self._recent: list[int] = []
         self._active = False
 
@@ -85,8 +86,14 @@ class AfterThinking:
             self._inner.compute_mask()
 
     def apply(self, logits: mx.array) -> mx.array:
-        """Logits unchanged while thinking, masked after."""
-        return self._inner.apply(logits) if self._active else logits
+        """Masked by the grammar after thinking; while thinking, only EOS is barred (an answer
+        that ended inside its reasoning would be no JSON at all, yet say "stop")."""
+        if self._active:
+            return self._inner.apply(logits)
+        if self._eos is None:
+            return logits
+        barred = mx.zeros((logits.shape[-1],), dtype=mx.bool_).at[self._eos].add(True)
+        return mx.where(barred, -mx.inf, logits)
 
     def consume(self, token: int) -> list[int]:
         """Watch for the block's end; from there the inner grammar starts (with its forced opening)."""

@@ -142,6 +142,14 @@ def test_a_json_schema_answer_parses_and_validates(served: srv.Server, name: str
     jsonschema.validate(json.loads(choice["message"]["content"]), schema)
 
 
+def test_a_stop_string_never_cuts_a_schema_answer_short(served: srv.Server) -> None:
+    schema = SCHEMAS["pattern"]
+    r = served.chat(CITY, max_tokens=40, stop=['"', "75"], response_format=schema_format(schema))
+    choice = r.json()["choices"][0]
+    assert choice["finish_reason"] == "stop"
+    jsonschema.validate(json.loads(choice["message"]["content"]), schema)
+
+
 def test_json_object_gives_an_object_that_parses(served: srv.Server) -> None:
     ask = [{"role": "user", "content": "Reply in JSON: the capital of France."}]
     r = served.chat(ask, max_tokens=60, response_format={"type": "json_object"})
