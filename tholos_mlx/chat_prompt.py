@@ -45,7 +45,10 @@ class ToolFormat:
 def tool_format(tokenizer: Any) -> ToolFormat:
     """The model's own markers when mlx-lm knows them and its template renders tools; else the default."""
     template = getattr(tokenizer, "chat_template", None)
-    native = isinstance(template, str) and "tools" in template
+    # A renderer in code (mlx-lm's chat_template_type: DeepSeek-V3.2, ...) knows its tools.
+    native = (isinstance(template, str) and "tools" in template) or (
+        template is None and _has_template(tokenizer)
+    )
     if not native:
         return ToolFormat()
     start = getattr(tokenizer, "tool_call_start", None)
@@ -64,7 +67,7 @@ def prompt_ids(
     """The prompt's token ids, the assistant's turn opened, as the model's template writes it."""
     fmt = fmt or tool_format(tokenizer)
     extra: dict[str, Any] = {}
-    if not getattr(tokenizer, "chat_template", None):
+    if not _has_template(tokenizer):
         extra["chat_template"] = FALLBACK_TEMPLATE
     if fmt.native:
         turns = [_native_turn(m) for m in messages]
@@ -89,6 +92,14 @@ def prompt_ids(
     ):
         ids.insert(0, bos)
     return ids
+
+
+def _has_template(tokenizer: Any) -> bool:
+    """Whether the model renders chats itself: a Jinja template, or mlx-lm's renderer in code."""
+    known = getattr(tokenizer, "has_chat_template", None)  # mlx-lm's TokenizerWrapper says
+    if isinstance(known, bool):
+        return known
+    return bool(getattr(tokenizer, "chat_template", None))
 
 
 def call_text(call: ToolCall, fmt: ToolFormat) -> str:

@@ -1,0 +1,106 @@
+"""The chat prompt: what reaches the model's template, in its own tool format or the default one."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from tholos_mlx.chat_prompt import (
+    FALLBACK_TEMPLATE,
+    ToolFormat,
+    call_text,
+    prompt_ids,
+    tool_format,
+)
+from tholos_mlx.request import Message, Tool, ToolCall
+
+WEATHER = Tool("get_weather", "Weather in a city", {"type": "object", "properties": {}})
+
+
+class Recorder:
+    """A tokenizer stand-in: records what the template got, encodes text as its characters."""
+
+    def __init__(self, template: str | None = "{{ messages }}", has: bool | None = None) -> None:
+        self.chat_template = template
+        if has is not None:
+            self.has_chat_template = has
+        self.calls: list[tuple[list[dict[str, Any]], dict[str, Any]]] = []
+
+    def apply_chat_template(self, turns: list[dict[str, Any]], **kwargs: Any) -> str:
+        self.calls.append((turns, kwargs))
+        return "|".join(f"{t['role']}:{t['content']}" for t in turns)
+
+    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        return [ord(c) for c in text]
+
+
+def test_a_template_without_tools_gets_them_in_the_system_prompt_and_calls_as_text() -> None:
+    tok = Recorder("{% for m in messages %}{{ m.content }}{% endfor %}")
+    call = ToolCall("call_1", "get_weather", '{"city":"Paris"}')
+    messages = [
+        Message("system", "Be brief."),
+        Message("user", "Weather?"),
+        Message("assistant", "", tool_calls=(call,)),
+        Message("tool", '{"c":21}', tool_call_id="call_1"),
+    ]
+    prompt_ids(tok, messages, (WEATHER,))
+    (turns, kwargs) = tok.calls[0]
+    assert "tools" not in kwargs and kwargs["add_generation_prompt"] is True
+    assert [t["role"] for t in turns] == ["system", "user", "assistant", "user"]
+    assert turns[0]["content"].startswith("Be brief.\n\n")
+    listed = [line for line in turns[0]["content"].splitlines() if line.startswith("{")]
+    assert json.loads(listed[0])["name"] == "get_weather"
+    assert turns[2]["content"] == call_text(call, ToolFormat())
+    assert (
+        turns[2]["content"]
+        == '<tool_call>{"name":"get_weather","arguments":{"city":"Paris"}}</tool_call>'
+    )
+    assert turns[3]["content"] == '<tool_response>\n{"c":21}\n</tool_response>'
+
+
+def test_results_of_parallel_calls_share_one_user_turn() -> None:
+    tok = Recorder("plain")
+    messages = [
+        Message("user", "Two things?"),
+        Message("tool", "a", tool_call_id="1"),
+        Message("tool", "b", tool_call_id="2"),
+    ]
+    prompt_ids(tok, messages, (WEATHER,))
+    turns = tok.calls[0][0]
+    assert turns[-1]["content"].count("<tool_response>") == 2
+
+
+def test_a_template_that_renders_tools_gets_them_and_openai_shaped_calls() -> None:
+    tok = Recorder("{% if tools %}{{ tools }}{% endif %}")
+    tok.tool_call_start, tok.tool_call_end = "<|call|>", "<|/call|>"  # type: ignore[attr-defined]
+    fmt = tool_format(tok)
+    assert fmt == ToolFormat("<|call|>", "<|/call|>", native=True)
+    call = ToolCall("call_1", "get_weather", '{"city":"Paris"}')
+    messages = [
+        Message("user", "Weather?"),
+        Message("assistant", "", tool_calls=(call,)),
+        Message("tool", "21", tool_call_id="call_1", name="get_weather"),
+    ]
+    prompt_ids(tok, messages, (WEATHER,), fmt)
+    turns, kwargs = tok.calls[0]
+    assert kwargs["tools"][0]["function"]["name"] == "get_weather"
+    assert turns[1]["tool_calls"][0]["function"]["arguments"] == {"city": "Paris"}
+    assert (turns[2]["role"], turns[2]["tool_call_id"], turns[2]["name"]) == (
+        "tool",
+        "call_1",
+        "get_weather",
+    )
+
+
+def test_a_renderer_in_code_is_used_as_it_is_and_counts_as_knowing_tools() -> None:
+    tok = Recorder(template=None, has=True)  # mlx-lm's chat_template_type renderers
+    assert tool_format(tok).native
+    prompt_ids(tok, [Message("user", "hi")])
+    assert "chat_template" not in tok.calls[0][1]
+
+
+def test_a_model_without_any_template_gets_the_chatml_fallback() -> None:
+    tok = Recorder(template=None, has=False)
+    prompt_ids(tok, [Message("user", "hi")])
+    assert tok.calls[0][1]["chat_template"] == FALLBACK_TEMPLATE
+    assert not tool_format(tok).native
