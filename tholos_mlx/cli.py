@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import signal
+import contextlib
 import logging
 import os
 import sys
@@ -270,8 +272,9 @@ def _serve(settings: Settings) -> int:
     engine.start()
     code = 0
     try:
-        if settings.model:
-            _load_first(engine, tiers, settings.model)
+        with _stop_on_sigterm():  # until app.run installs Sanic's own handlers
+            if settings.model:
+                _load_first(engine, tiers, settings.model)
         app = create_app(settings, engine, gate, tiers, keys)
 
         async def _stopping(*_: Any) -> None:
@@ -293,6 +296,8 @@ def _serve(settings: Settings) -> int:
             motd=False,
             auto_reload=False,
         )
+    except _Terminated:
+        log.info("stopped while loading the model")
     except UsageError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         code = 2
@@ -307,6 +312,24 @@ def _serve(settings: Settings) -> int:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
+
+
+class _Terminated(Exception):
+    """SIGTERM arrived before the server was up: stop cleanly, exit 0."""
+
+
+@contextlib.contextmanager
+def _stop_on_sigterm() -> Iterator[None]:
+    """While --model loads (minutes for a large one), SIGTERM stops the start instead of killing it."""
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise _Terminated
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _disk_cache(settings: Settings) -> Any:

@@ -277,6 +277,12 @@ class ModelSlot:
             return self._load(entry)
         except Exception as exc:
             log.error("loading model %r failed: %s: %s", entry.id, exc.__class__.__name__, exc)
+            # The traceback's frames may hold the half-loaded model: free it before the old one
+            # comes back, so memory never holds both.
+            exc.__traceback__ = None
+            self.current = None
+            gc.collect()
+            mx.clear_cache()
             if previous is not None:
                 try:
                     self._load(previous)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -176,3 +179,31 @@ def test_sigterm_stops_the_running_generation_refuses_waiters_and_exits_0(demo_h
     assert code == 0, server.log_text()[-2000:]
     assert took < 5.0
     assert "data: [DONE]" not in lines  # the cut-short stream does not pretend it finished
+
+
+def test_sigterm_while_the_startup_model_loads_stops_cleanly_with_0(demo_home: Path) -> None:
+    log = demo_home.parent / "serve-sigterm-while-loading.log"
+    env = {**os.environ, "THOLOS_HOME": str(demo_home), "PYTHONUNBUFFERED": "1"}
+    port = str(srv.free_port())
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tholos_mlx", "serve", "--home", str(demo_home)]
+            + ["--port", port, "--model", "fast", "--disk-cache-gb", "0"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while "loading smollm2-135m" not in log.read_text(errors="replace"):
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = log.read_text(errors="replace")
+    assert code == 0, text[-2000:]
+    assert "Traceback" not in text
