@@ -179,3 +179,48 @@ def test_the_limit_falls_back_to_metal_device_info_then_to_ram(
     monkeypatch.setattr(model_slot, "mx", cpu)
     monkeypatch.setattr(machine, "total_memory_bytes", lambda: 7 * GIB)
     assert model_slot.memory_limit_bytes() == 7 * GIB
+
+
+def test_kv_bytes_are_measured_from_the_cache_the_model_really_makes() -> None:
+    from mlx_lm.models import llama
+
+    args = llama.ModelArgs(
+        model_type="llama",
+        hidden_size=64,
+        num_hidden_layers=3,
+        intermediate_size=32,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        rms_norm_eps=1e-5,
+        vocab_size=32,
+    )
+    model = llama.Model(args)
+    model.set_dtype(mx.float16)
+    expected = 2 * 3 * 2 * (64 // 4) * 2  # K and V, layers, KV heads, head dim, float16
+    assert model_slot.measured_kv_bytes_per_token(model, None) == expected
+    quantized = model_slot.measured_kv_bytes_per_token(model, 8)
+    assert quantized == model_slot.kv_bytes_per_token(
+        {
+            "num_hidden_layers": 3,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "hidden_size": 64,
+        },
+        2,
+        8,
+    )
+
+
+def test_a_model_whose_cache_is_not_plain_kv_falls_back_to_the_config() -> None:
+    from mlx_lm.models.cache import RotatingKVCache
+
+    class Windowed:
+        def make_cache(self) -> list[Any]:
+            return [RotatingKVCache(max_size=4)]
+
+        def __call__(self, tokens: mx.array, cache: list[Any]) -> mx.array:
+            k = mx.zeros((1, 1, tokens.shape[1], 8))
+            cache[0].update_and_fetch(k, k)
+            return mx.zeros((1, tokens.shape[1], 8))
+
+    assert model_slot.measured_kv_bytes_per_token(Windowed(), None) is None

@@ -145,6 +145,32 @@ def kv_bytes_per_token(config: dict[str, Any], dtype_bytes: int, kv_bits: int | 
     return math.ceil(2 * layers * width * element)
 
 
+def measured_kv_bytes_per_token(model: Any, kv_bits: int | None) -> int | None:
+    """KV bytes per token as the model really caches them: one token through a fresh cache.
+
+    Right where config.json misleads (DeepSeek's MLA caches a 576-wide latent, not 2 x heads x
+    head dim); None when a layer is not a plain KV cache (sliding windows, state-space layers),
+    and the config's estimate stands."""
+    from mlx_lm.models.cache import KVCache, make_prompt_cache
+
+    cache = make_prompt_cache(model)
+    model(mx.array([[0]], dtype=mx.uint32), cache=cache)
+    mx.eval([c.state for c in cache])
+    total = 0.0
+    for c in cache:
+        keys: Any = c.keys if type(c) is KVCache else None
+        if keys is None:
+            return None
+        values: Any = c.values
+        per = (keys.nbytes + values.nbytes) / keys.shape[2]
+        if kv_bits is not None:  # bits/8 plus a scale and a bias per group, for each element
+            size = keys.dtype.size
+            per = per / size * (kv_bits / 8 + 2 * size / KV_GROUP_SIZE)
+        total += per
+    del cache
+    return math.ceil(total)
+
+
 def widest_float_bytes(model: Any) -> int:
     """Bytes of the widest float type among the weights: activations, and so the KV cache, take it.
 
@@ -359,9 +385,8 @@ class ModelSlot:
             weights_bytes=size,
             detokenizers=DetokenizerFactory(tokenizer),
             tools=tool_format(tokenizer),
-            kv_per_token=kv_bytes_per_token(
-                read_config(entry.path), widest_float_bytes(model), self.kv_bits
-            ),
+            kv_per_token=measured_kv_bytes_per_token(model, self.kv_bits)
+            or kv_bytes_per_token(read_config(entry.path), widest_float_bytes(model), self.kv_bits),
         )
         self.current = loaded
         self.last = entry
