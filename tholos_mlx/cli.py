@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import signal
-import contextlib
 import logging
 import os
+import signal
 import sys
 import threading
 import time
