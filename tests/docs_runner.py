@@ -14,6 +14,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 DOC_PORT = 8756  # the port the page shows; replaced by the test server's
 RUNNABLE = ("sh", "python", "js", "applescript")
@@ -155,6 +156,25 @@ class Runner:
             check=False,
         )
         return Ran(name, out.returncode, out.stdout, out.stderr)
+
+
+@dataclass
+class Ctx:
+    """What a page's checks need: the runner over the page and the server it talks to."""
+
+    run: Runner
+    server: Any  # tests.server.Server
+
+
+def page_ctx(blocks: list[Block], server: Any, workdir: Path, node_dir: Path) -> Ctx:
+    """A page's runner pointed at a running server."""
+    runner = Runner(blocks, port=server.port, home=server.home, workdir=workdir, node_dir=node_dir)
+    return Ctx(runner, server)
+
+
+def lines(out: Ran) -> list[str]:
+    """An example's output lines, blank ones dropped."""
+    return [ln for ln in out.stdout.splitlines() if ln.strip()]
 
 
 def node_problem() -> str | None:

@@ -7,7 +7,6 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -16,6 +15,7 @@ import pytest
 from tests import docs_runner as docs
 from tests import server as srv
 from tests.conftest import CACHE, DEMO_ID, DEMO_TIER, ROOT
+from tests.docs_runner import Ctx
 
 DOC = ROOT / "docs" / "automations.md"
 TEXT = DOC.read_text()
@@ -38,22 +38,10 @@ def served(demo_home: Path) -> Iterator[srv.Server]:
         yield s
 
 
-@dataclass
-class Ctx:
-    """What a check needs: the runner over the page and the server it talks to."""
-
-    run: docs.Runner
-    server: srv.Server
-
-
 @pytest.fixture(scope="module")
 def ctx(served: srv.Server, tmp_path_factory: pytest.TempPathFactory) -> Ctx:
     """The page's runner, pointed at the module's server."""
-    workdir = tmp_path_factory.mktemp("docs")
-    return Ctx(
-        docs.Runner(BLOCKS, port=served.port, home=served.home, workdir=workdir, node_dir=NODE_DIR),
-        served,
-    )
+    return docs.page_ctx(BLOCKS, served, tmp_path_factory.mktemp("docs"), NODE_DIR)
 
 
 def sse_text(body: str) -> tuple[str, list[str]]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import ast
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -13,6 +12,7 @@ import pytest
 from tests import docs_runner as docs
 from tests import server as srv
 from tests.conftest import CACHE, DEMO_ID, DEMO_TIER, ROOT
+from tests.docs_runner import Ctx, lines
 
 pytestmark = pytest.mark.e2e
 
@@ -29,27 +29,10 @@ def served(demo_home: Path) -> Iterator[srv.Server]:
         yield s
 
 
-@dataclass
-class Ctx:
-    """What a check needs: the runner over the page and the server it talks to."""
-
-    run: docs.Runner
-    server: srv.Server
-
-
 @pytest.fixture(scope="module")
 def ctx(served: srv.Server, tmp_path_factory: pytest.TempPathFactory) -> Ctx:
     """The page's runner, pointed at the module's server."""
-    workdir = tmp_path_factory.mktemp("docs-responses")
-    runner = docs.Runner(
-        BLOCKS, port=served.port, home=served.home, workdir=workdir, node_dir=CACHE / "node"
-    )
-    return Ctx(runner, served)
-
-
-def lines(out: docs.Ran) -> list[str]:
-    """The example's output lines, blank ones dropped."""
-    return [ln for ln in out.stdout.splitlines() if ln.strip()]
+    return docs.page_ctx(BLOCKS, served, tmp_path_factory.mktemp("docs-responses"), CACHE / "node")
 
 
 # --- one check per marked example: what running it must show --------------------------------------

@@ -103,8 +103,10 @@ def test_interleaved_prompts_never_corrupt_each_others_cache(served: srv.Server)
 
 
 def test_entries_beyond_the_byte_budget_are_evicted_oldest_first(demo_home: Path) -> None:
-    # About one entry fits in 12 MiB (float32 caches on the CPU hold ~11 MiB; float16 two).
-    with srv.running(demo_home, "--model", "fast", "--prompt-cache-mb", "12") as small:
+    # One entry fits in 20 MiB, two do not: on the CPU the demo's float32 cache holds 45 KiB a
+    # token, and an entry has room for 256 tokens (11.25 MiB) or, grown from a copied prefix,
+    # for that prefix and 256 more (about 12.3 MiB).
+    with srv.running(demo_home, "--model", "fast", "--prompt-cache-mb", "20") as small:
         first = [{"role": "user", "content": "Apples are red."}]
         complete(small, first, max_tokens=2)
         others = [
