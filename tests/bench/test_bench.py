@@ -191,7 +191,7 @@ def test_structured_output_times_the_schema_answer_with_and_without_the_grammar(
     demo_home: Path, tmp_path: Path, cli: CLI
 ) -> None:
     out = cli(
-        "bench", "--home", demo_home, "--structured", "--runs", "2", "--warmup", "0",
+        "bench", "--home", demo_home, "--structured", "--runs", "1", "--warmup", "0",
         "--out", tmp_path, timeout=600,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
@@ -205,11 +205,11 @@ def test_structured_output_times_the_schema_answer_with_and_without_the_grammar(
     for side in ("constrained", "prompted"):
         figures = so[side]
         assert set(figures) == {"complete_s", "per_token_s", "completion_tokens", "valid", "runs"}
-        assert figures["runs"] == 2 and len(figures["completion_tokens"]) == 2
+        assert figures["runs"] == 1 and len(figures["completion_tokens"]) == 1
         results.is_stat(figures["complete_s"])
-        assert 0 <= figures["valid"] <= 2
+        assert 0 <= figures["valid"] <= 1
     # The grammar's guarantee, not a speed: every constrained answer parses with the schema's keys.
-    assert so["constrained"]["valid"] == 2
+    assert so["constrained"]["valid"] == 1
     for name in ("complete_ratio", "decode_ratio"):
         assert so[name]["value"] is None or so[name]["value"] > 0
     assert so["targets"] == {"complete_ratio_below": 1.0, "decode_ratio_at_least": 0.95}
