@@ -177,6 +177,24 @@ def lines(out: Ran) -> list[str]:
     return [ln for ln in out.stdout.splitlines() if ln.strip()]
 
 
+def call_then_answer(out: Ran) -> tuple[str, dict[str, Any], str]:
+    """A tool recipe's output: `call: NAME {ARGS}` on its first line, then `answer: TEXT`."""
+    import json
+
+    call, *rest = lines(out)
+    head, _, arguments = call.partition(" {")
+    return head, json.loads("{" + arguments), "\n".join(rest)  # the answer may run over lines
+
+
+def named_events(stdout: str) -> tuple[list[str], list[dict[str, Any]]]:
+    """The `event: NAME` frames of an SSE transcript: their names and their JSON data."""
+    import json
+
+    frames = [f for f in stdout.split("\n\n") if f.startswith("event: ")]
+    names = [f.split("\n", 1)[0][len("event: ") :] for f in frames]
+    return names, [json.loads(f.split("\ndata: ", 1)[1]) for f in frames]
+
+
 def node_problem() -> str | None:
     """Why JavaScript examples cannot run here (node or npm missing), or None."""
     missing = [tool for tool in ("node", "npm") if shutil.which(tool) is None]

@@ -83,11 +83,8 @@ def count_prints_the_prompts_length_in_tokens(c: Ctx) -> None:
 
 
 def tools_make_a_call_then_answer_from_its_result(c: Ctx) -> None:
-    call, *rest = lines(c.run.run("anth-tools").ok())
-    answer = "\n".join(rest)  # the model's answer may run over several lines
-    head, _, arguments = call.partition(" {")
+    head, args, answer = docs.call_then_answer(c.run.run("anth-tools").ok())
     assert head == "call: get_weather"
-    args = json.loads("{" + arguments)
     assert set(args) == {"city"} and isinstance(args["city"], str)
     assert answer.startswith("answer: ") and answer[len("answer: ") :].strip()
 
@@ -104,9 +101,7 @@ def curl_prints_only_the_answer_text(c: Ctx) -> None:
 
 def curl_stream_prints_anthropics_named_events_ending_in_message_stop(c: Ctx) -> None:
     out = c.run.run("anth-curl-stream").ok()
-    frames = [f for f in out.stdout.split("\n\n") if f.startswith("event: ")]
-    names = [f.split("\n", 1)[0][len("event: ") :] for f in frames]
-    events = [json.loads(f.split("\ndata: ", 1)[1]) for f in frames]
+    names, events = docs.named_events(out.stdout)
     assert names == [e["type"] for e in events]
     assert names[:3] == ["message_start", "content_block_start", "ping"]
     assert names[-2:] == ["message_delta", "message_stop"]

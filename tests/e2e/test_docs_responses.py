@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ast
-import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -73,11 +72,8 @@ def json_schema_prints_an_object_with_the_schemas_fields(c: Ctx) -> None:
 
 
 def tools_make_a_call_then_answer_from_its_result(c: Ctx) -> None:
-    call, *rest = lines(c.run.run("resp-tools").ok())
-    answer = "\n".join(rest)  # the model's text may run over several lines
-    head, _, arguments = call.partition(" {")
+    head, args, answer = docs.call_then_answer(c.run.run("resp-tools").ok())
     assert head == "call: get_weather"
-    args = json.loads("{" + arguments)
     assert set(args) == {"city"} and isinstance(args["city"], str)
     assert answer.startswith("answer: ") and answer[len("answer: ") :].strip()
 
@@ -94,9 +90,7 @@ def curl_prints_only_the_answer_text(c: Ctx) -> None:
 
 def curl_stream_prints_named_events_from_created_to_completed(c: Ctx) -> None:
     out = c.run.run("resp-curl-stream").ok()
-    frames = [f for f in out.stdout.split("\n\n") if f.startswith("event: ")]
-    events = [json.loads(f.split("\ndata: ", 1)[1]) for f in frames]
-    names = [f.split("\n", 1)[0][len("event: ") :] for f in frames]
+    names, events = docs.named_events(out.stdout)
     assert names == [e["type"] for e in events]
     assert names[0] == "response.created" and names[-1] == "response.completed"
     assert [e["sequence_number"] for e in events] == list(range(len(events)))
