@@ -112,7 +112,11 @@ class FakeEngine:
         return [j.entry for j in self.jobs]
 
     def submit(
-        self, request: GenerationRequest, entry: ModelEntry | None, on_done: Callable[[], None]
+        self,
+        request: GenerationRequest,
+        entry: ModelEntry | None,
+        on_done: Callable[[], None],
+        arrived: float | None = None,
     ) -> Channel:
         """Queue a job; its events arrive on the returned channel; on_done runs on the loop."""
         loop = asyncio.get_running_loop()

@@ -7,6 +7,7 @@ is tested, on the main thread, without a server.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -128,6 +129,26 @@ def test_the_scripted_answer_comes_out_whole_and_the_cache_holds_what_was_fed(
     assert run.gen.generated == answer
     assert cache_tokens(run.cache) == len(run.gen.cache_tokens)
     assert run.gen.cache_tokens[: len(prompt)] == prompt
+
+
+def test_the_first_and_last_answer_tokens_are_stamped_in_order(
+    model: Any, tokenizer: Any, prompt: list[int]
+) -> None:
+    before = time.perf_counter()
+    answer = ids(tokenizer, "Hello there, friend")
+    run = Run(model, tokenizer, prompt, logits_processors=[Script(answer)], max_tokens=len(answer))
+    first, last = run.gen.first_token_at, run.gen.last_token_at
+    assert first is not None and last is not None
+    assert before < first < last <= time.perf_counter()
+
+
+def test_an_answer_of_no_tokens_has_no_stamps(
+    model: Any, tokenizer: Any, prompt: list[int]
+) -> None:
+    eos = sorted(tokenizer.eos_token_ids)[0]
+    run = Run(model, tokenizer, prompt, logits_processors=[Script([eos])])
+    assert run.gen.generated == [] and run.gen.finish == "stop"
+    assert run.gen.first_token_at is None and run.gen.last_token_at is None
 
 
 def test_eos_ends_the_answer_with_stop_and_is_not_part_of_it(

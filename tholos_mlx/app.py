@@ -17,6 +17,7 @@ from sanic import Request, Sanic
 from sanic import exceptions as sanic_exc
 from sanic.response import BaseHTTPResponse, HTTPResponse
 
+from tholos_mlx import timings
 from tholos_mlx.admission import Gate
 from tholos_mlx.api import Dialect, anthropic, openai_chat, responses
 from tholos_mlx.api.exchange import EngineLike
@@ -135,6 +136,7 @@ def _guard(request: Request) -> None:
 
 
 async def _check(request: Request) -> HTTPResponse | None:
+    request.ctx.arrived = timings.now()  # the start of the server's own time (timings.py)
     origin = request.headers.get("origin")
     if request.method == "OPTIONS" and origin in request.app.ctx.origins:
         _check_host(request)  # a preflight carries no key, but it must be addressed to us

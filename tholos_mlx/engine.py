@@ -20,6 +20,7 @@ from mlx_lm.models.cache import make_prompt_cache
 from mlx_lm.sample_utils import make_sampler
 from mlx_lm.tokenizer_utils import load as load_tokenizer
 
+from tholos_mlx import timings
 from tholos_mlx.answer import AnswerSplitter, Markers
 from tholos_mlx.channel import Channel
 from tholos_mlx.chat_prompt import prompt_ids, tool_format
@@ -37,6 +38,7 @@ from tholos_mlx.prompt_cache import cache_tokens
 from tholos_mlx.prompt_cache_disk import DiskCache
 from tholos_mlx.request import GenerationRequest, Usage
 from tholos_mlx.tiers import ModelEntry
+from tholos_mlx.timings import Timings
 
 log = logging.getLogger("tholos.engine")
 
@@ -119,16 +121,23 @@ class Engine:
         done.result()
 
     def submit(
-        self, request: GenerationRequest, entry: ModelEntry | None, on_done: Callable[[], None]
+        self,
+        request: GenerationRequest,
+        entry: ModelEntry | None,
+        on_done: Callable[[], None],
+        arrived: float | None = None,
     ) -> Channel:
-        """Queue a generation; its events arrive on the returned channel; on_done runs on the loop."""
+        """Queue a generation; its events arrive on the returned channel; on_done runs on the loop.
+
+        `arrived` is when the HTTP layer had the request (timings.now()), for the timing line."""
         loop = asyncio.get_running_loop()
         channel = Channel(loop)
+        times = Timings(arrived, timings.now())
 
         def job() -> None:
             self._current = channel
             try:
-                self._run(request, entry, channel)
+                self._run(request, entry, channel, times)
             except TholosError as exc:
                 channel.put(exc)
             except BaseException as exc:
@@ -216,14 +225,22 @@ class Engine:
             return self._slot.switch(self._slot.last)
         raise NoModelLoaded()
 
-    def _run(self, request: GenerationRequest, entry: ModelEntry | None, channel: Channel) -> None:
+    def _run(
+        self,
+        request: GenerationRequest,
+        entry: ModelEntry | None,
+        channel: Channel,
+        times: Timings,
+    ) -> None:
         if self._stopping:
             raise ServiceUnavailable("The server is shutting down.", retry_after=5)
         if channel.cancelled:
             return
         loaded = self._model_for(entry)
         tools = request.tools if request.tool_choice.mode != "none" else ()
+        times.started = timings.now()  # after any model load: queue_ms includes it
         prompt = prompt_ids(loaded.tokenizer, request.messages, tools, loaded.tools)
+        times.prompted = timings.now()
         room = loaded.context - len(prompt)
         if room < 1:
             raise ContextLengthExceeded(
@@ -248,7 +265,9 @@ class Engine:
         channel.put(Started(loaded.entry.id, len(prompt), cached))
         if self._log_prompts:
             log.info("prompt: %r", [(m.role, m.content) for m in request.messages])
-        self._generate(loaded, request, prompt, cached, cache, max_tokens, constraint, channel)
+        self._generate(
+            loaded, request, prompt, cached, cache, max_tokens, constraint, channel, times
+        )
 
     def _generate(
         self,
@@ -260,6 +279,7 @@ class Engine:
         max_tokens: int,
         constraint: Constraint | None,
         channel: Channel,
+        times: Timings,
     ) -> None:
         if request.seed is not None:
             mx.random.seed(request.seed & (2**64 - 1))
@@ -277,7 +297,7 @@ class Engine:
         # A JSON answer ends where its grammar does: a stop string must not cut it short.
         stops = request.stop if request.response_format.kind == "text" else ()
         splitter = AnswerSplitter(put, stops, _markers(loaded, request, prompt))
-        started = time.perf_counter()
+        times.generating = started = timings.now()
         gen = None
         try:
             gen = generate(
@@ -313,14 +333,17 @@ class Engine:
         if splitter.calls and whole_calls and not stopped_by_text:
             finish = "tool_calls"
         usage = Usage(len(prompt), len(gen.generated), cached)
+        times.first_token, times.last_token = gen.first_token_at, gen.last_token_at
+        times.tokens = len(gen.generated)
         log.info(
-            "%s: %d prompt tokens (%d cached), %d generated, %.1f s, finish %s",
+            "%s: %d prompt tokens (%d cached), %d generated, %.1f s, finish %s; %s",
             loaded.entry.id,
             len(prompt),
             cached,
             usage.completion_tokens,
-            time.perf_counter() - started,
+            timings.now() - started,
             finish,
+            times.line(),
         )
         if self._log_prompts:
             log.info("answer: %r", "".join(answer))

@@ -126,6 +126,8 @@ class Generation:
     finish: Outcome = "length"
     generated: list[int] = field(default_factory=list)  # every token of the answer, EOS excluded
     cache_tokens: list[int] = field(default_factory=list)  # exactly the tokens in the KV cache
+    first_token_at: float | None = None  # perf_counter when the first answer token was read
+    last_token_at: float | None = None  # ... and the last (the engine's decode rate, issue 14)
 
 
 def generate(
@@ -232,6 +234,9 @@ class _Loop:
                 out.finish = "stop"
                 return True
             out.generated.append(token)
+            out.last_token_at = time.perf_counter()
+            if out.first_token_at is None:
+                out.first_token_at = out.last_token_at
             self.history.append(token)
             text = self.detokenizer.add(token)
             if text and self.emit(text):

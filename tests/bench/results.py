@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from tholos_mlx.bench.compare import PHASES
+
 STAT = {"median", "min", "max", "values"}
 CI = {"value", "ci_low", "ci_high", "half_width", "runs"}
 MACHINE = {"chip", "memory_bytes", "memory_gib", "os", "arch", "cpu_count", "mlx_device"}
@@ -126,6 +128,25 @@ def environment(result: dict[str, Any]) -> None:
     assert result["machine"]["mlx_device"] in ("cpu", "gpu")
 
 
+def inside(side: Any, runs: int) -> None:
+    """The server's own timing of each run, read back from its log, beside raw's figures."""
+    assert set(side) == {"runs_logged", "phases_ms", "decode_tps", "ratio"}
+    assert side["runs_logged"] == runs  # one timing line per answer
+    phases = side["phases_ms"]
+    assert list(phases) == [*PHASES, "outside_ms"]
+    for name, stat in phases.items():
+        is_stat(stat, positive=name == "first_token_ms")
+        assert len(stat["values"]) == runs
+    is_stat(side["decode_tps"])
+    assert set(side["ratio"]) == {
+        "first_token_vs_raw_ttft",
+        "decode_vs_raw",
+        "client_decode_vs_inside",
+    }
+    for ci in side["ratio"].values():
+        is_ratio(ci, runs)
+
+
 def served(side: Any, runs: int, prompt_tokens: int | None) -> None:
     """A server's figures (ours or the peer's) over `runs` runs."""
     assert set(side) >= SERVED
@@ -156,6 +177,7 @@ def compare(c: Any, gen: int, prompt_tokens: int, peer: bool) -> dict[str, Any]:
     served(case["server"], runs, prompt_tokens)
     assert case["server"]["cached_tokens"] == [0] * runs  # prompt cache off for the comparison
     is_stat(case["server"]["template_tokenize_s"])
+    inside(case["server"]["inside"], runs)
     for name in ("ttft", "decode_tps"):
         is_ratio(case["ratio"][name], runs)
     cost = case["server_cost"]

@@ -58,6 +58,9 @@ def test_bench_compares_raw_mlx_lm_the_server_and_mlx_lms_own_server_and_writes_
     markdown = results.markdown(files)
     assert "mlx-lm's own server" in markdown and "not measurable here" in markdown
     assert "fresh nonce line" in markdown and "chat template + tokenize" in markdown
+    assert (
+        "### Where a decode gap lies" in markdown and "| engine/raw | client/engine |" in markdown
+    )
 
 
 @pytest.mark.e2e

@@ -14,6 +14,7 @@ import pytest
 
 from tests import server as srv
 from tests.conftest import DEMO_ID
+from tholos_mlx import timings
 
 FRANCE = [{"role": "user", "content": "What is the capital of France? Answer in one word."}]
 
@@ -353,6 +354,24 @@ def test_prompt_and_answer_text_never_reach_the_log(served: srv.Server) -> None:
     log = served.log_text()
     assert marker not in log
     assert not answer.strip() or answer not in log.replace("INFO", "")
+
+
+def test_each_answer_logs_where_its_time_went_phase_by_phase(served: srv.Server) -> None:
+    before = served.log_text().count(" timing ")
+    count = [{"role": "user", "content": "Count from 1 to 20, separated by commas."}]
+    r = served.chat(count, max_tokens=4, stream=True, stream_options={"include_usage": True})
+    assert r.status_code == 200 and r.text.rstrip().endswith("data: [DONE]")
+    usage = json.loads(sse_events(r.text)[-2])["usage"]
+    lines = [line for line in served.log_text().splitlines() if " timing " in line]
+    assert len(lines) == before + 1  # logged before the answer's last frame went out
+    got = timings.parse(lines[-1])
+    assert got is not None, lines[-1]
+    assert set(got) == set(timings.FIELDS)
+    for name, value in got.items():
+        assert value is not None and value >= 0, (name, lines[-1])
+    assert got["first_token_ms"] > 0 and got["decode_tps"] > 0  # type: ignore[operator]
+    assert usage["completion_tokens"] > 1  # else there is no decode rate to log
+    assert f" {usage['completion_tokens']} generated" in lines[-1]
 
 
 def test_a_client_without_the_key_gets_401_on_every_path(served: srv.Server) -> None:

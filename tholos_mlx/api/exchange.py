@@ -35,8 +35,14 @@ class EngineLike(Protocol):
         ...
 
     def submit(
-        self, request: GenerationRequest, entry: ModelEntry | None, on_done: Callable[[], None]
-    ) -> Channel: ...
+        self,
+        request: GenerationRequest,
+        entry: ModelEntry | None,
+        on_done: Callable[[], None],
+        arrived: float | None = None,
+    ) -> Channel:
+        """Queue a generation; `arrived` is when the request reached the server (timings.now())."""
+        ...
 
     async def count_tokens(self, request: GenerationRequest, entry: ModelEntry | None) -> int:
         """The request's prompt length in tokens as submit() would render it, without a turn."""
@@ -82,7 +88,7 @@ async def run(request: Request, req: GenerationRequest, reply: Reply) -> HTTPRes
         raise NoModelLoaded()  # never had a model; after idle unload the engine reloads the last
     turn = await gate.acquire()
     try:
-        channel = engine.submit(req, entry, turn.release)
+        channel = engine.submit(req, entry, turn.release, getattr(request.ctx, "arrived", None))
     except BaseException:
         turn.release()
         raise

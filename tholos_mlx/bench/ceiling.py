@@ -102,7 +102,11 @@ class FakeEngine:
         return self._loaded
 
     def submit(
-        self, request: ChatRequest, entry: ModelEntry | None, on_done: Callable[[], None]
+        self,
+        request: ChatRequest,
+        entry: ModelEntry | None,
+        on_done: Callable[[], None],
+        arrived: float | None = None,
     ) -> Channel:
         """Start one completion on its own thread, as engine.py's thread would run it."""
         loop = asyncio.get_running_loop()

@@ -149,7 +149,11 @@ class Sides:
             }
         if side == "server":
             payload = chat_payload(self.entry.id, messages, self.gen)
-            return figures(stream_chat(self.server.endpoint, payload), self.gen)
+            before = len(self.server.timings())
+            fig = figures(stream_chat(self.server.endpoint, payload), self.gen)
+            logged = self.server.timings()  # written before the answer's last frame
+            fig["inside"] = logged[-1] if len(logged) == before + 1 else None
+            return fig
         assert self.peer is not None
         return figures(self.peer.chat(messages, self.gen), self.gen)
 
@@ -284,6 +288,7 @@ def _case(cell: Cell) -> dict[str, Any]:
     r["generated_tokens"] = [x["tokens"] for x in raw]
     s = _served(srv)
     s["template_tokenize_s"] = template
+    s["inside"] = _inside(srv, raw)
     added = (
         s["ttft_s"]["median"] - r["ttft_s"]["median"]
         if s["ttft_s"]["median"] is not None and r["ttft_s"]["median"] is not None
@@ -309,6 +314,39 @@ def _case(cell: Cell) -> dict[str, Any]:
             "template_tokenize_ms": (
                 None if template["median"] is None else template["median"] * 1e3
             ),
+        },
+    }
+
+
+PHASES = ("http_ms", "queue_ms", "prompt_ms", "setup_ms", "first_token_ms")
+
+
+def _inside(srv: list[dict[str, Any]], raw: list[dict[str, Any]]) -> dict[str, Any]:
+    """The server's own account of each run (its timing line), set against raw mlx-lm's.
+
+    Issue 14 asks where a gap lies: in MLX's work (the engine's prefill + first token against
+    raw's TTFT, the engine's decode rate against raw's) or in the server around it (the phases
+    before the engine, and `outside_ms`: the client's TTFT minus all the server logged, i.e.
+    the network both ways, Sanic reading the request, the SSE write and the loop's wake-up).
+    """
+    logged = [x["inside"] for x in srv if x.get("inside")]
+    phases = {name: summary([t[name] for t in logged]) for name in PHASES}
+    outside = []
+    for x in srv:
+        t = x.get("inside")
+        if t and x["ttft_s"] is not None and all(t[n] is not None for n in PHASES):
+            outside.append(x["ttft_s"] * 1e3 - sum(t[n] for n in PHASES))
+    phases["outside_ms"] = summary(outside)
+    first_s = [t["first_token_ms"] / 1e3 for t in logged if t["first_token_ms"] is not None]
+    decode = [t["decode_tps"] for t in logged]
+    return {
+        "runs_logged": len(logged),
+        "phases_ms": phases,
+        "decode_tps": summary(decode),
+        "ratio": {
+            "first_token_vs_raw_ttft": ratio_ci(first_s, [x["ttft_s"] for x in raw]),
+            "decode_vs_raw": ratio_ci(decode, [x["decode_tps"] for x in raw]),
+            "client_decode_vs_inside": ratio_ci([x["decode_tps"] for x in srv], decode),
         },
     }
 

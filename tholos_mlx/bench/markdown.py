@@ -252,21 +252,52 @@ def _compare(c: dict[str, Any]) -> list[str]:
         "",
         "### Where the server's time to first token goes",
         "",
-        "The server's TTFT is measured by the client (HTTP, admission, chat template, tokenizing, "
-        "prefill, first step, SSE); raw mlx-lm's starts at its prefill. The chat template and "
-        "tokenizing are timed in the bench process with the same function and tokenizer.",
+        "The client times the server's TTFT; raw mlx-lm's starts at its prefill. The server logs "
+        "its own phases for every answer (`timing` in its log): HTTP in (parsing, validation, "
+        "admission), the engine queue, chat template + tokenize, set-up (prompt cache, grammar), "
+        "then prefill + first token on the engine thread. Outside is the rest of the client's "
+        "TTFT: the network both ways, Sanic reading the request, the SSE write. Medians, ms.",
         "",
-        "| prompt tokens | raw TTFT ms | server TTFT ms | added ms | chat template + tokenize ms |",
-        "|---:|---:|---:|---:|---:|",
+        "| prompt tokens | raw TTFT | server TTFT | added | HTTP in | queue "
+        "| template + tokenize | set-up | prefill + first token | outside "
+        "| prefill + first token / raw TTFT |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for case in c["cases"]:
         cost = case["server_cost"]
         raw_ms = case["raw"]["ttft_s"]["median"]
         srv_ms = case["server"]["ttft_s"]["median"]
+        inside = case["server"]["inside"]
+        ph = inside["phases_ms"]
         lines.append(
             f"| {case['prompt_tokens']} | {fmt(raw_ms and raw_ms * 1e3, 1)} "
             f"| {fmt(srv_ms and srv_ms * 1e3, 1)} | {fmt(cost['ttft_added_ms'], 1)} "
-            f"| {fmt(cost['template_tokenize_ms'], 2)} |"
+            + "".join(
+                f"| {fmt(ph[n]['median'], 2)} "
+                for n in ("http_ms", "queue_ms", "prompt_ms", "setup_ms", "first_token_ms")
+            )
+            + f"| {fmt(ph['outside_ms']['median'], 2)} "
+            f"| {interval(inside['ratio']['first_token_vs_raw_ttft'])} |"
+        )
+    lines += [
+        "",
+        "### Where a decode gap lies",
+        "",
+        "The engine's rate is timed on its thread, from the first token read back from MLX to "
+        "the last; the client's from the first text it received to the last. Engine/raw "
+        "below 1 is a cost in the generation loop or in MLX as the server drives it; client/"
+        "engine below 1 is one in delivering tokens (channel, event loop, HTTP).",
+        "",
+        "| prompt tokens | raw tok/s | engine tok/s | client tok/s | engine/raw | client/engine |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for case in c["cases"]:
+        inside = case["server"]["inside"]
+        lines.append(
+            f"| {case['prompt_tokens']} | {_cell(case['raw']['decode_tps'], 2)} "
+            f"| {_cell(inside['decode_tps'], 2)} | {_cell(case['server']['decode_tps'], 2)} "
+            f"| {interval(inside['ratio']['decode_vs_raw'])} "
+            f"| {interval(inside['ratio']['client_decode_vs_inside'])} |"
         )
     return lines
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from tholos_mlx import machine
+from tholos_mlx import machine, timings
 from tholos_mlx.bench.client import BenchError, Endpoint, free_port, get_json
 from tholos_mlx.tiers import ModelEntry
 
@@ -96,6 +96,15 @@ class ServerProcess:
             return None
         peaks = re.findall(r"MLX memory active \d+ MiB, peak (\d+) MiB", text)
         return float(peaks[-1]) if peaks else None
+
+    def timings(self) -> list[dict[str, float | None]]:
+        """The figures of every answer's timing line so far (timings.py), in order."""
+        try:
+            text = self.log.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return []
+        parsed = (timings.parse(line) for line in text.splitlines())
+        return [t for t in parsed if t is not None]
 
     def tail(self, lines: int = 20) -> str:
         """The end of its log, for error messages."""
