@@ -175,3 +175,37 @@ def test_a_cut_later_call_is_flagged_so_the_answer_still_counts_as_calls() -> No
     assert splitter.dropped_cut_call and splitter.calls == 1
     _, _, whole = split([CALL], TOOLS)
     assert not whole.dropped_cut_call
+
+
+@pytest.mark.parametrize("opening", ["<", "<tool_", "<tool_call"])
+def test_a_later_calls_opening_cut_by_max_tokens_never_becomes_content(opening: str) -> None:
+    events: list[Event] = []
+    splitter = AnswerSplitter(events.append, (), TOOLS)
+    for piece in (CALL, "\n", opening):
+        assert not splitter.feed(piece)
+    splitter.finish(cut=True)
+    answer = gathered(events)
+    assert answer.text == "" and [c.name for c in answer.calls] == ["get_weather"]
+    assert splitter.dropped_cut_call  # so the whole call still reports tool_calls
+
+
+def test_a_first_calls_opening_cut_by_max_tokens_leaves_no_text_and_no_call() -> None:
+    events: list[Event] = []
+    splitter = AnswerSplitter(events.append, (), TOOLS)
+    splitter.feed("<tool_ca")
+    splitter.finish(cut=True)
+    assert gathered(events).text == "" and not gathered(events).calls
+    assert not splitter.dropped_cut_call  # no call came: the answer is plainly cut
+
+
+def test_text_that_ends_like_a_marker_is_text_when_the_model_ends_it() -> None:
+    events, _, _ = split(["x <"], TOOLS)  # finish() without cut: EOS after a lone "<"
+    assert gathered(events).text == "x <"
+
+
+def test_text_before_a_cut_marker_stays_and_only_the_marker_goes() -> None:
+    events: list[Event] = []
+    splitter = AnswerSplitter(events.append, (), TOOLS)
+    splitter.feed("Let me look.\n<tool")
+    splitter.finish(cut=True)
+    assert gathered(events).text == "Let me look.\n"

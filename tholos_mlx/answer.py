@@ -101,14 +101,21 @@ class AnswerSplitter:
                     return False
         return False
 
-    def finish(self) -> None:
-        """Generation ended (EOS or length): send what was held back."""
+    def finish(self, cut: bool = False) -> None:
+        """Generation ended (EOS, or `cut` by max_tokens): send what was held back.
+
+        A call's opening marker cut by max_tokens is the start of a call that never came,
+        not text: it is dropped, like a call cut inside its body."""
         buf, self._buf = self._buf, ""
         if self._state == "thinking":
             if buf:
                 self._put(ReasoningDelta(buf))
         elif self._state == "call":  # cut by max_tokens: the held piece of the end marker goes
             self._close_call("".join(self._call), complete=False)
+        elif cut and buf and self._m.call_start and self._m.call_start.startswith(buf):
+            self.dropped_cut_call = self.calls > 0
+            self._content_text("", final=True)  # a stop string's held tail, if any
+            self._spaces = ""
         else:
             self._content_text(buf, final=True)
 

@@ -244,8 +244,10 @@ class Engine:
         room = loaded.context - len(prompt)
         if room < 1:
             raise ContextLengthExceeded(
-                f"This model's maximum context length is {loaded.context} tokens; your messages "
-                f"take {len(prompt)}. Shorten them.",
+                f"This model's maximum context length is {loaded.context} tokens, the answer "
+                f"included; your messages take {len(prompt)}"
+                + (", which leaves no room for an answer" if room == 0 else "")
+                + ". Shorten them.",
                 param="messages",
             )
         # The matching cache first: the memory guard may then evict others, never this one.
@@ -325,7 +327,7 @@ class Engine:
             return
         stopped_by_text = splitter.stop_sequence is not None
         if not stopped_by_text:
-            splitter.finish()
+            splitter.finish(cut=gen.finish == "length")
         finish: FinishReason = gen.finish
         # Calls end the answer; a further call cut by max_tokens was dropped whole, so what the
         # client gets is complete calls, and it should act on them, not treat them as cut.

@@ -135,9 +135,16 @@ def test_a_call_alone_has_no_text_block_and_an_empty_answer_has_one_empty_text_b
     assert empty["content"] == [{"type": "text", "text": ""}]
 
 
-def test_arguments_cut_short_by_max_tokens_give_an_empty_input() -> None:
+def test_a_call_cut_short_by_max_tokens_is_left_out_never_sent_with_a_made_up_input() -> None:
     cut = gathered(ToolCallStart(0, "call_x", "f"), ToolCallDelta(0, '{"a": '), finished("length"))
-    assert message_body(STARTED, cut, False)["content"][-1]["input"] == {}
+    body = message_body(STARTED, cut, False)
+    assert body["content"] == [{"type": "text", "text": ""}]
+    assert body["stop_reason"] == "max_tokens"
+    whole_then_cut = gathered(
+        *CALL, ToolCallStart(1, "call_y", "f"), ToolCallDelta(1, '{"a'), finished("length")
+    )
+    kept = message_body(STARTED, whole_then_cut, False)["content"]
+    assert [(b["type"], b.get("input")) for b in kept] == [("tool_use", {"city": "Paris"})]
 
 
 def test_thinking_is_a_thinking_block_only_when_the_request_enabled_it() -> None:

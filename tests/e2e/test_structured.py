@@ -263,6 +263,24 @@ def test_a_named_tool_and_no_parallel_calls_give_exactly_that_one_call(served: s
     jsonschema.validate(json.loads(call["function"]["arguments"]), parameters(TIME))
 
 
+def test_a_second_calls_opening_cut_by_max_tokens_never_leaks_into_content(
+    served: srv.Server,
+) -> None:
+    fields: dict[str, Any] = {"tools": [WEATHER, TIME], "tool_choice": "required"}
+    one = served.chat(ASK_WEATHER, max_tokens=120, parallel_tool_calls=False, **fields).json()
+    whole = one["usage"]["completion_tokens"]  # the first call, its end marker included
+    (first,) = one["choices"][0]["message"]["tool_calls"]
+    for extra in (1, 2, 3, 4):  # the separator, then the next call's marker, token by token
+        choice = served.chat(ASK_WEATHER, max_tokens=whole + extra, **fields).json()["choices"][0]
+        message = choice["message"]
+        assert message["content"] is None, (extra, message)
+        calls = [(c["function"]["name"], c["function"]["arguments"]) for c in message["tool_calls"]]
+        assert calls[0] == (first["function"]["name"], first["function"]["arguments"])
+        for name, arguments in calls:  # only whole calls: a cut one is left out
+            tool = {"get_weather": WEATHER, "get_time": TIME}[name]
+            jsonschema.validate(json.loads(arguments), parameters(tool))
+
+
 def test_tool_choice_none_answers_in_text(served: srv.Server) -> None:
     r = served.chat(ASK_WEATHER, max_tokens=12, tools=[WEATHER], tool_choice="none")
     message = r.json()["choices"][0]["message"]

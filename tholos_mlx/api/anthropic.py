@@ -87,13 +87,13 @@ def error_body(err: TholosError) -> dict[str, object]:
     return {"type": "error", "error": {"type": kind, "message": err.message}}
 
 
-def _input(arguments: str) -> Any:
-    """A call's arguments as the `input` object; arguments cut short (max_tokens) give {}."""
+def _input(arguments: str) -> dict[str, Any] | None:
+    """A call's arguments as the `input` object; None when they were cut short (max_tokens)."""
     try:
         value = orjson.loads(arguments)
     except orjson.JSONDecodeError:
-        return {}
-    return value if isinstance(value, dict) else {}
+        return None
+    return value if isinstance(value, dict) else None
 
 
 # -- the answer --
@@ -106,12 +106,14 @@ def message_body(started: Started, answer: Gathered, thinking: bool) -> dict[str
     content: list[dict[str, Any]] = []
     if thinking and answer.reasoning:
         content.append({"type": "thinking", "thinking": answer.reasoning, "signature": ""})
-    calls = answer.calls
+    # A call cut by max_tokens has no whole `input`, and one that fails the tool's schema must
+    # never reach a client that runs tools: it is left out (stop_reason says max_tokens).
+    calls = [(c, args) for c in answer.calls if (args := _input(c.arguments)) is not None]
     if answer.text or not calls:  # never an empty content list: clients read content[0]
         content.append({"type": "text", "text": answer.text})
     content.extend(
-        {"type": "tool_use", "id": tool_use_id(c.id), "name": c.name, "input": _input(c.arguments)}
-        for c in calls
+        {"type": "tool_use", "id": tool_use_id(c.id), "name": c.name, "input": args}
+        for c, args in calls
     )
     return {
         "id": new_message_id(),
