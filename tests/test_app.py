@@ -18,6 +18,9 @@ from tholos_mlx.errors import ContextLengthExceeded, ServiceUnavailable
 from tholos_mlx.home import rotate_key
 
 HELLO = {"messages": [{"role": "user", "content": "Hello"}]}
+BAD_PATTERN = {"type": "object", "properties": {"a": {"type": "string", "pattern": "(a)\\1"}}}
+BAD_SCHEMA = {"name": "backref", "schema": BAD_PATTERN}
+BAD_TOOL = {"name": "f", "parameters": BAD_PATTERN}
 ERROR_KEYS = {"message", "type", "param", "code"}
 
 
@@ -1006,6 +1009,43 @@ def test_a_full_queue_answers_429_with_retry_after_at_once(tmp_path: Path) -> No
         assert second.result(WAIT_S).status_code == 200
         assert [user_text(r) for r in s.engine.requests] == ["1", "2"]
         wait_for(lambda: queue_len(s) == 0, "the queue to empty")
+
+
+@pytest.mark.parametrize(
+    "field, param",
+    [
+        (
+            {"response_format": {"type": "json_schema", "json_schema": BAD_SCHEMA}},
+            "response_format",
+        ),
+        (
+            {"tools": [{"type": "function", "function": BAD_TOOL}], "tool_choice": "auto"},
+            "tools[0].function.parameters",
+        ),
+    ],
+)
+def test_a_schema_that_cannot_constrain_is_a_400_at_once_even_with_the_queue_full(
+    tmp_path: Path, field: dict[str, Any], param: str
+) -> None:
+    hold = threading.Event()
+    with (
+        live_server(tmp_path / "home", FakeEngine(Script(hold=hold)), max_queue=1) as s,
+        ThreadPoolExecutor(2) as pool,
+    ):
+        try:
+            first = post_in_thread(pool, s, chat(messages=[{"role": "user", "content": "1"}]))
+            s.engine.wait_jobs(1)[0].started.wait(WAIT_S)
+            second = post_in_thread(pool, s, chat(messages=[{"role": "user", "content": "2"}]))
+            wait_for(lambda: queue_len(s) == 1, "the second request to wait")
+            with s.client() as c:
+                r = c.post("/v1/chat/completions", json={**HELLO, **field})
+            err = error_of(r, 400, "invalid_request_error", None)  # not 429: never queued
+            assert err["param"] == param and "backreference" in err["message"]
+        finally:
+            hold.set()
+        assert first.result(WAIT_S).status_code == 200
+        assert second.result(WAIT_S).status_code == 200
+        assert len(s.engine.requests) == 2
 
 
 def test_a_request_that_waits_past_the_queue_timeout_gets_503_with_retry_after(

@@ -25,6 +25,7 @@ LIGHT = [
     "errors",
     "config",
     "prompt_cache",
+    "schema_check",
 ]
 FORBIDDEN = ("mlx", "mlx_lm", "tholos_mlx.engine")
 

@@ -28,11 +28,11 @@ from tholos_mlx.constrain import (
     PlainMask,
     ToolMarkers,
     choose_mask,
-    external_ref,
     metal_mask,
 )
 from tholos_mlx.errors import InvalidRequest
 from tholos_mlx.request import ResponseFormat, Tool, ToolChoice
+from tholos_mlx.schema_check import external_ref
 from tholos_mlx.tool_grammar import MAX_PARALLEL_CALLS
 
 LIMIT = 400  # tokens a simulated answer may take before the test calls it a runaway

@@ -181,7 +181,10 @@ def _as_tholos(exc: Exception, settings: Settings) -> TholosError:
     if isinstance(exc, TholosError):
         return exc
     if isinstance(exc, sanic_exc.NotFound):
-        return NotFound("Unknown path. The API lives under /v1: /v1/models, /v1/chat/completions.")
+        return NotFound(
+            "Unknown path. The API lives under /v1: /v1/models, /v1/chat/completions, "
+            "/v1/messages, /v1/messages/count_tokens, /v1/responses."
+        )
     if isinstance(exc, sanic_exc.MethodNotAllowed):
         return MethodNotAllowed(str(exc) or "Method not allowed on this path.")
     if isinstance(exc, sanic_exc.PayloadTooLarge):

@@ -7,9 +7,8 @@ hands each request a `Constraint`, which the generation loop drives on the engin
 
 from __future__ import annotations
 
-import json
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import llguidance
@@ -17,30 +16,31 @@ import llguidance.hf
 import mlx.core as mx
 import numpy as np
 import numpy.typing as npt
-import orjson
 from llguidance.numpy import allocate_token_bitmask, fill_next_token_bitmask
 
 from tholos_mlx.errors import InvalidRequest
 from tholos_mlx.request import ResponseFormat, Tool, ToolChoice
+from tholos_mlx.schema_check import (
+    canonical,
+    format_schema,
+    json_grammar,
+    one_line,
+    refuse_external_refs,
+    tool_param,
+)
 from tholos_mlx.tool_grammar import (
-    JSON_OPTIONS,
     Piece,
     ToolMarkers,
     answer_or_call_grammar,
     arguments_schema,
     forced_grammar,
     lazy_grammar,
-    schema_for_grammar,
 )
 
 __all__ = ["Constraint", "Grammars", "ToolMarkers", "choose_mask", "metal_mask", "PlainMask"]
 
 Bitmask = npt.NDArray[np.int32]
 MaskFn = Callable[[mx.array, Bitmask], mx.array]
-ANY_OBJECT: dict[str, Any] = {"type": "object"}
-# Keywords whose values are data, not subschemas: a "$ref" key inside them is no reference.
-_DATA_KEYWORDS = frozenset({"const", "enum", "default", "examples"})
-_REASON_CHARS = 400
 
 
 class PlainMask:
@@ -231,7 +231,7 @@ class Grammars:
                 param="tool_choice",
             )
         for i, tool in enumerate(tools):
-            refuse_external_refs(tool.parameters, *_tool_param(i, tool))
+            refuse_external_refs(tool.parameters, *tool_param(i, tool))
         start, end = self._pieces(markers.start), self._pieces(markers.end)
         if choice.mode == "auto" and fmt is not None and fmt.kind != "text":
             self._format_matcher(fmt)  # a schema at fault is named as such
@@ -247,7 +247,7 @@ class Grammars:
         if isinstance(found, str):
             for i, tool in enumerate(tools):  # blame the first tool that fails on its own
                 if tool in chosen:
-                    self._schema_matcher(arguments_schema(tool), *_tool_param(i, tool))
+                    self._schema_matcher(arguments_schema(tool), *tool_param(i, tool))
             raise InvalidRequest(
                 f"tools: cannot constrain a call to these tools: {found}", param="tools"
             )
@@ -290,73 +290,3 @@ class Grammars:
         while len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
         return result
-
-
-def format_schema(fmt: ResponseFormat) -> dict[str, Any]:
-    """The schema a JSON response_format asks for: its own, or any object for json_object."""
-    return fmt.schema if fmt.kind == "json_schema" and fmt.schema is not None else ANY_OBJECT
-
-
-def _tool_param(i: int, tool: Tool) -> tuple[str, str]:
-    """The param of a tool's parameters in errors, and how a message names it."""
-    param = f"tools[{i}].function.parameters"
-    return param, f"{param} (function {tool.name!r})"
-
-
-def refuse_external_refs(schema: dict[str, Any], param: str, label: str) -> None:
-    """InvalidRequest for a `$ref` outside the schema: nothing is ever fetched."""
-    outside = external_ref(schema)
-    if outside is not None:
-        raise InvalidRequest(
-            f"{label}: `$ref` {outside!r} points outside the schema; only references inside "
-            'it ("#/...") are supported, nothing is fetched.',
-            param=param,
-        )
-
-
-def json_grammar(schema: dict[str, Any]) -> str:
-    """llguidance's grammar of a JSON schema, compact, our options over the client's."""
-    return llguidance.LLMatcher.grammar_from_json_schema(
-        schema_for_grammar(schema),
-        overrides=JSON_OPTIONS,  # type: ignore[arg-type]
-    )
-
-
-def canonical(schema: dict[str, Any]) -> str:
-    """The cache key of a schema: its JSON with key order kept (llguidance emits properties in
-    schema order, so two orders are two grammars)."""
-    try:
-        return orjson.dumps(schema).decode()
-    except TypeError:  # an integer past 64 bits: orjson refuses it, json does not
-        return json.dumps(schema, separators=(",", ":"), ensure_ascii=False)
-
-
-def external_ref(schema: Any) -> str | None:
-    """The first `$ref` of the schema that points outside it (a URL, another file), if any."""
-    ids = {v for v in _walk(schema, "$id") if isinstance(v, str)}
-    for ref in _walk(schema, "$ref"):
-        if not isinstance(ref, str):
-            continue
-        base = ref.split("#", 1)[0]
-        if base and base not in ids:
-            return ref
-    return None
-
-
-def _walk(node: Any, key: str) -> Iterator[Any]:
-    """Every value of `key` in the schema's objects, skipping data (const, enum, ...)."""
-    if isinstance(node, dict):
-        for k, v in node.items():
-            if k == key:
-                yield v
-            elif k not in _DATA_KEYWORDS:
-                yield from _walk(v, key)
-    elif isinstance(node, list):
-        for item in node:
-            yield from _walk(item, key)
-
-
-def one_line(reason: str) -> str:
-    """llguidance's reason on one line, bounded (regex errors come with a caret diagram)."""
-    text = " ".join(reason.split())
-    return text if len(text) <= _REASON_CHARS else text[: _REASON_CHARS - 1] + "…"

@@ -163,6 +163,22 @@ BAD_INPUTS: list[tuple[bytes, int, str, str | None, str | None]] = [
         None,
     ),
     (body(response_format={"type": "json_schema"}), 400, INVALID, "response_format", None),
+    *(
+        (
+            body(response_format={"type": "json_schema", "json_schema": spec}),
+            400,
+            INVALID,
+            f"response_format.json_schema.{field}",
+            None,
+        )
+        for spec, field in [
+            ({"schema": {"type": "object"}}, "name"),  # OpenAI requires the name
+            ({"name": "", "schema": {}}, "name"),
+            ({"name": "a b!", "schema": {}}, "name"),
+            ({"name": "x" * 65, "schema": {}}, "name"),
+            ({"name": "x", "schema": {}, "strict": "yes"}, "strict"),
+        ]
+    ),
     (body(response_format="json"), 400, INVALID, "response_format", None),
     (body(tool_choice="required"), 400, INVALID, "tool_choice", None),
     (body(tool_choice="sometimes", tools=[FN]), 400, INVALID, "tool_choice", None),
@@ -448,6 +464,21 @@ def test_completion_body_validates_against_the_openai_sdk_type() -> None:
     parsed = types.ChatCompletion.model_validate_json(raw)
     assert parsed.choices[0].message.content == "t"
     assert parsed.choices[0].finish_reason == "length"
+
+
+@pytest.mark.parametrize("calls_only, content", [(False, ""), (True, None)])
+def test_an_empty_answer_has_content_null_only_where_a_call_was_forced(
+    calls_only: bool, content: str | None
+) -> None:
+    raw = completion_body(
+        id="chatcmpl-x",
+        created=1,
+        model="m",
+        answer=Gathered(),  # cut by max_tokens before anything, or before the call's name
+        finished=Finished("length", Usage(3, 4)),
+        calls_only=calls_only,
+    )
+    assert json.loads(raw)["choices"][0]["message"]["content"] == content
 
 
 def test_completion_ids_look_like_openai_and_are_unique() -> None:

@@ -462,11 +462,22 @@ def test_the_engines_errors_name_this_apis_fields(server: LiveServer, client: ht
         ),
         Script(error_before_start=ContextLengthExceeded("Too long.", param="messages")),
     ]
-    fmt = {"format": {"type": "json_schema", "name": "a", "schema": {"if": {}}}}
+    fmt = {"format": {"type": "json_schema", "name": "a", "schema": {"type": "object"}}}
     r = client.post("/v1/responses", json={"input": "Hi", "text": fmt})
     assert error_of(r, 400, "invalid_request_error", None)["param"] == "text.format"
     r = client.post("/v1/responses", json={"input": "Hi", "stream": True})
     assert error_of(r, 400, "invalid_request_error", "context_length_exceeded")["param"] == "input"
+
+
+def test_a_schema_that_cannot_constrain_is_refused_before_the_engine_sees_it(
+    server: LiveServer, client: httpx.Client
+) -> None:
+    before = len(server.engine.requests)
+    fmt = {"format": {"type": "json_schema", "name": "a", "schema": {"not": {}}}}
+    r = client.post("/v1/responses", json={"input": "Hi", "text": fmt})
+    err = error_of(r, 400, "invalid_request_error", None)
+    assert err["param"] == "text.format" and "not" in err["message"]
+    assert len(server.engine.requests) == before
 
 
 def test_an_error_after_streaming_started_is_one_error_event_and_no_completion(

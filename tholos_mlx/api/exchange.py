@@ -11,6 +11,7 @@ from typing import Callable, Protocol
 from sanic import Request
 from sanic.response import HTTPResponse
 
+from tholos_mlx import schema_check
 from tholos_mlx.admission import Gate
 from tholos_mlx.api import sse
 from tholos_mlx.api.gathered import Gathered
@@ -86,6 +87,7 @@ async def run(request: Request, req: GenerationRequest, reply: Reply) -> HTTPRes
     entry = tiers.resolve(req.model) if req.model else None
     if entry is None and engine.last_loaded is None:
         raise NoModelLoaded()  # never had a model; after idle unload the engine reloads the last
+    schema_check.check(req)  # a schema that cannot constrain: 400 now, not after the queue
     turn = await gate.acquire()
     try:
         channel = engine.submit(req, entry, turn.release, getattr(request.ctx, "arrived", None))

@@ -344,10 +344,22 @@ def response_format(raw: object, param: str) -> ResponseFormat:
         spec = raw.get("json_schema")
         if not isinstance(spec, dict):
             raise InvalidRequest(
-                f"'{param}.json_schema' must be an object with 'name' and 'schema'.",
+                f"'{param}.json_schema' must be an object: "
+                '{"name", "schema", "strict"}, the name required.',
                 param=param,
             )
-        return json_schema_format(spec.get("schema"), spec.get("name"), spec.get("strict"), param)
+        name, strict = spec.get("name"), spec.get("strict")
+        if not isinstance(name, str) or not f.TOOL_NAME.match(name):  # as OpenAI requires
+            raise InvalidRequest(
+                f"'{param}.json_schema.name' is required: 1 to 64 letters, digits, '_' or '-'.",
+                param=f"{param}.json_schema.name",
+            )
+        if strict is not None and not isinstance(strict, bool):
+            raise InvalidRequest(
+                f"'{param}.json_schema.strict' must be true or false; got {f.kind(strict)}.",
+                param=f"{param}.json_schema.strict",
+            )
+        return json_schema_format(spec.get("schema"), name, strict, param)
     raise InvalidRequest(
         f'\'{param}.type\' must be "text", "json_object" or "json_schema"; got '
         f"{orjson.dumps(kind).decode()}.",
@@ -398,12 +410,21 @@ def _refuse_shape_changers(data: Mapping[str, object]) -> None:
 
 
 def completion_body(
-    *, id: str, created: int, model: str, answer: Gathered, finished: Finished
+    *,
+    id: str,
+    created: int,
+    model: str,
+    answer: Gathered,
+    finished: Finished,
+    calls_only: bool = False,
 ) -> bytes:
-    """The JSON bytes of OpenAI's non-streamed `chat.completion` object."""
+    """The JSON bytes of OpenAI's non-streamed `chat.completion` object.
+
+    `content` is null when there is no text and the answer is calls, or could only have been
+    (a forced call cut by max_tokens before it was named), as the stream's first chunk says."""
     message: dict[str, Any] = {
         "role": "assistant",
-        "content": answer.text if answer.text or not answer.calls else None,
+        "content": answer.text if answer.text or not (answer.calls or calls_only) else None,
         "refusal": None,
     }
     if answer.reasoning:
@@ -433,7 +454,9 @@ def completion_body(
     )
 
 
-def complete(started: Started, answer: Gathered, finished: Finished) -> bytes:
+def complete(
+    started: Started, answer: Gathered, finished: Finished, calls_only: bool = False
+) -> bytes:
     """The whole answer to a non-streamed request."""
     return completion_body(
         id=new_completion_id(),
@@ -441,6 +464,7 @@ def complete(started: Started, answer: Gathered, finished: Finished) -> bytes:
         model=started.model,
         answer=answer,
         finished=finished,
+        calls_only=calls_only,
     )
 
 
@@ -584,7 +608,8 @@ class _ChatReply:
         if wants_plain(request):
             return HTTPResponse(answer.text, content_type="text/plain; charset=utf-8")
         return HTTPResponse(
-            complete(started, answer, answer.finished), content_type="application/json"
+            complete(started, answer, answer.finished, self._calls_only),
+            content_type="application/json",
         )
 
     def stream(self, started: Started) -> ChatStream:
