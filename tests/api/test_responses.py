@@ -169,7 +169,7 @@ def test_a_response_has_openais_shape_and_validates_as_the_sdks_type(
     )
     assert (body["tools"], body["tool_choice"], body["text"]) == (
         [],
-        "none",
+        "auto",  # OpenAI's default, tools or not
         {"format": {"type": "text"}},
     )
     [item] = body["output"]
@@ -178,7 +178,9 @@ def test_a_response_has_openais_shape_and_validates_as_the_sdks_type(
         "type": "message",
         "status": "completed",
         "role": "assistant",
-        "content": [{"type": "output_text", "annotations": [], "text": "Hello, world!"}],
+        "content": [
+            {"type": "output_text", "annotations": [], "logprobs": [], "text": "Hello, world!"}
+        ],
     }
     assert body["usage"] == {
         "input_tokens": 30,

@@ -62,7 +62,9 @@ def test_text_streams_as_a_message_item_in_openais_event_order() -> None:
         "role": "assistant",
     }
     assert item["id"].startswith("msg_") and item["status"] == "completed"
-    assert item["content"] == [{"type": "output_text", "annotations": [], "text": "Hello"}]
+    assert item["content"] == [
+        {"type": "output_text", "annotations": [], "logprobs": [], "text": "Hello"}
+    ]
     assert [e["delta"] for e in sent[2:4]] == ["Hel", "lo"]
     assert sent[4]["text"] == "Hello" and sent[-1]["item"] == item
     assert all(e.get("item_id", item["id"]) == item["id"] for e in sent)

@@ -137,7 +137,8 @@ def test_defaults_are_openais() -> None:
     parsed = parse()
     req = parsed.generation()
     assert (req.temperature, req.top_p, req.max_tokens, req.stream) == (1.0, 1.0, None, False)
-    assert req.tool_choice == ToolChoice("none") and req.response_format == ResponseFormat()
+    # "auto" as OpenAI echoes it, tools or not; without tools nothing can be called anyway
+    assert req.tool_choice == ToolChoice("auto") and req.response_format == ResponseFormat()
     assert parsed.echo.store is True and parsed.echo.previous_response_id is None
     assert parse(tools=[FN]).generation().tool_choice == ToolChoice("auto")
     assert parse(text={"format": {"type": "json_object"}}).echo.text_format.kind == "json_object"

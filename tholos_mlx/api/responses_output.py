@@ -163,7 +163,7 @@ class _Item:
     def part(self, text: str) -> dict[str, Any]:
         if self.kind == "reasoning":
             return {"type": "reasoning_text", "text": text}
-        return {"type": "output_text", "annotations": [], "text": text}
+        return {"type": "output_text", "annotations": [], "logprobs": [], "text": text}
 
     def body(self, *, opening: bool = False) -> dict[str, Any]:
         """The item as the output lists it; `opening`: as first announced, with nothing in it."""

@@ -16,7 +16,15 @@ from tholos_mlx.api import fields as f
 from tholos_mlx.api.openai_chat import json_schema_format, response_format, tool_choice
 from tholos_mlx.api.responses_output import Echo
 from tholos_mlx.errors import InvalidRequest, Unsupported
-from tholos_mlx.request import GenerationRequest, Message, ResponseFormat, Role, Tool, ToolCall
+from tholos_mlx.request import (
+    GenerationRequest,
+    Message,
+    ResponseFormat,
+    Role,
+    Tool,
+    ToolCall,
+    ToolChoice,
+)
 
 ROLES: dict[str, Role] = {
     "user": "user",
@@ -251,7 +259,11 @@ def _tools(raw: object) -> tuple[Tool, ...]:
 
 
 def _tool_choice(raw: object, tools: tuple[Tool, ...]) -> Any:
-    """The Responses shapes: "none", "auto", "required" or {"type": "function", "name"}."""
+    """The Responses shapes: "none", "auto", "required" or {"type": "function", "name"}.
+
+    Left out, it is "auto" even without tools, as OpenAI echoes it (no tools: no call)."""
+    if raw is None:
+        return ToolChoice("auto")
     if isinstance(raw, dict) and raw.get("type") != "function":
         raise InvalidRequest(
             '\'tool_choice\' must be "none", "auto", "required" or '
