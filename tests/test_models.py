@@ -485,3 +485,16 @@ def test_cache_clear_deletes_one_models_cache_or_all_and_nothing_outside(
     assert cli("cache", "clear", "a").returncode == 0  # nothing left: fine
     assert "not a model id" in one_line_error(cli("cache", "clear", "../outside"))
     assert outside.exists()
+
+
+def test_cache_clear_says_when_a_running_server_will_write_its_cache_back(
+    cli: CLI, tholos_home: Path
+) -> None:
+    (tholos_home / "api_key").write_text("k\n")
+    quiet = cli("cache", "clear")
+    assert quiet.returncode == 0 and "note:" not in quiet.stdout  # no server on the port
+    with health_stub("k", b'{"status": "ok", "model": "a", "queue": 0}') as port:
+        (tholos_home / "config.toml").write_text(f"port = {port}\n")
+        out = cli("cache", "clear")
+    assert out.returncode == 0
+    assert f"the server on port {port} still holds its prompt cache" in out.stdout

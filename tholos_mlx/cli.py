@@ -207,7 +207,7 @@ def _dispatch(args: argparse.Namespace, home: Path) -> int:
             return models.remove_command(home, args.model_id, args.delete)
         return models.print_models(home, _settings(args, home))
     if cmd == "cache":
-        return _clear_cache(home, args.model_id)
+        return _clear_cache(home, args.model_id, _settings(args, home).port)
     if cmd == "import-gguf":
         from tholos_mlx import gguf
 
@@ -229,7 +229,8 @@ def _dispatch(args: argparse.Namespace, home: Path) -> int:
     raise UsageError(f"unknown command {cmd!r}")
 
 
-def _clear_cache(home: Path, model_id: str | None) -> int:
+def _clear_cache(home: Path, model_id: str | None, port: int) -> int:
+    from tholos_mlx import health
     from tholos_mlx.home import CACHE_DIR, clear_cache
 
     try:
@@ -241,6 +242,12 @@ def _clear_cache(home: Path, model_id: str | None) -> int:
         print(f"nothing to clear: no prompt cache in {where}")
     else:
         print(f"cleared {len(deleted)} prompt cache{'s' if len(deleted) != 1 else ''} in {where}")
+    if health.of_home(home, port, timeout=0.5) is not None:
+        print(
+            f"note: the server on port {port} still holds its prompt cache in memory and writes "
+            "it to disk again when it stops, unloads or switches models; stop it first "
+            "(or clear again after it stops) for none to be left."
+        )
     return 0
 
 
