@@ -336,6 +336,20 @@ def test_text_parts_are_joined_without_separator() -> None:
     assert req.messages == (ChatMessage("user", "Hello, world"),)
 
 
+def test_an_assistant_refusal_part_in_history_is_what_it_said_and_only_an_assistant_has_one() -> (
+    None
+):
+    refused = [{"type": "refusal", "refusal": "I can't help with that."}]
+    req = parse(body(messages=[*USER, {"role": "assistant", "content": refused}, *USER]))
+    assert req.messages[1] == ChatMessage("assistant", "I can't help with that.")
+    with pytest.raises(TholosError) as bad:
+        parse(body(messages=[{"role": "user", "content": refused}]))
+    assert bad.value.param == "messages[0].content[0].type"
+    with pytest.raises(TholosError) as missing:
+        parse(body(messages=[*USER, {"role": "assistant", "content": [{"type": "refusal"}]}]))
+    assert missing.value.param == "messages[1].content[0].refusal"
+
+
 def test_assistant_null_or_missing_content_is_empty_text() -> None:
     req = parse(
         body(

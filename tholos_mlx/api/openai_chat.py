@@ -165,21 +165,22 @@ def _message(item: object, where: str) -> Message:
                 f"'{where}.tool_call_id' is required on a tool message: the id of the call it answers.",
                 param=f"{where}.tool_call_id",
             )
-        content = content_text(item.get("content"), f"{where}.content", optional=False)
+        content = content_text(item.get("content"), f"{where}.content")
         return Message("tool", content, tool_call_id=call_id)
     calls = (
         _tool_calls(item.get("tool_calls"), f"{where}.tool_calls") if role == "assistant" else ()
     )
-    content = content_text(item.get("content"), f"{where}.content", optional=role == "assistant")
+    content = content_text(item.get("content"), f"{where}.content", assistant=role == "assistant")
     return Message(role, content, tool_calls=calls)  # type: ignore[arg-type]
 
 
-def content_text(content: object, where: str, *, optional: bool) -> str:
-    """A message's content: a string, or text parts joined with ""."""
+def content_text(content: object, where: str, *, assistant: bool = False) -> str:
+    """A message's content: a string, or text parts joined with "" (an assistant's may also
+    be null, and hold the `refusal` parts OpenAI answers with: their text is what it said)."""
     if isinstance(content, str):
         return content
     if content is None:
-        if optional:  # an assistant turn may carry no text (OpenAI allows null)
+        if assistant:  # an assistant turn may carry no text (OpenAI allows null)
             return ""
         raise InvalidRequest(
             f"'{where}' is required: a string or an array of "
@@ -197,16 +198,24 @@ def content_text(content: object, where: str, *, optional: bool) -> str:
             f"'{where}' must not be an empty array: give at least one text part, or a string.",
             param=where,
         )
-    return "".join(_text_part(part, f"{where}[{j}]") for j, part in enumerate(content))
+    return "".join(_text_part(part, f"{where}[{j}]", assistant) for j, part in enumerate(content))
 
 
-def _text_part(part: object, where: str) -> str:
+def _text_part(part: object, where: str, assistant: bool) -> str:
     if not isinstance(part, dict):
         raise InvalidRequest(
             f'\'{where}\' must be an object {{"type": "text", "text": ...}}; got {f.kind(part)}.',
             param=where,
         )
     kind = part.get("type")
+    if kind == "refusal" and assistant:
+        refusal = part.get("refusal")
+        if not isinstance(refusal, str):
+            raise InvalidRequest(
+                f"'{where}.refusal' must be a string; got {f.kind(refusal)}.",
+                param=f"{where}.refusal",
+            )
+        return refusal
     if kind != "text":
         if isinstance(kind, str):
             raise Unsupported(
