@@ -104,3 +104,26 @@ def test_a_model_without_any_template_gets_the_chatml_fallback() -> None:
     prompt_ids(tok, [Message("user", "hi")])
     assert tok.calls[0][1]["chat_template"] == FALLBACK_TEMPLATE
     assert not tool_format(tok).native
+
+
+def test_an_answer_begun_is_continued_its_turn_left_open() -> None:
+    tok = Recorder()
+    prompt_ids(tok, [Message("user", "hi"), Message("assistant", "Sure,")], continue_final=True)
+    kwargs = tok.calls[0][1]
+    assert kwargs["continue_final_message"] is True and kwargs["add_generation_prompt"] is False
+    prompt_ids(tok, [Message("user", "hi")])
+    assert "continue_final_message" not in tok.calls[1][1]
+    assert tok.calls[1][1]["add_generation_prompt"] is True
+
+
+def test_the_demo_models_template_ends_the_prompt_with_the_begun_answer(demo_home: Any) -> None:
+    from mlx_lm.tokenizer_utils import load as load_tokenizer
+
+    from tests.conftest import DEMO_ID
+
+    tok = load_tokenizer(demo_home / "models" / DEMO_ID)
+    chat = [Message("user", "Count to 10."), Message("assistant", "1, 2, 3,")]
+    begun = tok.decode(prompt_ids(tok, chat, continue_final=True))
+    assert begun.endswith("<|im_start|>assistant\n1, 2, 3,")
+    closed = tok.decode(prompt_ids(tok, chat))
+    assert closed.endswith("1, 2, 3,<|im_end|>\n<|im_start|>assistant\n")

@@ -63,12 +63,18 @@ def prompt_ids(
     messages: Sequence[Message],
     tools: Sequence[Tool] = (),
     fmt: ToolFormat | None = None,
+    continue_final: bool = False,
 ) -> list[int]:
-    """The prompt's token ids, the assistant's turn opened, as the model's template writes it."""
+    """The prompt's token ids, the assistant's turn opened, as the model's template writes it.
+
+    `continue_final`: the last message is the assistant's answer begun; its turn is left open
+    (the template's own rendering, cut after that text) for the model to go on from there."""
     fmt = fmt or tool_format(tokenizer)
     extra: dict[str, Any] = {}
     if not _has_template(tokenizer):
         extra["chat_template"] = FALLBACK_TEMPLATE
+    if continue_final:  # named only when asked: a template renderer in code may not know it
+        extra["continue_final_message"] = True
     if fmt.native:
         turns = [_native_turn(m) for m in messages]
         if tools:
@@ -77,7 +83,7 @@ def prompt_ids(
         turns = _default_turns(messages, tools, fmt)
     try:
         text = tokenizer.apply_chat_template(
-            turns, add_generation_prompt=True, tokenize=False, **extra
+            turns, add_generation_prompt=not continue_final, tokenize=False, **extra
         )
     except Exception as exc:  # jinja's raise_exception(): the template refuses these messages
         raise InvalidRequest(

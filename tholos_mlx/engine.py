@@ -168,7 +168,15 @@ class Engine:
             if loaded is not None and (
                 entry is None or (loaded.entry.id, loaded.entry.path) == (entry.id, entry.path)
             ):
-                return len(prompt_ids(loaded.tokenizer, request.messages, tools, loaded.tools))
+                return len(
+                    prompt_ids(
+                        loaded.tokenizer,
+                        request.messages,
+                        tools,
+                        loaded.tools,
+                        request.continue_final,
+                    )
+                )
             assert entry is not None
             tokenizer = self._tokenizers.get(entry.path)
             if tokenizer is None:
@@ -181,7 +189,15 @@ class Engine:
                         code="model_load_failed",
                     ) from None
                 self._tokenizers[entry.path] = tokenizer
-            return len(prompt_ids(tokenizer, request.messages, tools, tool_format(tokenizer)))
+            return len(
+                prompt_ids(
+                    tokenizer,
+                    request.messages,
+                    tools,
+                    tool_format(tokenizer),
+                    request.continue_final,
+                )
+            )
 
         return await asyncio.to_thread(count)
 
@@ -239,7 +255,9 @@ class Engine:
         loaded = self._model_for(entry)
         tools = request.tools if request.tool_choice.mode != "none" else ()
         times.started = timings.now()  # after any model load: queue_ms includes it
-        prompt = prompt_ids(loaded.tokenizer, request.messages, tools, loaded.tools)
+        prompt = prompt_ids(
+            loaded.tokenizer, request.messages, tools, loaded.tools, request.continue_final
+        )
         times.prompted = timings.now()
         room = loaded.context - len(prompt)
         if room < 1:

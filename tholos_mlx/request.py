@@ -83,6 +83,9 @@ class GenerationRequest:
     tool_choice: ToolChoice = NO_TOOLS
     parallel_tool_calls: bool = True
     stream: bool = False
+    # The last message is an answer begun, which the model continues (Anthropic's prefill):
+    # its turn stays open and the answer holds only what follows.
+    continue_final: bool = False
 
 
 @dataclass(frozen=True)

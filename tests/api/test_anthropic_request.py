@@ -140,8 +140,23 @@ def test_a_tool_result_may_be_a_string_empty_or_marked_as_an_error() -> None:
 def test_a_final_empty_assistant_turn_is_dropped_but_a_prefill_is_kept() -> None:
     empty = [*USER, {"role": "assistant", "content": ""}]
     assert parse(body(messages=empty)).messages == (Message("user", "Hi"),)
+    assert not parse(body(messages=empty)).continue_final
     prefill = [*USER, {"role": "assistant", "content": [{"type": "text", "text": "Sure"}]}]
-    assert parse(body(messages=prefill)).messages[-1] == Message("assistant", "Sure")
+    req = parse(body(messages=prefill))
+    assert req.messages[-1] == Message("assistant", "Sure")
+    assert req.continue_final  # the model goes on from "Sure", as Anthropic's does
+
+
+def test_only_a_conversation_ending_in_assistant_text_is_continued() -> None:
+    assert not parse(body()).continue_final
+    earlier = [*USER, {"role": "assistant", "content": "Hello"}, *USER]
+    assert not parse(body(messages=earlier)).continue_final
+
+
+def test_a_prefill_ending_in_whitespace_is_a_400_as_anthropic_answers() -> None:
+    with pytest.raises(InvalidRequest) as bad:
+        parse(body(messages=[*USER, {"role": "assistant", "content": "Sure, "}]))
+    assert "trailing whitespace" in bad.value.message
 
 
 def test_tool_choice_modes_map_to_the_internal_modes() -> None:

@@ -127,6 +127,26 @@ def test_a_second_turn_reads_the_first_from_the_prompt_cache(sdk: anthropic.Anth
     assert second.usage.input_tokens + cached == counted.input_tokens
 
 
+def test_an_answer_begun_in_a_last_assistant_turn_is_continued(sdk: anthropic.Anthropic) -> None:
+    ask: list[anthropic.types.MessageParam] = [
+        {"role": "user", "content": "Count from 1 to 10, separated by commas."}
+    ]
+    begun: list[anthropic.types.MessageParam] = [
+        *ask,
+        {"role": "assistant", "content": "1, 2, 3,"},
+    ]
+    fresh = text_of(
+        sdk.messages.create(model=DEMO_ID, max_tokens=6, messages=ask, extra_body=GREEDY)
+    )
+    message = sdk.messages.create(model=DEMO_ID, max_tokens=6, messages=begun, extra_body=GREEDY)
+    went_on = text_of(message)
+    assert fresh.lstrip().startswith("1")  # asked afresh, it counts from the start...
+    assert went_on.lstrip().startswith("4"), went_on  # ...prefilled, it goes on from 3
+    usage = message.usage
+    counted = sdk.messages.count_tokens(model=DEMO_ID, messages=begun)
+    assert usage.input_tokens + (usage.cache_read_input_tokens or 0) == counted.input_tokens
+
+
 def test_a_tool_use_round_trip_with_tool_choice_any(sdk: anthropic.Anthropic) -> None:
     ask: list[anthropic.types.MessageParam] = [
         {"role": "user", "content": "What is the weather in Paris?"}

@@ -77,6 +77,11 @@ def follow_up_answers_with_the_first_turn_read_from_the_cache(c: Ctx) -> None:
     assert label == "cached:" and int(count) > 0
 
 
+def prefill_goes_on_from_where_the_begun_answer_stops(c: Ctx) -> None:
+    [text] = lines(c.run.run("anth-prefill").ok())
+    assert text.lstrip().startswith("4"), text  # from 4 on: 1, 2, 3 were given
+
+
 def count_prints_the_prompts_length_in_tokens(c: Ctx) -> None:
     [count] = lines(c.run.run("anth-count").ok())
     assert int(count) > 10  # the chat template's system and user turns, and the question
@@ -121,6 +126,7 @@ CHECKS: dict[str, Callable[[Ctx], None]] = {
     "anth-ask": ask_prints_paris_then_the_stop_reason_and_usage,
     "anth-stream": stream_prints_paris_as_it_streams,
     "anth-follow": follow_up_answers_with_the_first_turn_read_from_the_cache,
+    "anth-prefill": prefill_goes_on_from_where_the_begun_answer_stops,
     "anth-count": count_prints_the_prompts_length_in_tokens,
     "anth-tools": tools_make_a_call_then_answer_from_its_result,
     "anth-curl-key": curl_key_reads_the_key_file,

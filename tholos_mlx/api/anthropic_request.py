@@ -57,8 +57,10 @@ def parse_messages(body: bytes, *, count_only: bool = False) -> MessagesRequest:
         )
     tools = _tools(data.get("tools"))
     choice, parallel = _tool_choice(data.get("tool_choice"), tools)
+    turns = _messages(data.get("messages"))
     request = GenerationRequest(
-        messages=_system(data.get("system")) + _messages(data.get("messages")),
+        messages=_system(data.get("system")) + turns,
+        continue_final=_prefill(turns),
         model=f.model_name(data),
         temperature=f.number(data, "temperature", 1.0, low=0.0, high=1.0, low_open=False),
         top_p=f.number(data, "top_p", 1.0, low=0.0, high=1.0, low_open=True),
@@ -75,6 +77,19 @@ def parse_messages(body: bytes, *, count_only: bool = False) -> MessagesRequest:
 
 
 # -- the conversation --
+
+
+def _prefill(turns: tuple[Message, ...]) -> bool:
+    """Whether the conversation ends with the answer begun (Anthropic's prefill): text in a
+    last assistant turn, which the model continues. As Anthropic, no trailing whitespace."""
+    last = turns[-1] if turns else None
+    if last is None or last.role != "assistant" or last.tool_calls or not last.content:
+        return False
+    if last.content != last.content.rstrip():
+        raise InvalidRequest(
+            "final assistant content cannot end with trailing whitespace", param="messages"
+        )
+    return True
 
 
 def _system(raw: object) -> tuple[Message, ...]:
