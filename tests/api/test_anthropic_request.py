@@ -159,6 +159,25 @@ def test_a_prefill_ending_in_whitespace_is_a_400_as_anthropic_answers() -> None:
     assert "trailing whitespace" in bad.value.message
 
 
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {
+            "tools": [{"name": "f", "input_schema": {"type": "object"}}],
+            "tool_choice": {"type": "any"},
+        },
+        {"output_config": {"format": {"type": "json_schema", "schema": {"type": "object"}}}},
+    ],
+)
+def test_a_prefill_with_a_grammar_that_writes_the_whole_answer_is_a_400(
+    fields: dict[str, Any],
+) -> None:
+    begun = [*USER, {"role": "assistant", "content": "{"}]
+    with pytest.raises(InvalidRequest) as bad:
+        parse(body(messages=begun, **fields))
+    assert "begun answer" in bad.value.message
+
+
 def test_tool_choice_modes_map_to_the_internal_modes() -> None:
     def choice(tc: Any) -> tuple[ToolChoice, bool]:
         req = parse(body(tools=[WEATHER], tool_choice=tc))

@@ -58,9 +58,17 @@ def parse_messages(body: bytes, *, count_only: bool = False) -> MessagesRequest:
     tools = _tools(data.get("tools"))
     choice, parallel = _tool_choice(data.get("tool_choice"), tools)
     turns = _messages(data.get("messages"))
+    fmt = _output_format(data)
+    prefill = _prefill(turns)
+    if prefill and (fmt.kind != "text" or choice.mode in ("required", "function")):
+        raise InvalidRequest(
+            "A begun answer (a last assistant message) cannot be combined with output_format "
+            "or a forced tool_choice: those write the answer from its start.",
+            param="messages",
+        )
     request = GenerationRequest(
         messages=_system(data.get("system")) + turns,
-        continue_final=_prefill(turns),
+        continue_final=prefill,
         model=f.model_name(data),
         temperature=f.number(data, "temperature", 1.0, low=0.0, high=1.0, low_open=False),
         top_p=f.number(data, "top_p", 1.0, low=0.0, high=1.0, low_open=True),
@@ -68,7 +76,7 @@ def parse_messages(body: bytes, *, count_only: bool = False) -> MessagesRequest:
         max_tokens=max_tokens,
         stop=f.stop_strings(data, "stop_sequences", MAX_STOPS),
         stream=False if count_only else f.boolean(data, "stream"),
-        response_format=_output_format(data),
+        response_format=fmt,
         tools=tools,
         tool_choice=choice,
         parallel_tool_calls=parallel,
