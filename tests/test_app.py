@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +123,29 @@ def post_in_thread(
 def user_text(job_request: Any) -> str:
     """The last user message of a request the fake received."""
     return str(job_request.messages[-1].content)
+
+
+@contextmanager
+def queue_full(tmp_path: Path) -> Iterator[LiveServer]:
+    """A server (--max-queue 1) whose engine holds request "1" while "2" waits; on leaving,
+    the engine is let go and both must have been answered, in order."""
+    hold = threading.Event()
+    with (
+        live_server(tmp_path / "home", FakeEngine(Script(hold=hold)), max_queue=1) as s,
+        ThreadPoolExecutor(2) as pool,
+    ):
+        try:
+            first = post_in_thread(pool, s, chat(messages=[{"role": "user", "content": "1"}]))
+            s.engine.wait_jobs(1)[0].started.wait(WAIT_S)
+            second = post_in_thread(pool, s, chat(messages=[{"role": "user", "content": "2"}]))
+            wait_for(lambda: queue_len(s) == 1, "the second request to wait")
+            yield s
+        finally:
+            hold.set()
+        assert first.result(WAIT_S).status_code == 200
+        assert second.result(WAIT_S).status_code == 200
+        assert [user_text(r) for r in s.engine.requests] == ["1", "2"]
+        wait_for(lambda: queue_len(s) == 0, "the queue to empty")
 
 
 # -- 1. auth --
@@ -977,38 +1001,22 @@ def test_an_error_before_streaming_started_is_a_plain_json_error(
 
 
 def test_a_full_queue_answers_429_with_retry_after_at_once(tmp_path: Path) -> None:
-    hold = threading.Event()
-    with (
-        live_server(tmp_path / "home", FakeEngine(Script(hold=hold)), max_queue=1) as s,
-        ThreadPoolExecutor(4) as pool,
-    ):
-        try:
-            first = post_in_thread(pool, s, chat(messages=[{"role": "user", "content": "1"}]))
-            s.engine.wait_jobs(1)[0].started.wait(WAIT_S)
-            second = post_in_thread(pool, s, chat(messages=[{"role": "user", "content": "2"}]))
-            wait_for(lambda: queue_len(s) == 1, "the second request to wait")
-            with s.client() as c:
-                t0 = time.monotonic()
-                r = c.post("/v1/chat/completions", json=HELLO)
-                took = time.monotonic() - t0
-                err = error_of(r, 429, "rate_limit_error", "rate_limit_exceeded")
-                assert "busy" in err["message"]
-                assert 1 <= int(r.headers["Retry-After"]) <= 60
-                assert took < WAIT_S / 2  # at once, not after a wait (generous bound)
-                # /health and /v1/models answer while the engine is busy
-                assert c.get("/health").json() == {
-                    "status": "ok",
-                    "model": "alpha",
-                    "last_model": "alpha",
-                    "queue": 1,
-                }
-                assert c.get("/v1/models").status_code == 200
-        finally:
-            hold.set()
-        assert first.result(WAIT_S).status_code == 200
-        assert second.result(WAIT_S).status_code == 200
-        assert [user_text(r) for r in s.engine.requests] == ["1", "2"]
-        wait_for(lambda: queue_len(s) == 0, "the queue to empty")
+    with queue_full(tmp_path) as s, s.client() as c:
+        t0 = time.monotonic()
+        r = c.post("/v1/chat/completions", json=HELLO)
+        took = time.monotonic() - t0
+        err = error_of(r, 429, "rate_limit_error", "rate_limit_exceeded")
+        assert "busy" in err["message"]
+        assert 1 <= int(r.headers["Retry-After"]) <= 60
+        assert took < WAIT_S / 2  # at once, not after a wait (generous bound)
+        # /health and /v1/models answer while the engine is busy
+        assert c.get("/health").json() == {
+            "status": "ok",
+            "model": "alpha",
+            "last_model": "alpha",
+            "queue": 1,
+        }
+        assert c.get("/v1/models").status_code == 200
 
 
 @pytest.mark.parametrize(
@@ -1027,25 +1035,10 @@ def test_a_full_queue_answers_429_with_retry_after_at_once(tmp_path: Path) -> No
 def test_a_schema_that_cannot_constrain_is_a_400_at_once_even_with_the_queue_full(
     tmp_path: Path, field: dict[str, Any], param: str
 ) -> None:
-    hold = threading.Event()
-    with (
-        live_server(tmp_path / "home", FakeEngine(Script(hold=hold)), max_queue=1) as s,
-        ThreadPoolExecutor(2) as pool,
-    ):
-        try:
-            first = post_in_thread(pool, s, chat(messages=[{"role": "user", "content": "1"}]))
-            s.engine.wait_jobs(1)[0].started.wait(WAIT_S)
-            second = post_in_thread(pool, s, chat(messages=[{"role": "user", "content": "2"}]))
-            wait_for(lambda: queue_len(s) == 1, "the second request to wait")
-            with s.client() as c:
-                r = c.post("/v1/chat/completions", json={**HELLO, **field})
-            err = error_of(r, 400, "invalid_request_error", None)  # not 429: never queued
-            assert err["param"] == param and "backreference" in err["message"]
-        finally:
-            hold.set()
-        assert first.result(WAIT_S).status_code == 200
-        assert second.result(WAIT_S).status_code == 200
-        assert len(s.engine.requests) == 2
+    with queue_full(tmp_path) as s, s.client() as c:
+        r = c.post("/v1/chat/completions", json={**HELLO, **field})
+        err = error_of(r, 400, "invalid_request_error", None)  # not 429: never queued
+        assert err["param"] == param and "backreference" in err["message"]
 
 
 def test_a_request_that_waits_past_the_queue_timeout_gets_503_with_retry_after(
