@@ -134,7 +134,10 @@ class FakeEngine:
             finally:
                 channel.close()
                 record.done.set()
-                loop.call_soon_threadsafe(on_done)
+                try:
+                    loop.call_soon_threadsafe(on_done)
+                except RuntimeError:  # the server stopped meanwhile, as engine._call_soon allows
+                    pass
 
         self._queue.put(job)
         return channel
