@@ -425,6 +425,25 @@ def test_remove_delete_also_takes_a_made_folder_tiers_toml_does_not_name(
     assert not folder.exists() and not (tholos_home / "tiers.toml").exists()
 
 
+def test_a_hand_made_folder_under_models_can_be_given_an_id_and_a_tier_but_not_removed(
+    cli: CLI, machine: Machine, tholos_home: Path
+) -> None:
+    folder = model_folder(tholos_home, "handmade", marker=False, demo=machine.demo)
+    assert [line.split()[0] for line in cli("models").stdout.splitlines()] == ["ID", "handmade"]
+    why = one_line_error(cli("models", "remove", "handmade"))
+    assert "listed because its folder is in" in why and "move that folder out" in why
+    out = cli("models", "add", folder, "--id", "hand", "--tier", "fast")
+    assert out.returncode == 0, out.stderr
+    assert tiers(tholos_home) == {"hand": {"path": "models/handmade", "tier": "fast"}}
+    assert [line.split()[:2] for line in cli("models").stdout.splitlines()[1:]] == [
+        ["hand", "fast"]
+    ]
+    assert folder.is_dir(), "nothing is moved or copied"
+    assert "already registered as 'hand'" in one_line_error(
+        cli("models", "add", folder, "--id", "again")
+    )
+
+
 def test_remove_delete_refuses_what_import_gguf_did_not_make_and_changes_nothing(
     cli: CLI, machine: Machine, tholos_home: Path
 ) -> None:

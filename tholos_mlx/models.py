@@ -88,13 +88,16 @@ def _register(table: TierTable, folder: Path, model_id: str, tier: str) -> None:
     problem = mlx_folder.problem(folder)
     if problem:
         raise UsageError(f"{folder}: {problem}")
-    if model_id in table.taken():
+    # A folder under models/ that tiers.toml does not name is listed by its folder name; adding
+    # it writes the entry that gives it an id and a tier of its own.
+    loose = {i for i, p in table.taken().items() if not table.has(i) and _same_folder(p, folder)}
+    if model_id in table.taken() and model_id not in loose:
         raise UsageError(
             f"model id {model_id!r} is taken; pick another with --id, "
             f"or `{PROG} models remove {model_id}` first"
         )
     already = _registration(table, folder)
-    if already is not None:
+    if already is not None and already not in loose:
         raise UsageError(f"{folder} is already registered as {already!r}")
     table.add(model_id, folder, tier)
 
@@ -239,6 +242,12 @@ def remove_command(home: Path, model_id: str, delete: bool) -> int:
     listed = table.has(model_id)
     folder = table.folders().get(model_id) if listed else home / MODELS_DIR / model_id
     if not listed and not (delete and model_id in table.taken()):
+        if model_id in table.taken():
+            raise UsageError(
+                f"{model_id!r} is not in {table.path}: it is listed because its folder is in "
+                f"{home / MODELS_DIR}; move that folder out to remove it (--delete deletes only "
+                "what import-gguf made)"
+            )
         raise UsageError(f"no model {model_id!r} in {table.path}; `{PROG} models` lists them")
     exists = folder is not None and (folder.exists() or folder.is_symlink())
     if not (delete and folder is not None and exists):
