@@ -17,7 +17,8 @@ import queue
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -360,3 +361,49 @@ def live_server(
         yield server
     finally:
         server.stop()
+
+
+def wait_for(predicate: Callable[[], bool], what: str) -> None:
+    """Poll until predicate() holds (generous bound)."""
+    deadline = time.monotonic() + WAIT_S
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+def queue_len(server: LiveServer) -> int:
+    """The queue length /health reports."""
+    with server.client() as c:
+        return int(c.get("/health").json()["queue"])
+
+
+Send = Callable[[LiveServer, Any], httpx.Response]
+
+
+@contextmanager
+def engine_held(
+    home: Path, send: Send, bodies: Sequence[Any], **server_kwargs: Any
+) -> Iterator[LiveServer]:
+    """A live server whose engine holds the first of `bodies` while the others wait in line,
+    each seen waiting before the next is sent. On leaving, the engine is let go, every one of
+    them must have been answered 200, and the queue must empty."""
+    hold = threading.Event()
+    with (
+        live_server(home, FakeEngine(Script(hold=hold)), **server_kwargs) as s,
+        ThreadPoolExecutor(len(bodies)) as pool,
+    ):
+        sent: list[Future[httpx.Response]] = []
+        try:
+            for i, body in enumerate(bodies):
+                sent.append(pool.submit(send, s, body))
+                if i == 0:
+                    s.engine.wait_jobs(1)[0].started.wait(WAIT_S)
+                else:
+                    wait_for(lambda i=i: s.gate.waiting == i, f"request {i + 1} to wait")
+            yield s
+        finally:
+            hold.set()
+        for answer in sent:
+            assert answer.result(WAIT_S).status_code == 200
+        wait_for(lambda: queue_len(s) == 0, "the queue to empty")

@@ -14,7 +14,16 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.fakes import WAIT_S, FakeEngine, LiveServer, Script, live_server
+from tests.fakes import (
+    WAIT_S,
+    FakeEngine,
+    LiveServer,
+    Script,
+    engine_held,
+    live_server,
+    queue_len,
+    wait_for,
+)
 from tholos_mlx.errors import ContextLengthExceeded, ServiceUnavailable
 from tholos_mlx.home import rotate_key
 
@@ -93,21 +102,6 @@ def chunks(data: list[str]) -> list[dict[str, Any]]:
     return [json.loads(d) for d in data[:-1]]
 
 
-def wait_for(predicate: Any, what: str) -> None:
-    """Poll until predicate() holds (generous bound)."""
-    deadline = time.monotonic() + WAIT_S
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
-
-
-def queue_len(server: LiveServer) -> int:
-    """The queue length /health reports."""
-    with server.client() as c:
-        return int(c.get("/health").json()["queue"])
-
-
 def post_in_thread(
     pool: ThreadPoolExecutor, server: LiveServer, body: dict[str, Any], **client_kwargs: Any
 ) -> Future[httpx.Response]:
@@ -125,27 +119,20 @@ def user_text(job_request: Any) -> str:
     return str(job_request.messages[-1].content)
 
 
+def send_chat(server: LiveServer, body: dict[str, Any]) -> httpx.Response:
+    """POST a chat completion with a client of its own."""
+    with server.client() as c:
+        return c.post("/v1/chat/completions", json=body)
+
+
 @contextmanager
 def queue_full(tmp_path: Path) -> Iterator[LiveServer]:
     """A server (--max-queue 1) whose engine holds request "1" while "2" waits; on leaving,
-    the engine is let go and both must have been answered, in order."""
-    hold = threading.Event()
-    with (
-        live_server(tmp_path / "home", FakeEngine(Script(hold=hold)), max_queue=1) as s,
-        ThreadPoolExecutor(2) as pool,
-    ):
-        try:
-            first = post_in_thread(pool, s, chat(messages=[{"role": "user", "content": "1"}]))
-            s.engine.wait_jobs(1)[0].started.wait(WAIT_S)
-            second = post_in_thread(pool, s, chat(messages=[{"role": "user", "content": "2"}]))
-            wait_for(lambda: queue_len(s) == 1, "the second request to wait")
-            yield s
-        finally:
-            hold.set()
-        assert first.result(WAIT_S).status_code == 200
-        assert second.result(WAIT_S).status_code == 200
-        assert [user_text(r) for r in s.engine.requests] == ["1", "2"]
-        wait_for(lambda: queue_len(s) == 0, "the queue to empty")
+    the engine is let go and both must have been answered, in order, the queue empty."""
+    bodies = [chat(messages=[{"role": "user", "content": n}]) for n in ("1", "2")]
+    with engine_held(tmp_path / "home", send_chat, bodies, max_queue=1) as s:
+        yield s
+    assert [user_text(r) for r in s.engine.requests] == ["1", "2"]
 
 
 # -- 1. auth --
@@ -603,6 +590,26 @@ BAD_INPUT: list[tuple[str, str, str, Any, int, str, str | None, str | None]] = [
         "invalid_request_error",
         None,
         "response_format",
+    ),
+    (
+        "json_schema without its name",
+        "POST",
+        "/v1/chat/completions",
+        chat(response_format={"type": "json_schema", "json_schema": {"schema": {}}}),
+        400,
+        "invalid_request_error",
+        None,
+        "response_format.json_schema.name",
+    ),
+    (
+        "an assistant refusal part from a user",
+        "POST",
+        "/v1/chat/completions",
+        chat(messages=[{"role": "user", "content": [{"type": "refusal", "refusal": "no"}]}]),
+        400,
+        "invalid_request_error",
+        "unsupported_parameter",
+        "messages[0].content[0].type",
     ),
     (
         "stream a string",

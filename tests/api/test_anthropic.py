@@ -7,10 +7,7 @@ SSE transcripts and with the official `anthropic` SDK for what its users see.
 from __future__ import annotations
 
 import json
-import threading
-import time
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +15,7 @@ import anthropic
 import httpx
 import pytest
 
-from tests.fakes import WAIT_S, FakeEngine, LiveServer, Script, live_server
+from tests.fakes import WAIT_S, FakeEngine, LiveServer, Script, engine_held, live_server
 from tholos_mlx.api.anthropic import (
     MessagesStream,
     error_body,
@@ -509,74 +506,32 @@ def test_nothing_loaded_and_no_model_named_is_a_503_overloaded_error(tmp_path: P
         anthropic_error(counted, 503, "overloaded_error")
 
 
-def post_in_thread(
-    pool: ThreadPoolExecutor, server: LiveServer, body: Any
-) -> Future[httpx.Response]:
-    return pool.submit(post, server, body)
-
-
-def wait_for(predicate: Any, what: str) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
-
-
-def queue_len(server: LiveServer) -> int:
-    with server.client() as c:
-        return int(c.get("/health").json()["queue"])
-
-
 def test_a_full_queue_is_a_429_rate_limit_error_with_retry_after_and_count_tokens_still_answers(
     tmp_path: Path,
 ) -> None:
-    hold = threading.Event()
-    with (
-        live_server(tmp_path / "home", FakeEngine(Script(hold=hold)), max_queue=1) as s,
-        ThreadPoolExecutor(2) as pool,
-    ):
-        try:
-            first = post_in_thread(pool, s, HELLO)
-            s.engine.wait_jobs(1)[0].started.wait(WAIT_S)
-            second = post_in_thread(pool, s, HELLO)
-            wait_for(lambda: queue_len(s) == 1, "the second request to wait")
-            r = post(s, HELLO)
-            assert "busy" in anthropic_error(r, 429, "rate_limit_error")
-            assert 1 <= int(r.headers["retry-after"]) <= 60
-            # count_tokens takes no turn: it answers while the engine is held and the line full
-            counted = post(
-                s,
-                {"messages": HELLO["messages"], "tools": [WEATHER]},
-                "/v1/messages/count_tokens",
-            )
-            assert counted.status_code == 200, counted.text
-            assert counted.json() == {"input_tokens": 1 + 10}
-            assert len(s.engine.jobs) == 1
-        finally:
-            hold.set()
-        assert first.result(WAIT_S).status_code == 200
-        assert second.result(WAIT_S).status_code == 200
+    with engine_held(tmp_path / "home", post, [HELLO, HELLO], max_queue=1) as s:
+        r = post(s, HELLO)
+        assert "busy" in anthropic_error(r, 429, "rate_limit_error")
+        assert 1 <= int(r.headers["retry-after"]) <= 60
+        # count_tokens takes no turn: it answers while the engine is held and the line full
+        counted = post(
+            s,
+            {"messages": HELLO["messages"], "tools": [WEATHER]},
+            "/v1/messages/count_tokens",
+        )
+        assert counted.status_code == 200, counted.text
+        assert counted.json() == {"input_tokens": 1 + 10}
+        assert len(s.engine.jobs) == 1
 
 
 def test_a_wait_past_the_queue_timeout_is_a_503_overloaded_error_with_retry_after(
     tmp_path: Path,
 ) -> None:
-    hold = threading.Event()
-    with (
-        live_server(tmp_path / "home", FakeEngine(Script(hold=hold)), queue_timeout=0.5) as s,
-        ThreadPoolExecutor(1) as pool,
-    ):
-        try:
-            first = post_in_thread(pool, s, HELLO)
-            s.engine.wait_jobs(1)[0].started.wait(WAIT_S)
-            r = post(s, {**HELLO, "stream": True})
-            anthropic_error(r, 503, "overloaded_error")
-            assert 1 <= int(r.headers["retry-after"]) <= 60
-        finally:
-            hold.set()
-        assert first.result(WAIT_S).status_code == 200
-        assert len(s.engine.jobs) == 1
+    with engine_held(tmp_path / "home", post, [HELLO], queue_timeout=0.5) as s:
+        r = post(s, {**HELLO, "stream": True})
+        anthropic_error(r, 503, "overloaded_error")
+        assert 1 <= int(r.headers["retry-after"]) <= 60
+    assert len(s.engine.jobs) == 1
 
 
 def test_count_tokens_passes_the_named_model_and_the_same_request(shared: LiveServer) -> None:

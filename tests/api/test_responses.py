@@ -7,10 +7,8 @@ validated against the SDK's pydantic types.
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +18,7 @@ import pytest
 from openai.types.responses import FunctionToolParam, Response, ResponseStreamEvent
 from pydantic import TypeAdapter
 
-from tests.fakes import WAIT_S, FakeEngine, LiveServer, Script, live_server
+from tests.fakes import WAIT_S, LiveServer, Script, engine_held, live_server
 from tholos_mlx.api.responses_store import ResponseStore
 from tholos_mlx.errors import ContextLengthExceeded, InvalidRequest, ServiceUnavailable
 from tholos_mlx.events import Delta, ReasoningDelta, ToolCallDelta, ToolCallStart
@@ -118,25 +116,10 @@ def runs(types: list[str]) -> list[str]:
     return [t for i, t in enumerate(types) if i == 0 or types[i - 1] != t]
 
 
-def post_in_thread(
-    pool: ThreadPoolExecutor, server: LiveServer, body: dict[str, Any]
-) -> Future[httpx.Response]:
-    """POST /v1/responses from another thread, with its own client."""
-
-    def go() -> httpx.Response:
-        with server.client() as c:
-            return c.post("/v1/responses", json=body)
-
-    return pool.submit(go)
-
-
-def wait_for(predicate: Any, what: str) -> None:
-    """Poll until predicate() holds (generous bound)."""
-    deadline = time.monotonic() + WAIT_S
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
+def send(server: LiveServer, body: dict[str, Any]) -> httpx.Response:
+    """POST /v1/responses with a client of its own (from another thread, in engine_held)."""
+    with server.client() as c:
+        return c.post("/v1/responses", json=body)
 
 
 # -- the answer --
@@ -512,50 +495,29 @@ def test_the_responses_routes_need_the_key(server: LiveServer) -> None:
 
 
 def test_a_full_queue_answers_429_with_retry_after_in_openais_shape(tmp_path: Path) -> None:
-    hold = threading.Event()
-    with (
-        live_server(tmp_path / "home", FakeEngine(Script(hold=hold)), max_queue=1) as s,
-        ThreadPoolExecutor(2) as pool,
-    ):
-        try:
-            first = post_in_thread(pool, s, {"input": "1"})
-            s.engine.wait_jobs(1)[0].started.wait(WAIT_S)
-            second = post_in_thread(pool, s, {"input": "2", "stream": True})
-            wait_for(lambda: s.gate.waiting == 1, "the second request to wait")
-            with s.client() as c:
-                r = c.post("/v1/responses", json={"input": "3", "stream": True})
-            err = error_of(r, 429, "rate_limit_error", "rate_limit_exceeded")
-            assert "busy" in err["message"]
-            assert 1 <= int(r.headers["Retry-After"]) <= 60
-        finally:
-            hold.set()
-        assert first.result(WAIT_S).status_code == 200
-        assert second.result(WAIT_S).status_code == 200
-        assert len(s.engine.jobs) == 2
+    waiting = [{"input": "1"}, {"input": "2", "stream": True}]
+    with engine_held(tmp_path / "home", send, waiting, max_queue=1) as s:
+        with s.client() as c:
+            r = c.post("/v1/responses", json={"input": "3", "stream": True})
+        err = error_of(r, 429, "rate_limit_error", "rate_limit_exceeded")
+        assert "busy" in err["message"]
+        assert 1 <= int(r.headers["Retry-After"]) <= 60
+    assert len(s.engine.jobs) == 2
 
 
 def test_a_request_that_waits_past_the_queue_timeout_gets_503_with_retry_after(
     tmp_path: Path,
 ) -> None:
-    hold = threading.Event()
-    with (
-        live_server(tmp_path / "home", FakeEngine(Script(hold=hold)), queue_timeout=0.5) as s,
-        ThreadPoolExecutor(1) as pool,
-    ):
-        try:
-            first = post_in_thread(pool, s, {"input": "1", "stream": True})
-            s.engine.wait_jobs(1)[0].started.wait(WAIT_S)
-            with openai.OpenAI(base_url=f"{s.url}/v1", api_key=s.key, max_retries=0) as sdk:
-                with pytest.raises(openai.InternalServerError) as info:
-                    sdk.responses.create(model="", input="2")
-            r: Any = info.value.response  # the SDK's own httpx build: the same interface
-            err = error_of(r, 503, "service_unavailable", "service_unavailable")
-            assert err["param"] is None
-            assert 1 <= int(r.headers["Retry-After"]) <= 60
-        finally:
-            hold.set()
-        assert first.result(WAIT_S).status_code == 200
-        assert len(s.engine.jobs) == 1
+    first = [{"input": "1", "stream": True}]
+    with engine_held(tmp_path / "home", send, first, queue_timeout=0.5) as s:
+        with openai.OpenAI(base_url=f"{s.url}/v1", api_key=s.key, max_retries=0) as sdk:
+            with pytest.raises(openai.InternalServerError) as info:
+                sdk.responses.create(model="", input="2")
+        r: Any = info.value.response  # the SDK's own httpx build: the same interface
+        err = error_of(r, 503, "service_unavailable", "service_unavailable")
+        assert err["param"] is None
+        assert 1 <= int(r.headers["Retry-After"]) <= 60
+    assert len(s.engine.jobs) == 1
 
 
 def test_a_stopped_engine_mid_stream_is_an_error_event(
