@@ -27,6 +27,7 @@ class ServerProcess:
         self.log = log
         self.start_timeout = start_timeout
         self._proc: subprocess.Popen[bytes] | None = None
+        self._read_to = 0  # how far new_timings() has read the log
 
     @property
     def pid(self) -> int:
@@ -52,6 +53,7 @@ class ServerProcess:
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
         # INFO: one line a request (never a token), and at exit the line with MLX's peak memory.
         env.setdefault("THOLOS_LOG_LEVEL", "INFO")
+        self._read_to = 0
         with open(self.log, "wb") as out:
             self._proc = subprocess.Popen(
                 [sys.executable, "-m", *self.args], stdout=out, stderr=subprocess.STDOUT, env=env
@@ -97,14 +99,18 @@ class ServerProcess:
         peaks = re.findall(r"MLX memory active \d+ MiB, peak (\d+) MiB", text)
         return float(peaks[-1]) if peaks else None
 
-    def timings(self) -> list[dict[str, float | None]]:
-        """The figures of every answer's timing line so far (timings.py), in order."""
+    def new_timings(self) -> list[dict[str, float | None]]:
+        """The figures of the timing lines (timings.py) logged since the last call, in order."""
         try:
-            text = self.log.read_text(encoding="utf-8", errors="replace")
+            with open(self.log, "rb") as f:
+                f.seek(self._read_to)
+                data = f.read()
         except OSError:
             return []
-        parsed = (timings.parse(line) for line in text.splitlines())
-        return [t for t in parsed if t is not None]
+        whole = data[: data.rfind(b"\n") + 1]  # a line still being written waits for next time
+        self._read_to += len(whole)
+        lines = whole.decode("utf-8", errors="replace").splitlines()
+        return [t for t in map(timings.parse, lines) if t is not None]
 
     def tail(self, lines: int = 20) -> str:
         """The end of its log, for error messages."""
