@@ -147,6 +147,28 @@ def test_an_answer_begun_in_a_last_assistant_turn_is_continued(sdk: anthropic.An
     assert usage.input_tokens + (usage.cache_read_input_tokens or 0) == counted.input_tokens
 
 
+def test_a_forced_call_cut_by_max_tokens_never_reaches_the_client_with_a_made_up_input(
+    sdk: anthropic.Anthropic,
+) -> None:
+    choice: anthropic.types.ToolChoiceAnyParam = {"type": "any", "disable_parallel_tool_use": True}
+    fields: dict[str, Any] = {
+        "model": DEMO_ID,
+        "messages": [{"role": "user", "content": "What is the weather in Paris?"}],
+        "tools": [WEATHER],
+        "tool_choice": choice,
+        "extra_body": GREEDY,
+    }
+    whole = sdk.messages.create(max_tokens=64, **fields).usage.output_tokens
+    for cut in (whole - 3, whole - 6, whole - 9):  # inside the arguments, or their closing
+        message = sdk.messages.create(max_tokens=cut, **fields)
+        assert message.stop_reason == "max_tokens", (cut, message)
+        for block in message.content:  # a call is whole, or left out
+            if block.type == "tool_use":
+                jsonschema.validate(block.input, WEATHER["input_schema"])
+            else:
+                assert block.type == "text" and block.text == "", (cut, message)
+
+
 def test_a_tool_use_round_trip_with_tool_choice_any(sdk: anthropic.Anthropic) -> None:
     ask: list[anthropic.types.MessageParam] = [
         {"role": "user", "content": "What is the weather in Paris?"}

@@ -281,6 +281,15 @@ def test_a_second_calls_opening_cut_by_max_tokens_never_leaks_into_content(
             jsonschema.validate(json.loads(arguments), parameters(tool))
 
 
+def test_a_forced_call_cut_before_its_name_has_content_null_and_no_calls(
+    served: srv.Server,
+) -> None:
+    r = served.chat(ASK_WEATHER, max_tokens=2, tools=[WEATHER], tool_choice="required")
+    choice = r.json()["choices"][0]
+    assert choice["finish_reason"] == "length"
+    assert choice["message"]["content"] is None and "tool_calls" not in choice["message"]
+
+
 def test_tool_choice_none_answers_in_text(served: srv.Server) -> None:
     r = served.chat(ASK_WEATHER, max_tokens=12, tools=[WEATHER], tool_choice="none")
     message = r.json()["choices"][0]["message"]
