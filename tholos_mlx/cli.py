@@ -311,6 +311,13 @@ def _serve(settings: Settings) -> int:
     except OSError as exc:
         print(f"{PROG}: error: cannot serve on 127.0.0.1:{settings.port}: {exc}", file=sys.stderr)
         code = 1
+    except KeyboardInterrupt:
+        code = 130
+    except Exception:
+        # A crash must say why and exit non-zero, or launchd's KeepAlive Crashed and systemd's
+        # Restart=on-failure take it for a clean stop and leave the server down.
+        log.critical("serve crashed", exc_info=True)
+        code = 1
     finally:
         engine.stop()
         # Workaround (mlx 0.32 / mlx-lm 0.32 on Linux): a process that loaded a tokenizer off
