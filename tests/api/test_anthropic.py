@@ -135,7 +135,7 @@ def test_a_call_alone_has_no_text_block_and_an_empty_answer_has_one_empty_text_b
 def test_a_call_cut_short_by_max_tokens_is_left_out_never_sent_with_a_made_up_input() -> None:
     cut = gathered(ToolCallStart(0, "call_x", "f"), ToolCallDelta(0, '{"a": '), finished("length"))
     body = message_body(STARTED, cut, False)
-    assert body["content"] == [{"type": "text", "text": ""}]
+    assert body["content"] == []  # no call with a made-up input, and no empty text block
     assert body["stop_reason"] == "max_tokens"
     whole_then_cut = gathered(
         *CALL, ToolCallStart(1, "call_y", "f"), ToolCallDelta(1, '{"a'), finished("length")
@@ -275,6 +275,77 @@ def test_reasoning_streams_as_a_thinking_block_only_when_enabled() -> None:
     off = stream_all([*batches, [finished()]], thinking=False)
     assert [d["content_block"]["type"] for n, d in off if n == "content_block_start"] == ["text"]
     assert "Hmm" not in json.dumps(off)
+
+
+def blocks_of(events: list[tuple[str, Any]]) -> list[dict[str, Any]]:
+    """The content blocks a client assembles from a stream's events, as the SDK does."""
+    blocks: list[dict[str, Any]] = []
+    partial: dict[int, str] = {}
+    for name, data in events:
+        if name == "content_block_start":
+            blocks.append(dict(data["content_block"]))
+        elif name == "content_block_delta" and data["delta"]["type"] == "text_delta":
+            blocks[data["index"]]["text"] += data["delta"]["text"]
+        elif name == "content_block_delta" and data["delta"]["type"] == "input_json_delta":
+            partial[data["index"]] = partial.get(data["index"], "") + data["delta"]["partial_json"]
+        elif name == "content_block_delta":
+            blocks[data["index"]]["thinking"] += data["delta"]["thinking"]
+    for index, text in partial.items():
+        blocks[index]["input"] = json.loads(text)  # a sent call's input is always whole JSON
+    return blocks
+
+
+CUT_ANSWERS: dict[str, list[Event]] = {
+    "a call cut inside its arguments": [
+        ToolCallStart(0, "call_x", "get_weather"),
+        ToolCallDelta(0, '{"city": "Pa'),
+    ],
+    "text, then a call cut": [
+        Delta("Checking."),
+        ToolCallStart(0, "call_x", "get_weather"),
+        ToolCallDelta(0, '{"ci'),
+    ],
+    "a whole call, then a second one cut": [
+        *CALL,
+        ToolCallStart(1, "call_y", "get_weather"),
+        ToolCallDelta(1, '{"city"'),
+    ],
+    "a call cut right after its name": [ToolCallStart(0, "call_x", "get_weather")],
+    "a call whose arguments were whole when the limit came": list(CALL),
+}
+
+
+@pytest.mark.parametrize("events", CUT_ANSWERS.values(), ids=list(CUT_ANSWERS))
+@pytest.mark.parametrize("forced", [False, True], ids=["auto", "forced"])
+def test_a_call_cut_by_max_tokens_streams_the_same_blocks_as_the_whole_answer_never_an_empty_text(
+    events: list[Event], forced: bool
+) -> None:
+    ending = finished("length")
+    whole = message_body(STARTED, gathered(*events, ending), False, forced)["content"]
+    for batches in ([*([ev] for ev in events), [ending]], [[*events, ending]]):
+        assert blocks_of(stream_all(batches)) == whole
+    assert {"type": "text", "text": ""} not in whole
+    for block in whole:
+        if block["type"] == "tool_use":
+            assert block["input"] == {"city": "Paris"}
+
+
+def test_a_forced_call_cut_before_it_began_has_no_content_streamed_or_not() -> None:
+    ending = finished("length")
+    assert message_body(STARTED, gathered(ending), False, calls_only=True)["content"] == []
+    stream = MessagesStream(STARTED, False, calls_only=True)
+    events = transcript(stream.head() + stream.render([ending])[0])
+    assert [n for n, _ in events] == ["message_start", "message_delta", "message_stop"]
+
+
+def test_a_streamed_call_is_sent_once_whole_never_before_its_end_is_known() -> None:
+    stream = MessagesStream(STARTED, False)
+    stream.head()
+    held, done = stream.render(list(CALL))
+    assert held == b"" and not done  # the limit may yet cut it
+    out, done = stream.render([finished("tool_calls")])
+    names = [n for n, _ in transcript(out)]
+    assert names[:4] == ["content_block_start", "ping", "content_block_delta", "content_block_stop"]
 
 
 def test_an_empty_streamed_answer_still_has_one_empty_text_block() -> None:

@@ -162,11 +162,15 @@ def test_a_forced_call_cut_by_max_tokens_never_reaches_the_client_with_a_made_up
     for cut in (whole - 3, whole - 6, whole - 9):  # inside the arguments, or their closing
         message = sdk.messages.create(max_tokens=cut, **fields)
         assert message.stop_reason == "max_tokens", (cut, message)
-        for block in message.content:  # a call is whole, or left out
-            if block.type == "tool_use":
-                jsonschema.validate(block.input, WEATHER["input_schema"])
-            else:
-                assert block.type == "text" and block.text == "", (cut, message)
+        for block in message.content:  # a call is whole, or left out; never an empty text
+            assert block.type == "tool_use", (cut, message)
+            jsonschema.validate(block.input, WEATHER["input_schema"])
+        with sdk.messages.stream(max_tokens=cut, **fields) as stream:
+            streamed = stream.get_final_message()
+        assert streamed.stop_reason == "max_tokens"
+        assert [b.model_dump(exclude={"id"}) for b in streamed.content] == [
+            b.model_dump(exclude={"id"}) for b in message.content
+        ], cut
 
 
 def test_a_tool_use_round_trip_with_tool_choice_any(sdk: anthropic.Anthropic) -> None:
