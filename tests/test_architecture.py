@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
@@ -11,11 +12,14 @@ ROOT = Path(__file__).resolve().parent.parent
 LIGHT = [
     "app",
     "api",
+    "api.coalesce",
     "api.exchange",
     "api.fields",
     "api.gathered",
     "api.openai_chat",
+    "api.shared_openai",
     "api.sse",
+    "ids",
     "request",
     "events",
     "admission",
@@ -74,3 +78,47 @@ def test_the_check_recognises_mlx_and_the_engine() -> None:
             "tholos_mlx.engine_notes",
         ]
     ) == ["mlx", "mlx.core", "mlx_lm.generate", "tholos_mlx.engine"]
+
+
+API = ROOT / "tholos_mlx" / "api"
+DIALECTS = ("openai_chat", "anthropic", "responses")  # each with its own helper modules
+
+
+def family(module: str) -> str | None:
+    """The dialect an api module belongs to (its name or its prefix), or None for a shared one."""
+    return next((d for d in DIALECTS if module == d or module.startswith(d + "_")), None)
+
+
+def api_imports(path: Path) -> set[str]:
+    """The tholos_mlx.api modules a file imports, by their short names."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        else:
+            continue
+        found.update(
+            n.removeprefix("tholos_mlx.api.") for n in names if n.startswith("tholos_mlx.api.")
+        )
+    return found
+
+
+def test_a_dialect_never_imports_another_and_shared_api_modules_import_none() -> None:
+    modules = {p.stem: api_imports(p) for p in API.glob("*.py")}
+    assert all(d in modules for d in DIALECTS)
+    crossings = [
+        (name, imported)
+        for name, imports in modules.items()
+        for imported in imports
+        if family(imported) is not None and family(imported) != family(name)
+    ]
+    assert crossings == []
+
+
+def test_the_dialect_rule_recognises_a_crossing() -> None:
+    """Guards the guard: the families the rule reads."""
+    assert family("responses_request") == "responses" and family("anthropic") == "anthropic"
+    assert family("openai_chat") == "openai_chat" and family("shared_openai") is None
+    assert family("fields") is None and family("coalesce") is None
