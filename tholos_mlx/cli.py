@@ -272,6 +272,7 @@ def _serve(settings: Settings) -> int:
         memory_limit=round(settings.memory_limit * 2**30) if settings.memory_limit else None,
         kv_bits=settings.kv_bits,
         disk_cache=_disk_cache(settings),
+        default_max_tokens=settings.default_max_tokens,
     )
     gate = Gate(max_queue=settings.max_queue, queue_timeout=settings.queue_timeout)
     _check_port(settings.port)  # fail in one line before loading anything
