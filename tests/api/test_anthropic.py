@@ -177,6 +177,14 @@ def test_errors_take_anthropics_shape_and_type(err: Any, type_: str) -> None:
     assert error_body(err) == {"type": "error", "error": {"type": type_, "message": err.message}}
 
 
+def test_a_context_error_with_its_numbers_uses_anthropics_words() -> None:
+    err = ContextLengthExceeded("long", tokens=9000, context=8192)
+    assert error_body(err)["error"] == {
+        "type": "invalid_request_error",
+        "message": "prompt is too long: 9000 tokens > 8191 maximum",
+    }
+
+
 # -- the stream, unit --
 
 
@@ -555,6 +563,102 @@ def test_an_engine_failure_is_a_500_api_error_without_internals(shared: LiveServ
 def test_a_prompt_too_long_is_a_400_before_the_stream_starts(shared: LiveServer) -> None:
     shared.engine.scripts.append(Script(error_before_start=ContextLengthExceeded("too long")))
     anthropic_error(post(shared, {**HELLO, "stream": True}), 400, "invalid_request_error")
+
+
+def test_a_prompt_too_long_reads_as_anthropics_so_agents_compact_their_history(
+    shared: LiveServer,
+) -> None:
+    too_long = ContextLengthExceeded("long", param="messages", tokens=11234, context=8192)
+    shared.engine.scripts.append(Script(error_before_start=too_long))
+    message = anthropic_error(post(shared, {**HELLO, "stream": True}), 400, "invalid_request_error")
+    assert message == "prompt is too long: 11234 tokens > 8191 maximum"
+
+
+CLAUDE_CODE_HEADERS = {
+    "anthropic-beta": "claude-code-20250219,interleaved-thinking-2025-05-14,"
+    "context-management-2025-06-27,mid-conversation-system-2026-04-07,effort-2025-11-24",
+    "anthropic-dangerous-direct-browser-access": "true",
+    "x-app": "cli",
+}
+EPHEMERAL = {"cache_control": {"type": "ephemeral"}}
+
+
+def claude_code_body() -> dict[str, Any]:
+    """A turn shaped as Claude Code 2.1 sends it: system turn in messages, its extra fields."""
+    return {
+        "model": "alpha",
+        "max_tokens": 32000,
+        "stream": True,
+        "system": [
+            {"type": "text", "text": "x-anthropic-billing-header: cc_version=2.1.197.191;"},
+            {"type": "text", "text": "You are a Claude agent.", **EPHEMERAL},
+        ],
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "What does notes.txt say?"}]},
+            {"role": "system", "content": "Available agent types: claude, Explore."},
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "tool_use", "id": "toolu_01", "name": "get_weather", "input": {}}
+                ],
+            },
+            {
+                "role": "user",
+                "content": [
+                    {"type": "tool_result", "tool_use_id": "toolu_01", "content": "1\thello"}
+                    | EPHEMERAL
+                ],
+            },
+        ],
+        "tools": [{**WEATHER, **EPHEMERAL}],
+        "metadata": {"user_id": '{"device_id": "d", "session_id": "s"}'},
+        "thinking": {"type": "adaptive"},
+        "context_management": {"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]},
+        "output_config": {"effort": "high"},
+    }
+
+
+def test_a_turn_as_claude_code_sends_it_is_answered_as_a_stream(shared: LiveServer) -> None:
+    shared.engine.scripts.append(Script(pieces=("It says", " hello.")))
+    before = len(shared.engine.jobs)
+    r = post(
+        shared,
+        claude_code_body(),
+        "/v1/messages?beta=true",
+        headers={**headers(shared), **CLAUDE_CODE_HEADERS},
+    )
+    assert r.status_code == 200, r.text
+    events = transcript(r.content)
+    assert events[0][0] == "message_start" and events[-1][0] == "message_stop"
+    text = "".join(e["delta"]["text"] for name, e in events if name == "content_block_delta")
+    assert text == "It says hello."
+    req = shared.engine.wait_jobs(before + 1)[-1].request
+    assert [m.role for m in req.messages] == ["system", "user", "system", "assistant", "tool"]
+    assert req.messages[2].content == "Available agent types: claude, Explore."
+
+
+def test_the_sdk_sends_a_system_turn_inside_messages_through_extra_body(
+    shared: LiveServer, sdk: anthropic.Anthropic
+) -> None:
+    shared.engine.scripts.append(Script(pieces=("Hi",)))
+    before = len(shared.engine.jobs)
+    message = sdk.beta.messages.create(
+        model="alpha",
+        max_tokens=8,
+        messages=[{"role": "user", "content": "Hello"}],
+        betas=["mid-conversation-system-2026-04-07"],
+        extra_body={
+            "messages": [
+                {"role": "user", "content": "Hello"},
+                {"role": "system", "content": "Answer in French."},
+            ],
+            "thinking": {"type": "adaptive"},
+            "output_config": {"effort": "low"},
+        },
+    )
+    assert message.content[0].type == "text" and message.content[0].text == "Hi"
+    req = shared.engine.wait_jobs(before + 1)[-1].request
+    assert req.messages == (Message("user", "Hello"), Message("system", "Answer in French."))
 
 
 def test_an_error_after_the_stream_started_is_an_error_event(shared: LiveServer) -> None:

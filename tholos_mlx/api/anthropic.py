@@ -19,7 +19,7 @@ from tholos_mlx.api import Dialect, exchange, sse
 from tholos_mlx.api.anthropic_request import parse_messages
 from tholos_mlx.api.coalesce import coalesced
 from tholos_mlx.api.gathered import Gathered
-from tholos_mlx.errors import TholosError
+from tholos_mlx.errors import ContextLengthExceeded, TholosError
 from tholos_mlx.events import (
     Delta,
     Event,
@@ -84,7 +84,12 @@ def error_body(err: TholosError) -> dict[str, object]:
     kind = ERROR_TYPES.get(
         err.status, "api_error" if err.status >= 500 else "invalid_request_error"
     )
-    return {"type": "error", "error": {"type": kind, "message": err.message}}
+    message = err.message
+    if isinstance(err, ContextLengthExceeded) and err.tokens is not None and err.context:
+        # Anthropic's own words: agents (Claude Code) look for them to compact their history.
+        # The maximum is the longest prompt that leaves room for one token of answer.
+        message = f"prompt is too long: {err.tokens} tokens > {err.context - 1} maximum"
+    return {"type": "error", "error": {"type": kind, "message": message}}
 
 
 @dataclass
