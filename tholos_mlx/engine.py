@@ -269,6 +269,8 @@ class Engine:
                 + (", which leaves no room for an answer" if room == 0 else "")
                 + ". Shorten them.",
                 param="messages",
+                tokens=len(prompt),
+                context=loaded.context,
             )
         # The matching cache first: the memory guard may then evict others, never this one.
         cache, cached = self._slot.cache.take(prompt)
