@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tholos_mlx.bench.compare import PHASES
+from tholos_mlx.bench.cases.decode import PHASES
 
 STAT = {"median", "min", "max", "values"}
 CI = {"value", "ci_low", "ci_high", "half_width", "runs"}

@@ -10,7 +10,7 @@ import pytest
 
 from tests.bench import results
 from tests.conftest import CLI, DEMO_ID
-from tholos_mlx.bench import report as bench_report
+from tholos_mlx.bench.render import files as bench_report
 from tholos_mlx.errors import UsageError
 
 
@@ -118,7 +118,7 @@ def test_every_run_gets_a_different_nonce() -> None:
 
 def test_prompts_have_exactly_the_asked_number_of_tokens(demo_home: Path) -> None:
     from tholos_mlx.bench import prompts as bench_prompts
-    from tholos_mlx.bench.raw import load_tokenizer
+    from tholos_mlx.bench.sides.raw import load_tokenizer
 
     tokenizer = load_tokenizer(demo_home / "models" / DEMO_ID)
     for size in (40, 100, 333):
@@ -221,7 +221,7 @@ def test_structured_output_times_the_schema_answer_with_and_without_the_grammar(
 
 
 def test_the_structured_case_checks_answers_by_the_schemas_keys_and_types() -> None:
-    from tholos_mlx.bench import structured
+    from tholos_mlx.bench.cases import structured
 
     good = '{"city":"Paris","country":"France","population_millions":2,"is_capital":true}'
     assert structured.valid(good)

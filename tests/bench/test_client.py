@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tholos_mlx.bench.client import Endpoint
+from tholos_mlx.bench.sides.client import Endpoint
 
 
 @pytest.mark.parametrize(

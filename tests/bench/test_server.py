@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tholos_mlx.bench.client import Endpoint
-from tholos_mlx.bench.server import ServerProcess
+from tholos_mlx.bench.sides.client import Endpoint
+from tholos_mlx.bench.sides.server import ServerProcess
 from tholos_mlx.timings import Timings
 
 
