@@ -41,7 +41,6 @@ def test_the_package_has_no_import_cycle() -> None:
     assert found == [], f"import cycles:\n{_arrows(found)}"
 
 
-@pytest.mark.xfail(strict=False, reason="bench/ chart -> compare -> report -> chart: branch bench")
 def test_bench_has_no_import_cycle() -> None:
     found = [c for c in cycles(GRAPH) if _in_bench(c)]
     assert found == [], f"import cycles:\n{_arrows(found)}"
