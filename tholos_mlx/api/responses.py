@@ -63,7 +63,7 @@ class _Reply:
 
     def complete(self, request: Request, started: Started, answer: Gathered) -> HTTPResponse:
         assert answer.finished is not None
-        body = self.body(started.model, Output.of(answer), answer.finished)
+        body = self.body(started.model, Output.of(answer, self.echo.namespaces), answer.finished)
         return HTTPResponse(body, content_type="application/json")
 
     def stream(self, started: Started) -> ResponsesStream:
@@ -76,7 +76,7 @@ class ResponsesStream:
     def __init__(self, reply: _Reply, model: str) -> None:
         self._reply = reply
         self._model = model
-        self._output = Output()
+        self._output = Output(reply.echo.namespaces)
         self._seq = 0
         pending = response_object(
             id=reply.id,
