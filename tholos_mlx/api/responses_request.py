@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from tholos_mlx.api import fields as f
+from tholos_mlx.api.responses_items import input_items
 from tholos_mlx.api.responses_output import Echo
 from tholos_mlx.api.shared_openai import json_schema_format, response_format, tool_choice
 from tholos_mlx.errors import InvalidRequest, Unsupported
@@ -58,6 +59,7 @@ class ResponsesRequest:
     input: tuple[Message, ...]
     echo: Echo
     base: GenerationRequest  # every setting; its messages are filled in by generation()
+    items: tuple[dict[str, Any], ...] = ()  # `input` as sent, with ids: for input_items
 
     def generation(self, history: tuple[Message, ...] = ()) -> GenerationRequest:
         """The request to run: instructions, the stored conversation, then this turn's input."""
@@ -111,7 +113,8 @@ def parse_responses(body: bytes) -> ResponsesRequest:
         parallel_tool_calls=echo.parallel_tool_calls,
         stream=f.boolean(data, "stream"),
     )
-    return ResponsesRequest(_input(data.get("input")), echo, base)
+    turns = _input(data.get("input"))
+    return ResponsesRequest(turns, echo, base, input_items(data.get("input")))
 
 
 def _refuse_unsupported(data: Mapping[str, object]) -> None:
