@@ -21,7 +21,12 @@ from mlx_lm import load as mlx_load
 from tholos_mlx import machine
 from tholos_mlx.chat_prompt import ToolFormat, tool_format
 from tholos_mlx.detokenize import DetokenizerFactory
-from tholos_mlx.errors import InsufficientMemory, ServiceUnavailable
+from tholos_mlx.errors import (
+    ContextLengthExceeded,
+    InsufficientMemory,
+    NoModelLoaded,
+    ServiceUnavailable,
+)
 from tholos_mlx.generation import Prefill
 from tholos_mlx.prompt_cache import PromptCache
 from tholos_mlx.prompt_cache_disk import DiskCache, fingerprint
@@ -319,6 +324,30 @@ class ModelSlot:
                 + (f" `{previous.id}` is still loaded." if previous and self.current else ""),
                 code="model_load_failed",
             ) from None
+
+    def for_request(self, entry: ModelEntry | None) -> Loaded:
+        """The named model, else the loaded one, else the last one (idle unload freed it)."""
+        if entry is not None:
+            return self.switch(entry)
+        if self.current is not None:
+            return self.current
+        if self.last is not None:
+            return self.switch(self.last)
+        raise NoModelLoaded()
+
+    @staticmethod
+    def room(loaded: Loaded, prompt: int) -> int:
+        """Tokens left for the answer after a prompt this long; ContextLengthExceeded if none."""
+        room = loaded.context - prompt
+        if room < 1:
+            raise ContextLengthExceeded(
+                f"This model's maximum context length is {loaded.context} tokens, the answer "
+                f"included; your messages take {prompt}"
+                + (", which leaves no room for an answer" if room == 0 else "")
+                + ". Shorten them.",
+                param="messages",
+            )
+        return room
 
     def answer_tokens(self, loaded: Loaded, prompt: int, asked: int | None, room: int) -> int:
         """The max_tokens a request may have: as asked if it fits, a default clamped to what fits.
