@@ -232,3 +232,13 @@ def test_log_prompts_logs_the_prompt_and_the_answer(
     with caplog.at_level(logging.INFO, logger="tholos.engine"):
         out = run(slot, greedy(4), log_prompts=True)
     assert "about the sea" in caplog.text and repr(out.text) in caplog.text
+
+
+def test_an_answer_naming_no_limit_stops_at_the_default_cap_and_one_naming_more_gets_it(
+    slot: ModelSlot,
+) -> None:
+    capped = run(slot, greedy(None), default_max_tokens=3)
+    assert capped.finished.finish_reason == "length"
+    assert capped.finished.usage.completion_tokens == 3
+    asked = run(slot, greedy(5), default_max_tokens=3)
+    assert asked.finished.usage.completion_tokens == 5

@@ -37,6 +37,9 @@ class Options:
     """How every answer is made, fixed at start (serve's flags)."""
 
     log_prompts: bool = False  # log the prompt and answer text (never by default)
+    default_max_tokens: int | None = (
+        None  # the cap of an answer that names none; None: all that fits
+    )
 
 
 def answer(
@@ -62,7 +65,11 @@ def answer(
     # The matching cache first: the memory guard may then evict others, never this one.
     cache, cached = slot.cache.take(prompt)
     try:
-        max_tokens = slot.answer_tokens(loaded, len(prompt), request.max_tokens, room)
+        # A request that names no limit stops at the cap (issue 19: a 2,186-token runaway).
+        cap = options.default_max_tokens if request.max_tokens is None else None
+        max_tokens = slot.answer_tokens(
+            loaded, len(prompt), request.max_tokens, room if cap is None else min(room, cap)
+        )
         constraint = _constraint(loaded, request)  # a schema it cannot compile: a 400, here
     except TholosError:
         if cache is not None:  # refused: the conversation keeps its cache

@@ -275,7 +275,9 @@ def _serve(settings: Settings) -> int:
         kv_bits=settings.kv_bits,
         disk=_disk_cache(settings),
     )
-    options = answering.Options(log_prompts=settings.log_prompts)
+    options = answering.Options(
+        log_prompts=settings.log_prompts, default_max_tokens=settings.default_max_tokens
+    )
     engine = Engine(
         slot,
         functools.partial(answering.answer, options=options),
@@ -318,6 +320,13 @@ def _serve(settings: Settings) -> int:
         code = 2
     except OSError as exc:
         print(f"{PROG}: error: cannot serve on 127.0.0.1:{settings.port}: {exc}", file=sys.stderr)
+        code = 1
+    except KeyboardInterrupt:
+        code = 130
+    except Exception:
+        # A crash must say why and exit non-zero, or launchd's KeepAlive Crashed and systemd's
+        # Restart=on-failure take it for a clean stop and leave the server down.
+        log.critical("serve crashed", exc_info=True)
         code = 1
     finally:
         engine.stop()

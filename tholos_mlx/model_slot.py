@@ -384,6 +384,8 @@ class ModelSlot:
                 + (", which leaves no room for an answer" if room == 0 else "")
                 + ". Shorten them.",
                 param="messages",
+                tokens=prompt,
+                context=loaded.context,
             )
         return room
 
