@@ -10,8 +10,8 @@ import pytest
 from tests.bench import results
 from tests.conftest import CLI, DEMO_ID
 from tholos_mlx.bench import synthetic
-from tholos_mlx.bench.client import Endpoint, free_port
-from tholos_mlx.bench.server import ServerProcess
+from tholos_mlx.bench.sides.client import Endpoint, free_port
+from tholos_mlx.bench.sides.server import ServerProcess
 from tholos_mlx.errors import UsageError
 
 
