@@ -1,4 +1,4 @@
-"""One request's answer on the engine thread, with a tiny random-weight llama and a real tokenizer.
+"""One request's answer on the engine thread, with a tiny random-weight llama and its tokenizer.
 
 Each test runs answering.answer as the engine would and reads the events it put: refusals
 before Started, the finish reasons, the prompt cache kept across a refusal, the summary line.
@@ -18,7 +18,7 @@ import pytest
 from mlx_lm.models import llama
 from mlx_lm.tokenizer_utils import load as load_tokenizer
 
-from tests.conftest import DEMO_ID
+from tests.tiny_model import TINY_ID
 from tholos_mlx import timings
 from tholos_mlx.answering import Options, answer
 from tholos_mlx.chat_prompt import tool_format
@@ -37,7 +37,6 @@ from tholos_mlx.request import (
 from tholos_mlx.tiers import ModelEntry
 from tholos_mlx.timings import Timings
 
-VOCAB = 49152
 MB = 1024 * 1024
 HELLO = (Message("user", "Tell me something about the sea."),)
 
@@ -70,10 +69,9 @@ class Sink:
 
 
 @pytest.fixture(scope="module")
-def loaded(demo_home: Path) -> Loaded:
-    """The demo model's tokenizer in front of a two-layer llama with random weights."""
-    folder = demo_home / "models" / DEMO_ID
-    tokenizer = load_tokenizer(folder)
+def loaded(tiny_folder: Path) -> Loaded:
+    """The tiny model's tokenizer in front of a two-layer llama with random weights."""
+    tokenizer = load_tokenizer(tiny_folder)
     mx.random.seed(0)
     args = llama.ModelArgs(
         model_type="llama",
@@ -83,13 +81,13 @@ def loaded(demo_home: Path) -> Loaded:
         num_attention_heads=4,
         num_key_value_heads=2,
         rms_norm_eps=1e-5,
-        vocab_size=VOCAB,
+        vocab_size=len(tokenizer.get_vocab()),
         tie_word_embeddings=True,
     )
     model = llama.Model(args)
     mx.eval(model.parameters())
     return Loaded(
-        entry=ModelEntry(DEMO_ID, "fast", folder),
+        entry=ModelEntry(TINY_ID, "fast", tiny_folder),
         model=model,
         tokenizer=tokenizer,
         context=4096,
@@ -129,7 +127,7 @@ def greedy(max_tokens: int | None = 6, **fields: Any) -> GenerationRequest:
 
 def test_an_answer_is_started_then_its_text_then_finished_by_max_tokens(slot: ModelSlot) -> None:
     out = run(slot, greedy(6))
-    assert out.started.model == DEMO_ID and out.started.prompt_tokens > 0
+    assert out.started.model == TINY_ID and out.started.prompt_tokens > 0
     assert out.text
     assert out.finished.finish_reason == "length"
     assert out.finished.usage.completion_tokens == 6
@@ -221,7 +219,7 @@ def test_the_summary_line_carries_the_timings_and_never_the_text_by_default(
     with caplog.at_level(logging.INFO, logger="tholos.engine"):
         out = run(slot, greedy(4))
     (line,) = [r.getMessage() for r in caplog.records if "timing" in r.getMessage()]
-    assert line.startswith(f"{DEMO_ID}: ") and "finish length" in line
+    assert line.startswith(f"{TINY_ID}: ") and "finish length" in line
     assert timings.parse(line) is not None
     assert "sea" not in caplog.text and out.text not in caplog.text
 

@@ -9,7 +9,6 @@ from typing import Any
 import mlx.core as mx
 import pytest
 
-from tests.conftest import DEMO_ID
 from tholos_mlx import machine, model_slot
 from tholos_mlx.errors import InsufficientMemory, ServiceUnavailable
 from tholos_mlx.model_slot import (
@@ -242,14 +241,13 @@ class WiredLimit:
 
 
 def test_a_loaded_model_is_wired_as_mlx_lm_wires_it_and_unwired_at_unload(
-    demo_home: Path,
+    tiny_folder: Path,
 ) -> None:
     wired = WiredLimit()
     slot = ModelSlot(prompt_cache_mb=0, wiring=Wiring(lambda: 12 * GIB, wired.set))
-    folder = demo_home / "models" / DEMO_ID
-    slot.switch(ModelEntry("a", "fast", folder))
+    slot.switch(ModelEntry("a", "fast", tiny_folder))
     assert wired.calls == [12 * GIB]
-    slot.switch(ModelEntry("b", "other", folder))  # a unloaded, then b loaded
+    slot.switch(ModelEntry("b", "other", tiny_folder))  # a unloaded, then b loaded
     assert wired.calls == [12 * GIB, 5, 12 * GIB]
     slot.unload()
     slot.unload()  # nothing loaded: nothing more to undo
