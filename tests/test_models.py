@@ -401,6 +401,59 @@ def test_remove_drops_the_entry_keeps_the_folder_and_the_rest_of_tiers_toml(
     assert (machine.lms_folder / "config.json").is_file()
 
 
+def test_models_finds_a_server_on_another_port_through_the_address_file_it_published(
+    cli: CLI, machine: Machine, tholos_home: Path
+) -> None:
+    assert cli("models", "add", machine.lms_folder, "--id", "tiny").returncode == 0
+    (tholos_home / "api_key").write_text("k\n")
+    with health_stub("k", b'{"status": "ok", "model": "tiny", "queue": 0}') as port:
+        # No config.toml names the port: the server said where it is, as serve does.
+        (tholos_home / "server.json").write_text(json.dumps({"port": port, "pid": 1}))
+        listed = cli("models").stdout.splitlines()
+    assert [line.split()[-1] for line in listed] == ["LOADED", "yes"]
+
+
+def test_remove_of_the_model_a_running_server_answers_with_is_refused_in_one_line(
+    cli: CLI, machine: Machine, tholos_home: Path
+) -> None:
+    assert cli("models", "add", machine.lms_folder, "--id", "tiny").returncode == 0
+    assert cli("models", "add", machine.hf_snapshot, "--id", "smol").returncode == 0
+    (tholos_home / "api_key").write_text("k\n")
+    for health in (
+        b'{"status": "ok", "model": "tiny", "queue": 0}',
+        b'{"status": "ok", "model": null, "last_model": "tiny", "queue": 0}',  # idle-unloaded
+    ):
+        with health_stub("k", health) as port:
+            (tholos_home / "server.json").write_text(json.dumps({"port": port, "pid": 1}))
+            out = cli("models", "remove", "tiny")
+        assert out.returncode == 2
+        assert f"server on 127.0.0.1:{port}" in one_line_error(out) and "stop" in out.stderr
+        assert TierTable(tholos_home).has("tiny")
+    with health_stub("k", b'{"status": "ok", "model": "tiny", "queue": 0}') as port:
+        (tholos_home / "server.json").write_text(json.dumps({"port": port, "pid": 1}))
+        other = cli("models", "remove", "smol")  # not the server's model: it goes
+    assert other.returncode == 0, other.stderr
+    (tholos_home / "server.json").unlink()  # the server stopped
+    assert cli("models", "remove", "tiny").returncode == 0
+    assert not TierTable(tholos_home).has("tiny")
+
+
+def test_remove_also_deletes_the_models_prompt_cache_on_disk(
+    cli: CLI, machine: Machine, tholos_home: Path
+) -> None:
+    assert cli("models", "add", machine.lms_folder, "--id", "tiny").returncode == 0
+    for model_id in ("tiny", "other"):
+        (tholos_home / "cache" / model_id).mkdir(parents=True)
+        for i in range(3):
+            (tholos_home / "cache" / model_id / f"{i}.safetensors").write_bytes(b"kv")
+
+    out = cli("models", "remove", "tiny")
+
+    assert out.returncode == 0, out.stderr
+    assert "3 prompt cache files" in out.stdout
+    assert os.listdir(tholos_home / "cache") == ["other"]
+
+
 def test_remove_delete_deletes_a_folder_import_gguf_made(
     cli: CLI, machine: Machine, tholos_home: Path
 ) -> None:
@@ -504,6 +557,18 @@ def test_cache_clear_deletes_one_models_cache_or_all_and_nothing_outside(
     assert cli("cache", "clear", "a").returncode == 0  # nothing left: fine
     assert "not a model id" in one_line_error(cli("cache", "clear", "../outside"))
     assert outside.exists()
+
+
+def test_cache_clear_counts_every_file_of_a_models_cache(cli: CLI, tholos_home: Path) -> None:
+    folder = tholos_home / "cache" / "a"
+    folder.mkdir(parents=True)
+    for i in range(14):
+        (folder / f"{i:016x}-{i:032x}.safetensors").write_bytes(b"kv")
+
+    out = cli("cache", "clear")
+
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith(f"cleared 14 prompt cache files in {tholos_home / 'cache'}")
 
 
 def test_cache_clear_says_when_a_running_server_will_write_its_cache_back(

@@ -13,7 +13,7 @@ from typing import Any
 
 from mlx_lm.tokenizer_utils import load as load_tokenizer
 
-from tholos_mlx.chat_prompt import ToolFormat, prompt_ids, tool_format
+from tholos_mlx.chat_prompt import ToolFormat, own_length_check, prompt_ids, tool_format
 from tholos_mlx.errors import NoModelLoaded, ServiceUnavailable
 from tholos_mlx.model_slot import ModelSlot
 from tholos_mlx.request import GenerationRequest
@@ -51,7 +51,7 @@ class TokenCounter:
         tokenizer = self._tokenizers.get(entry.path)
         if tokenizer is None:
             try:
-                tokenizer = load_tokenizer(entry.path)
+                tokenizer = own_length_check(load_tokenizer(entry.path))
             except Exception as exc:
                 raise ServiceUnavailable(
                     f"Model `{entry.id}`'s tokenizer cannot be read ({exc.__class__.__name__}).",
