@@ -199,7 +199,7 @@ class Grammars:
     def _format_matcher(self, fmt: ResponseFormat) -> llguidance.LLMatcher | None:
         if fmt.kind == "text":
             return None
-        return self._schema_matcher(format_schema(fmt), "response_format", "response_format")
+        return self._schema_matcher(format_schema(fmt), fmt.path, fmt.path)
 
     def _schema_matcher(
         self, schema: dict[str, Any], param: str, label: str

@@ -87,7 +87,9 @@ async def run(request: Request, req: GenerationRequest, reply: Reply) -> HTTPRes
     entry = tiers.resolve(req.model) if req.model else None
     if entry is None and engine.last_loaded is None:
         raise NoModelLoaded()  # never had a model; after idle unload the engine reloads the last
-    schema_check.check(req)  # a schema that cannot constrain: 400 now, not after the queue
+    # A schema that cannot constrain: 400 now, not after the queue; keywords not enforced
+    # in a non-strict schema: said in a header.
+    extra = schema_check.warnings_header(schema_check.check(req))
     turn = await gate.acquire()
     try:
         channel = engine.submit(req, entry, turn.release, getattr(request.ctx, "arrived", None))
@@ -97,8 +99,10 @@ async def run(request: Request, req: GenerationRequest, reply: Reply) -> HTTPRes
     try:
         started, batch = await _first(channel)
         if not req.stream:
-            return await _complete(request, channel, started, batch, reply)
-        await _stream(request, channel, batch, reply.stream(started), ctx.keepalive_s)
+            response = await _complete(request, channel, started, batch, reply)
+            response.headers.update(extra)
+            return response
+        await _stream(request, channel, batch, reply.stream(started), ctx.keepalive_s, extra)
         return None
     finally:
         channel.cancel()  # the client left, or we are done: the engine stops within a token
@@ -133,11 +137,16 @@ async def _complete(
 
 
 async def _stream(
-    request: Request, channel: Channel, batch: list[Event], stream: Stream, keepalive_s: float
+    request: Request,
+    channel: Channel,
+    batch: list[Event],
+    stream: Stream,
+    keepalive_s: float,
+    headers: dict[str, str],
 ) -> None:
     response = await request.respond(
         content_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **headers},
     )
     out, done = stream.render(batch)
     await response.send(stream.head() + out)
