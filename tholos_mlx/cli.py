@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -204,7 +205,9 @@ def _dispatch(args: argparse.Namespace, home: Path) -> int:
         if action == "scan":
             return models.scan_command(home, os.environ, args.add)
         if action == "remove":
-            return models.remove_command(home, args.model_id, args.delete)
+            return models.remove_command(
+                home, args.model_id, args.delete, _settings(args, home).port
+            )
         return models.print_models(home, _settings(args, home))
     if cmd == "cache":
         return _clear_cache(home, args.model_id, _settings(args, home).port)
@@ -241,10 +244,13 @@ def _clear_cache(home: Path, model_id: str | None, port: int) -> int:
     if not deleted:
         print(f"nothing to clear: no prompt cache in {where}")
     else:
-        print(f"cleared {len(deleted)} prompt cache{'s' if len(deleted) != 1 else ''} in {where}")
-    if health.of_home(home, port, timeout=0.5) is not None:
         print(
-            f"note: the server on port {port} still holds its prompt cache in memory and writes "
+            f"cleared {len(deleted)} prompt cache file{'s' if len(deleted) != 1 else ''} in {where}"
+        )
+    found = health.find(home, port, timeout=0.5)
+    if found is not None:
+        print(
+            f"note: the server on port {found[0]} still holds its prompt cache in memory and writes "
             "it to disk again when it stops, unloads or switches models; stop it first "
             "(or clear again after it stops) for none to be left."
         )
@@ -256,23 +262,32 @@ def _serve(settings: Settings) -> int:
     os.environ["HF_HUB_OFFLINE"] = "1"  # never reach a model hub
     os.environ["HF_DATASETS_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    from tholos_mlx import address, answering
     from tholos_mlx.admission import Gate
     from tholos_mlx.app import create_app
     from tholos_mlx.engine import Engine
     from tholos_mlx.home import KeyStore
+    from tholos_mlx.model_slot import ModelSlot
     from tholos_mlx.tiers import TierTable
+    from tholos_mlx.token_count import TokenCounter
 
     log = logging.getLogger("tholos.serve")
     tiers = TierTable(settings.home)
     keys = KeyStore(settings.home)
-    engine = Engine(
+    slot = ModelSlot(
         prompt_cache_mb=settings.prompt_cache_mb,
-        log_prompts=settings.log_prompts,
-        idle_unload=settings.idle_unload,
         memory_limit=round(settings.memory_limit * 2**30) if settings.memory_limit else None,
         kv_bits=settings.kv_bits,
-        disk_cache=_disk_cache(settings),
-        default_max_tokens=settings.default_max_tokens,
+        disk=_disk_cache(settings),
+    )
+    options = answering.Options(
+        log_prompts=settings.log_prompts, default_max_tokens=settings.default_max_tokens
+    )
+    engine = Engine(
+        slot,
+        functools.partial(answering.answer, options=options),
+        TokenCounter(slot),
+        idle_unload=settings.idle_unload,
     )
     gate = Gate(max_queue=settings.max_queue, queue_timeout=settings.queue_timeout)
     _check_port(settings.port)  # fail in one line before loading anything
@@ -288,7 +303,15 @@ def _serve(settings: Settings) -> int:
             gate.close()  # waiting requests get 503 now
             engine.begin_shutdown()  # the running one stops within a token
 
+        async def _listening(*_: Any) -> None:
+            address.publish(settings.home, settings.port)  # the CLI finds us on any port
+
+        async def _withdraw(*_: Any) -> None:
+            address.withdraw(settings.home)
+
         app.register_listener(_stopping, "before_server_stop")
+        app.register_listener(_listening, "after_server_start")
+        app.register_listener(_withdraw, "before_server_stop")
         log.info(
             "serving on http://127.0.0.1:%d/v1 (model: %s); the key is in %s",
             settings.port,
@@ -319,6 +342,7 @@ def _serve(settings: Settings) -> int:
         log.critical("serve crashed", exc_info=True)
         code = 1
     finally:
+        address.withdraw(settings.home)  # also when Sanic never got to its stop listeners
         engine.stop()
         # Workaround (mlx 0.32 / mlx-lm 0.32 on Linux): a process that loaded a tokenizer off
         # the main thread can abort in C++ teardown at interpreter exit; state is on disk already.
