@@ -11,7 +11,7 @@ from typing import Callable, Protocol
 from sanic import Request
 from sanic.response import HTTPResponse
 
-from tholos_mlx import schema_check
+from tholos_mlx import schema_check, timings
 from tholos_mlx.admission import Gate
 from tholos_mlx.api import sse
 from tholos_mlx.api.gathered import Gathered
@@ -41,8 +41,10 @@ class EngineLike(Protocol):
         entry: ModelEntry | None,
         on_done: Callable[[], None],
         arrived: float | None = None,
+        queued: float | None = None,
     ) -> Channel:
-        """Queue a generation; `arrived` is when the request reached the server (timings.now())."""
+        """Queue a generation; `arrived` is when the request reached the server, `queued` when
+        it asked for its turn (timings.now()): the wait in line is queue time, not HTTP's."""
         ...
 
     async def count_tokens(self, request: GenerationRequest, entry: ModelEntry | None) -> int:
@@ -90,9 +92,11 @@ async def run(request: Request, req: GenerationRequest, reply: Reply) -> HTTPRes
     # A schema that cannot constrain: 400 now, not after the queue; keywords not enforced
     # in a non-strict schema: said in a header.
     extra = schema_check.warnings_header(schema_check.check(req))
+    queued = timings.now()  # parsed and checked: from here on it waits for the engine
     turn = await gate.acquire()
     try:
-        channel = engine.submit(req, entry, turn.release, getattr(request.ctx, "arrived", None))
+        arrived = getattr(request.ctx, "arrived", None)
+        channel = engine.submit(req, entry, turn.release, arrived, queued)
     except BaseException:
         turn.release()
         raise
