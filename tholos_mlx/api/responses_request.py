@@ -14,7 +14,7 @@ from typing import Any
 
 from tholos_mlx.api import fields as f
 from tholos_mlx.api.responses_output import Echo
-from tholos_mlx.api.shared_openai import json_schema_format, response_format, tool_choice
+from tholos_mlx.api.shared_openai import json_schema_format, read_tool_choice, response_format
 from tholos_mlx.errors import InvalidRequest, Unsupported
 from tholos_mlx.request import (
     GenerationRequest,
@@ -268,7 +268,7 @@ def _tool_choice(raw: object, tools: tuple[Tool, ...]) -> Any:
             f"type {raw.get('type')!r}.",
             param="tool_choice",
         )
-    return tool_choice(raw, tools, "tool_choice")
+    return read_tool_choice(raw, tools)
 
 
 def _text_format(raw: object) -> ResponseFormat:
