@@ -13,7 +13,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import mlx.core as mx
 from mlx_lm import load as mlx_load
@@ -224,6 +224,25 @@ def precheck(folder: Path) -> None:
         raise ValueError("no tokenizer.json or tokenizer.model in the folder")
 
 
+class Sharding(Protocol):
+    """This process's part of a model split across ranks (sharding.Shards)."""
+
+    count: int  # ranks sharing each model
+    name: str  # which part this is, e.g. "rank1of2": its disk prompt cache is its own
+
+    def check(self, folder: Path) -> None:
+        """ValueError (one line) when the model cannot be split."""
+        ...
+
+    def load(self, folder: Path) -> tuple[Any, Any]:
+        """The model holding only this rank's part, and the tokenizer."""
+        ...
+
+    def least(self, n: int) -> int:
+        """The smallest n across the ranks: the tightest rank decides for all."""
+        ...
+
+
 @dataclass
 class Loaded:
     """A model in memory and everything derived from it once, at load."""
@@ -251,6 +270,7 @@ class ModelSlot:
         memory_limit: int | None = None,
         kv_bits: int | None = None,
         disk: DiskCache | None = None,
+        shards: Sharding | None = None,
     ) -> None:
         self.current: Loaded | None = None
         self.last: ModelEntry | None = None  # the model loaded most recently, kept after unload
@@ -259,6 +279,7 @@ class ModelSlot:
         self._prompt_cache_mb = prompt_cache_mb
         self._memory_limit = memory_limit
         self._disk = disk
+        self._shards = shards
 
     @property
     def loaded_id(self) -> str | None:
@@ -282,7 +303,7 @@ class ModelSlot:
         if current is not None and (current.entry.id, current.entry.path) == (entry.id, entry.path):
             current.entry = entry  # a new tier in tiers.toml needs no reload
             return current
-        need = weights_bytes(entry.path)
+        need = weights_bytes(entry.path) // (self._shards.count if self._shards else 1)
         limit = self.limit()
         if limit and need > limit:
             raise ServiceUnavailable(
@@ -292,6 +313,8 @@ class ModelSlot:
             )
         try:
             precheck(entry.path)
+            if self._shards is not None:
+                self._shards.check(entry.path)
         except ValueError as exc:
             raise ServiceUnavailable(
                 f"Model `{entry.id}` cannot be loaded: {exc}.", code="model_load_failed"
