@@ -258,3 +258,10 @@ def test_restart_reads_the_prompt_cache_back_from_disk_and_reports_every_field(
     assert not (demo_home / "cache").exists()  # the user's home is never written
     assert "after a restart" in out.stdout
     assert "## Prompt cache across a restart" in results.markdown(files)
+
+
+def test_bench_help_prints_one_percent_sign_where_it_means_one(cli: CLI) -> None:
+    out = cli("bench", "--help")
+    assert out.returncode == 0
+    assert "%%" not in out.stdout
+    assert "95% confidence interval" in " ".join(out.stdout.split())

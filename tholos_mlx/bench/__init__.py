@@ -79,11 +79,12 @@ def _port(text: str) -> int:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The bench flags."""
+    # A description is not %-formatted (only help strings are): one % prints as one.
     p.description = (
         "Measure raw mlx-lm and the real server side by side on one model (--compare, the "
         "default), with a peer server on the same prompts (--peer, --peer-url), "
         "the server's own ceiling with a zero-cost engine (--ceiling), and the prompt cache "
-        "(--cached-prefix). Every ratio comes with a 95%% confidence interval. Results go to OUT "
+        "(--cached-prefix). Every ratio comes with a 95% confidence interval. Results go to OUT "
         "as JSON, Markdown and a PNG chart (with matplotlib)."
     )
     p.add_argument(
