@@ -344,6 +344,24 @@ class ModelSlot:
             ) from None
 
     def answer_tokens(self, loaded: Loaded, prompt: int, asked: int | None, room: int) -> int:
+        """The max_tokens a request may have; across ranks, what every rank's memory allows."""
+        if self._shards is None:
+            return self._answer_tokens(loaded, prompt, asked, room)
+        try:
+            mine = self._answer_tokens(loaded, prompt, asked, room)
+        except InsufficientMemory:
+            self._shards.least(0)  # the others wait for this rank's word: give it, then refuse
+            raise
+        agreed = self._shards.least(mine)
+        if agreed < 1:
+            raise InsufficientMemory(
+                "This request does not fit in the memory of another rank of this server's "
+                "group. Shorten the messages or ask for fewer tokens in max_tokens.",
+                param="messages",
+            )
+        return agreed
+
+    def _answer_tokens(self, loaded: Loaded, prompt: int, asked: int | None, room: int) -> int:
         """The max_tokens a request may have: as asked if it fits, a default clamped to what fits.
 
         The reservation is the weights + the KV cache for prompt and answer + the prompt cache
@@ -398,8 +416,14 @@ class ModelSlot:
 
     def _load(self, entry: ModelEntry) -> Loaded:
         started = time.perf_counter()
-        model, tokenizer = mlx_load(str(entry.path))[:2]
-        size = weights_bytes(entry.path)
+        if self._shards is None:
+            model, tokenizer = mlx_load(str(entry.path))[:2]
+            size = weights_bytes(entry.path)
+        else:
+            from tholos_mlx.sharding import PREFILL_CHUNK, params_bytes
+
+            model, tokenizer = self._shards.load(entry.path)
+            size = params_bytes(model)
         loaded = Loaded(
             entry=entry,
             model=model,
@@ -411,13 +435,15 @@ class ModelSlot:
             kv_per_token=measured_kv_bytes_per_token(model, self.kv_bits)
             or kv_bytes_per_token(read_config(entry.path), widest_float_bytes(model), self.kv_bits),
         )
+        if self._shards is not None:  # every rank must cut the prompt alike: no learned size
+            loaded.prefill = Prefill(PREFILL_CHUNK, PREFILL_CHUNK, PREFILL_CHUNK)
         self.current = loaded
         self.last = entry
         if self._prompt_cache_mb is None:
             budget = default_cache_budget(size, self.limit())
         else:
             budget = self._prompt_cache_mb * _MB
-        self.cache = PromptCache(budget)
+        self.cache = PromptCache(budget, self._shards.least if self._shards else None)
         if self._disk is not None and budget > 0:
             self._restore(loaded, budget)
         log.info(
@@ -437,6 +463,8 @@ class ModelSlot:
         assert self._disk is not None
         try:
             loaded.fingerprint = fingerprint(loaded.entry.path, self.kv_bits)
+            if self._shards is not None:  # each rank keeps the cache of its own shard
+                loaded.fingerprint += f"-{self._shards.name}"
         except OSError as exc:
             log.warning("%s: no disk prompt cache: %s", loaded.entry.id, exc.strerror)
             return
