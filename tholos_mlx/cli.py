@@ -213,7 +213,12 @@ def _dispatch(args: argparse.Namespace, home: Path) -> int:
 
         return gguf.import_command(Path(args.file), home, args.model_id, args.tier, args.force)
     if cmd == "serve":
-        return _serve(_settings(args, home))
+        from tholos_mlx import launch
+
+        settings = _settings(args, home)
+        if settings.hostfile and not launch.launched():
+            return _launch_group(settings, args)
+        return _serve(settings)
     if cmd == "launchd":
         from tholos_mlx.service import launchd
 
@@ -249,6 +254,57 @@ def _clear_cache(home: Path, model_id: str | None, port: int) -> int:
             "(or clear again after it stops) for none to be left."
         )
     return 0
+
+
+def _launch_group(settings: Settings, args: argparse.Namespace) -> int:
+    """serve --hostfile: mlx.launch starts this same command on every host, as one rank each."""
+    from tholos_mlx import launch
+    from tholos_mlx.service.manager import flag_argv
+
+    flags = {k: v for k, v in serve_flags(args).items() if k not in ("hostfile", "backend")}
+    rank = [sys.executable, "-m", "tholos_mlx", "serve", "--home", str(settings.home)]
+    assert settings.hostfile is not None
+    launch.read_hosts(Path(settings.hostfile))  # a bad hostfile: one line, before anything
+    _check_port(settings.port)  # rank 0 listens here: fail in one line before any host starts
+    return launch.run(Path(settings.hostfile), settings.backend, [*rank, *flag_argv(flags)])
+
+
+def _join_group(on_trip: Callable[[], None]) -> Any:
+    """This process's rank in the group mlx.launch started (ranks.Ranks), or None alone."""
+    import mlx.core as mx
+
+    from tholos_mlx.ranks import Ranks, Watchdog
+
+    try:
+        group = mx.distributed.init(strict=True)
+    except RuntimeError as exc:
+        raise UsageError(f"cannot join the group of ranks: {exc}") from None
+    if group.size() < 2:
+        return None
+    ranks = Ranks(group, Watchdog(on_trip))
+    root = logging.getLogger()
+    for handler in root.handlers:  # every rank writes to the same terminal or log: say which
+        handler.setFormatter(
+            logging.Formatter(f"%(asctime)s %(levelname)s rank{ranks.rank} %(name)s: %(message)s")
+        )
+    return ranks
+
+
+def _follow(ranks: Any, slot: Any, runner: Any) -> int:
+    """A rank other than 0: no HTTP, only rank 0's jobs, until it sends stop or the group breaks."""
+    from tholos_mlx.ranks import follow
+
+    log = logging.getLogger("tholos.serve")
+    code = 0
+    try:
+        follow(ranks, slot, runner)
+    except Exception as exc:  # rank 0 gone, or this rank out of step: the group must restart
+        log.error("rank %d leaves the group: %s: %s", ranks.rank, exc.__class__.__name__, exc)
+        code = 1
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _serve(settings: Settings) -> int:

@@ -43,11 +43,6 @@ EXIT_GRACE_S = 1.5  # after a break, time for the error frame to go out before t
 Runner = Callable[[Any, GenerationRequest, ModelEntry | None, "Sink", Timings], None]
 
 
-def launched() -> bool:
-    """This process is one rank of a group mlx.launch (or a user, by hand) started."""
-    return "MLX_RANK" in os.environ
-
-
 @dataclass(frozen=True)
 class Job:
     """One thing every rank does together, in the order rank 0 sends them."""
@@ -293,7 +288,7 @@ class Leader:
 
 def follow(ranks: Ranks, slot: Any, runner: Runner) -> None:
     """Ranks other than 0: do what rank 0 sends, until it sends stop."""
-    log.info("rank %d of %d: following rank 0", ranks.rank, ranks.size)
+    log.info("rank %d of %d: following rank 0 (pid %d)", ranks.rank, ranks.size, os.getpid())
     while True:
         job = ranks.receive()
         try:

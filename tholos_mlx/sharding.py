@@ -11,6 +11,7 @@ reads only the arrays its part keeps.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,6 +22,8 @@ from mlx_lm import load as mlx_load
 from mlx_lm import utils as mlx_utils
 
 from tholos_mlx.ranks import Ranks
+
+log = logging.getLogger("tholos.ranks")
 
 Mode = Literal["tensor", "pipeline", "stages"]
 PREFILL_CHUNK = 512  # every rank must cut the prompt alike: a fixed size, not a learned one
@@ -87,6 +90,8 @@ class Shards:
     def load(self, folder: Path) -> tuple[Any, Any]:
         """The model with only this rank's part of the weights in memory, and its tokenizer."""
         mode = mode_for(folder, self.count)
+        log.info("rank %d of %d: loading its part of %s (%s)", self.ranks.rank, self.count,
+                 folder.name, "tensor parallel" if mode == "tensor" else mode)  # fmt: skip
         with self.ranks.watchdog.paused():
             model, tokenizer = mlx_load(str(folder), lazy=True)[:2]
             group = self.ranks.group
