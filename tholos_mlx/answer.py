@@ -8,25 +8,30 @@ a tail that could begin one is held back until the next piece decides.
 from __future__ import annotations
 
 import re
-import secrets
-import string
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from tholos_mlx.events import Delta, Event, ReasoningDelta, ToolCallDelta, ToolCallStart
+from tholos_mlx.events import (
+    Delta,
+    Event,
+    FinishReason,
+    ReasoningDelta,
+    ToolCallDelta,
+    ToolCallStart,
+)
+from tholos_mlx.ids import alnum_id
 from tholos_mlx.stops import StopMatcher
 
-_ID_ALPHABET = string.ascii_letters + string.digits
 # The head of a call in the default format: {"name": "NAME", "arguments": ...
 _CALL_HEAD = re.compile(r'\s*\{\s*"name"\s*:\s*"((?:[^"\\]|\\.)*)"\s*,\s*"arguments"\s*:\s*')
 
 
 def new_call_id() -> str:
     """A tool call id shaped like OpenAI's: "call_" and 24 letters and digits."""
-    return "call_" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(24))
+    return alnum_id("call_", 24)
 
 
 def held_prefix(text: str, marker: str) -> int:
@@ -118,6 +123,19 @@ class AnswerSplitter:
             self._spaces = ""
         else:
             self._content_text(buf, final=True)
+
+    def end(self, reason: FinishReason) -> FinishReason:
+        """Generation ended for `reason` ("stop": EOS or a stop string, "length": max_tokens):
+        send what was held back and say why the answer ended, as the client should read it.
+
+        Calls end the answer; a further call cut by max_tokens was dropped whole, so what the
+        client gets is complete calls, and it should act on them ("tool_calls"), not treat
+        them as cut."""
+        if self.stop_sequence is not None:
+            return reason
+        self.finish(cut=reason == "length")
+        whole_calls = reason == "stop" or (reason == "length" and self.dropped_cut_call)
+        return "tool_calls" if self.calls and whole_calls else reason
 
     # -- states --
     def _thinking(self) -> bool:

@@ -100,7 +100,7 @@ def run(hostfile: Path, backend: str, rank_argv: Sequence[str]) -> int:
     if asked:
         _reap(proc.pid, STOP_WAIT_S)
         return 0
-    log.error("a rank stopped (exit %s): the group is down; exiting 1", proc.returncode)
+    log.error("the group ended without being asked to (a rank stopped or died); exiting 1")
     _reap(proc.pid, 2.0)
     return 1
 

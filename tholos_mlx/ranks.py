@@ -12,6 +12,7 @@ watchdog ends the process when a step waits longer than STEP_TIMEOUT_S.
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import logging
 import os
 import pickle
@@ -36,7 +37,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tholos.ranks")
 
-STEP_TIMEOUT_S = 20.0  # a step (a token, a prefill chunk) waiting longer on a peer: it is gone
+# A step (a token, a prefill chunk) that waits longer on the other ranks: one is gone or hung.
+# THOLOS_RANK_STEP_TIMEOUT overrides it for machines whose steps are slower (a busy CPU).
+STEP_TIMEOUT_S = float(os.environ.get("THOLOS_RANK_STEP_TIMEOUT", "60"))
 BROKEN_RETRY_S = 10  # Retry-After once the group broke: launchd/systemd start it again by then
 EXIT_GRACE_S = 1.5  # after a break, time for the error frame to go out before the exit
 
@@ -99,6 +102,7 @@ class Watchdog:
                 )
             if late:
                 log.error("a step waited %.0f s on another rank: the group is broken", self._timeout)
+                faulthandler.dump_traceback(all_threads=True)  # where this rank was waiting
                 self._on_trip()
                 return
 

@@ -43,7 +43,7 @@ def _tiny_pipeline_model(folder: Path, tokenizer_from: Path) -> None:
 
     config = {
         "model_type": "qwen2",
-        "hidden_size": 96,
+        "hidden_size": int(__import__("os").environ.get("TINY_H", "96")),
         "num_hidden_layers": 4,
         "intermediate_size": 128,
         "num_attention_heads": 3,

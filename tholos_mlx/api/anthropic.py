@@ -8,8 +8,6 @@ does; otherwise it is dropped, so `content` holds only the answer.
 
 from __future__ import annotations
 
-import secrets
-import string
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +17,7 @@ from sanic.response import HTTPResponse
 
 from tholos_mlx.api import Dialect, exchange, sse
 from tholos_mlx.api.anthropic_request import parse_messages
+from tholos_mlx.api.coalesce import coalesced
 from tholos_mlx.api.gathered import Gathered
 from tholos_mlx.errors import ContextLengthExceeded, TholosError
 from tholos_mlx.events import (
@@ -30,12 +29,12 @@ from tholos_mlx.events import (
     ToolCallDelta,
     ToolCallStart,
 )
+from tholos_mlx.ids import alnum_id
 from tholos_mlx.request import Usage
 from tholos_mlx.tiers import TierTable
 
 PATH = "/v1/messages"
 COUNT_PATH = "/v1/messages/count_tokens"
-_ID_ALPHABET = string.ascii_letters + string.digits
 _ID_LENGTH = 24
 # Anthropic's error types by HTTP status; 503 is "overloaded" (Anthropic itself uses 529).
 ERROR_TYPES: dict[int, str] = {
@@ -53,7 +52,7 @@ ERROR_TYPES: dict[int, str] = {
 
 def new_message_id() -> str:
     """A fresh random message id shaped like Anthropic's: "msg_" and letters/digits."""
-    return "msg_" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(_ID_LENGTH))
+    return alnum_id("msg_", _ID_LENGTH)
 
 
 def tool_use_id(call_id: str) -> str:
@@ -183,22 +182,12 @@ class MessagesStream:
     def render(self, batch: list[Event]) -> tuple[bytes, bool]:
         """The bytes for a batch of events, and whether the stream is complete."""
         out: list[bytes] = []
-        pending: list[str] = []  # consecutive pieces of one kind go out as one delta
-        kind: str | None = None
-        for ev in batch:
-            if isinstance(ev, ReasoningDelta) and not self._thinking:
-                continue
+        shown = batch if self._thinking else [e for e in batch if not isinstance(e, ReasoningDelta)]
+        for ev in coalesced(shown):  # a run of pieces of one kind goes out as one delta
             if isinstance(ev, (Delta, ReasoningDelta)):
                 self._call(out)
-                this = "text" if isinstance(ev, Delta) else "thinking"
-                if this != kind:
-                    self._text(out, kind, pending)
-                    pending, kind = [], this
-                pending.append(ev.text)
-                continue
-            self._text(out, kind, pending)
-            pending, kind = [], None
-            if isinstance(ev, ToolCallStart):
+                self._text(out, "text" if isinstance(ev, Delta) else "thinking", ev.text)
+            elif isinstance(ev, ToolCallStart):
                 self._call(out)  # a call that another follows was whole
                 self._held = _HeldCall(ev.id, ev.name)
                 self._called = True
@@ -211,7 +200,6 @@ class MessagesStream:
             elif isinstance(ev, BaseException):
                 out.append(self.error(ev))
                 return b"".join(out), True
-        self._text(out, kind, pending)
         return b"".join(out), False
 
     def error(self, exc: BaseException) -> bytes:
@@ -231,9 +219,8 @@ class MessagesStream:
         delta = {"type": "input_json_delta", "partial_json": arguments}
         out.append(self._delta(self._index, delta))
 
-    def _text(self, out: list[bytes], kind: str | None, pieces: list[str]) -> None:
-        text = "".join(pieces)
-        if not text or kind is None:
+    def _text(self, out: list[bytes], kind: str, text: str) -> None:
+        if not text:
             return
         if self._open != kind:
             if kind == "text":

@@ -120,27 +120,13 @@ def _system_turn(raw: object, where: str) -> tuple[Message, ...]:
     return (Message("system", text),) if text else ()
 
 
-def _messages(raw: object) -> tuple[Message, ...]:
-    if raw is None:
-        raise InvalidRequest(
-            '\'messages\' is required: an array of {"role", "content"} objects.', param="messages"
-        )
-    if not isinstance(raw, list):
-        raise InvalidRequest(
-            f'\'messages\' must be an array of {{"role", "content"}} objects; got {f.kind(raw)}.',
-            param="messages",
-        )
-    if not raw:
-        raise InvalidRequest("'messages' must contain at least one message.", param="messages")
+def _messages(given_messages: object) -> tuple[Message, ...]:
+    raw = f.messages(given_messages)
     turns: list[Message] = []
     names: dict[str, str] = {}  # tool_use id -> tool name, so a tool turn can name its function
-    for i, item in enumerate(raw):
+    for i, raw_item in enumerate(raw):
         where = f"messages[{i}]"
-        if not isinstance(item, dict):
-            raise InvalidRequest(
-                f"'{where}' must be an object with 'role' and 'content'; got {f.kind(item)}.",
-                param=where,
-            )
+        item = f.message_object(raw_item, where)
         given = item.get("role")
         if given not in ("user", "assistant", "system"):
             got = repr(given) if isinstance(given, str) else f.kind(given)
@@ -354,10 +340,7 @@ def _tools(raw: object) -> tuple[Tool, ...]:
                 schema_field="input_schema",
             )
         )
-    names = [t.name for t in tools]
-    if len(set(names)) != len(names):
-        raise InvalidRequest("Each of 'tools' must have a different name.", param="tools")
-    return tuple(tools)
+    return f.distinct_names(tools, "name")
 
 
 def _tool_choice(raw: object, tools: tuple[Tool, ...]) -> tuple[ToolChoice, bool]:
@@ -419,7 +402,9 @@ def _output_format(data: Mapping[str, object]) -> ResponseFormat:
             f"'{param}.schema' must be a JSON Schema object; got {f.kind(schema)}.",
             param=f"{param}.schema",
         )
-    return ResponseFormat("json_schema", schema=schema, strict=True)
+    # Not strict: Anthropic's format has no such switch, and a keyword llguidance cannot
+    # enforce (a zod record's propertyNames) is reported in a header rather than refused.
+    return ResponseFormat("json_schema", schema=schema, path=param)
 
 
 def _thinking(raw: object) -> bool:
