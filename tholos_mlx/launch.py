@@ -36,7 +36,7 @@ def read_hosts(path: Path) -> list[dict[str, Any]]:
     from mlx._distributed_utils.common import Hostfile  # mlx.launch's own parser
 
     try:
-        hostfile = Hostfile.from_file(str(path))
+        hostfile = Hostfile.from_file(str(path))  # type: ignore[no-untyped-call]
     except ValueError as exc:
         raise UsageError(f"--hostfile: {exc}") from None
     hosts = [{"ssh": h.ssh_hostname, "ips": list(h.ips)} for h in hostfile.hosts]

@@ -20,20 +20,18 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal
+from typing import Any, Callable, Iterator, Literal, cast
 
 import mlx.core as mx
 import numpy as np
 
 from tholos_mlx import timings
+from tholos_mlx.channel import Sink
 from tholos_mlx.errors import ServiceUnavailable, TholosError
 from tholos_mlx.events import Event
 from tholos_mlx.request import GenerationRequest
 from tholos_mlx.tiers import ModelEntry
 from tholos_mlx.timings import Timings
-
-if TYPE_CHECKING:
-    from tholos_mlx.channel import Sink
 
 log = logging.getLogger("tholos.ranks")
 
@@ -43,7 +41,7 @@ STEP_TIMEOUT_S = float(os.environ.get("THOLOS_RANK_STEP_TIMEOUT", "60"))
 BROKEN_RETRY_S = 10  # Retry-After once the group broke: launchd/systemd start it again by then
 EXIT_GRACE_S = 1.5  # after a break, time for the error frame to go out before the exit
 
-Runner = Callable[[Any, GenerationRequest, ModelEntry | None, "Sink", Timings], None]
+Runner = Callable[[Any, GenerationRequest, ModelEntry | None, Sink, Timings], None]
 
 
 @dataclass(frozen=True)
@@ -101,7 +99,9 @@ class Watchdog:
                     and time.monotonic() - self._since > self._timeout
                 )
             if late:
-                log.error("a step waited %.0f s on another rank: the group is broken", self._timeout)
+                log.error(
+                    "a step waited %.0f s on another rank: the group is broken", self._timeout
+                )
                 faulthandler.dump_traceback(all_threads=True)  # where this rank was waiting
                 self._on_trip()
                 return
@@ -137,7 +137,7 @@ class Ranks:
 
     def _broadcast(self, data: bytes) -> bytes:
         # Between jobs nothing else is in flight: the CPU stream, as mlx-lm's own server does.
-        n = int(self._sum(mx.array([len(data)], dtype=mx.int64), mx.cpu).item())
+        n = int(cast(int, self._sum(mx.array([len(data)], dtype=mx.int64), mx.cpu).item()))
         if self.rank == 0:
             buf = mx.array(np.frombuffer(data, dtype=np.uint8))
         else:
@@ -146,14 +146,14 @@ class Ranks:
 
     def any(self, flag: bool) -> bool:
         """True on every rank if it is true on any: one collective, on the model's own stream."""
-        return int(self._sum(mx.array([int(flag)], dtype=mx.int32)).item()) > 0
+        return int(cast(int, self._sum(mx.array([int(flag)], dtype=mx.int32)).item())) > 0
 
     def least(self, n: int) -> int:
         """The smallest of every rank's n (memory-bound decisions: the tightest rank decides)."""
         out = mx.distributed.all_min(mx.array([n], dtype=mx.int64), group=self.group)
         mx.eval(out)
         self.watchdog.beat()
-        return int(out.item())
+        return int(cast(int, out.item()))
 
     def done(self) -> None:
         """The job is over: waiting for the next one is no sign of a dead peer."""

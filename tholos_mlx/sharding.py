@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import mlx.core as mx
-import mlx.nn as nn
+from mlx import nn
 from mlx.utils import tree_flatten
 from mlx_lm import load as mlx_load
 from mlx_lm import utils as mlx_utils
@@ -25,6 +25,7 @@ from tholos_mlx.ranks import Ranks
 
 log = logging.getLogger("tholos.ranks")
 
+Module: Any = getattr(nn, "Module")  # noqa: B009 (mlx.nn has no type stubs for it)
 Mode = Literal["tensor", "pipeline", "stages"]
 PREFILL_CHUNK = 512  # every rank must cut the prompt alike: a fixed size, not a learned one
 
@@ -46,8 +47,12 @@ def mode_for(folder: Path, ranks: int) -> Mode:
     heads = config.get("num_attention_heads")
     kv_heads = config.get("num_key_value_heads", heads)
     layers = config.get("num_hidden_layers")
-    divides = isinstance(heads, int) and isinstance(kv_heads, int)
-    divides = divides and heads % ranks == 0 and kv_heads % ranks == 0
+    divides = (
+        isinstance(heads, int)
+        and isinstance(kv_heads, int)
+        and heads % ranks == 0
+        and kv_heads % ranks == 0
+    )
     if hasattr(model_class, "shard") and divides:
         return "tensor"
     enough = not isinstance(layers, int) or layers >= ranks
@@ -69,7 +74,7 @@ def _inner_class(model_class: type) -> type | None:
 
     module = importlib.import_module(model_class.__module__)
     for value in vars(module).values():
-        if isinstance(value, type) and issubclass(value, nn.Module) and value is not model_class:
+        if isinstance(value, type) and issubclass(value, Module) and value is not model_class:
             if "pipeline" in vars(value) or any("pipeline" in vars(b) for b in value.__mro__[1:]):
                 return value
     return None
@@ -113,13 +118,14 @@ class Shards:
 
 def params_bytes(model: Any) -> int:
     """Bytes of the arrays this rank holds: its shard, not the folder."""
-    return sum(int(v.nbytes) for _, v in tree_flatten(model.parameters()) if isinstance(v, mx.array))
+    params: Any = tree_flatten(model.parameters())
+    return sum(int(v.nbytes) for _, v in params if isinstance(v, mx.array))
 
 
-class _Receive(nn.Module):
+class _Receive(Module):  # type: ignore[misc]
     """The first layer of a stage: its input comes from the stage before (the next rank)."""
 
-    def __init__(self, layer: nn.Module, group: Any, dtype: Any) -> None:
+    def __init__(self, layer: Any, group: Any, dtype: Any) -> None:
         super().__init__()
         self.layer = layer
         self.use_sliding = False
@@ -132,10 +138,10 @@ class _Receive(nn.Module):
         return self.layer(x, *args, **kwargs)  # type: ignore[no-any-return]
 
 
-class _Send(nn.Module):
+class _Send(Module):  # type: ignore[misc]
     """The last layer of a stage: its output goes on, and every rank gets the last stage's."""
 
-    def __init__(self, layer: nn.Module, group: Any, dtype: Any) -> None:
+    def __init__(self, layer: Any, group: Any, dtype: Any) -> None:
         super().__init__()
         self.layer = layer
         self.use_sliding = False
@@ -162,11 +168,12 @@ def _stages(model: Any, group: Any) -> None:
     base, extra = divmod(len(layers), size)
     split = [base + (1 if r < extra else 0) for r in range(size)]
     start = sum(split[rank + 1 :])
-    mine: list[nn.Module] = layers[start : start + split[rank]]
+    mine: list[Any] = layers[start : start + split[rank]]
     # What a layer hands on has the widest float type of its weights (float32 norms beside
     # float16 scales): sender and receiver must agree on it, or the bytes are misread.
+    params: Any = tree_flatten(layers[0].parameters())
     dtype = max(
-        (v.dtype for _, v in tree_flatten(layers[0].parameters()) if mx.issubdtype(v.dtype, mx.floating)),
+        (v.dtype for _, v in params if mx.issubdtype(v.dtype, mx.floating)),
         key=lambda d: d.size,
         default=mx.float32,
     )

@@ -157,9 +157,10 @@ def test_killing_rank_1_mid_answer_ends_the_answer_with_an_error_and_the_server_
         body = {"messages": [{"role": "user", "content": "Count from one to one hundred."}],
                 "model": DEMO, "max_tokens": 400, "temperature": 0, "stream": True}  # fmt: skip
         lines = []
-        with server.client(timeout=60) as c, c.stream(
-            "POST", "/v1/chat/completions", json=body
-        ) as r:
+        with (
+            server.client(timeout=60) as c,
+            c.stream("POST", "/v1/chat/completions", json=body) as r,
+        ):
             for line in r.iter_lines():
                 lines.append(line)
                 if len(lines) == 4:
