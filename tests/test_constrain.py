@@ -1,4 +1,4 @@
-"""Grammar constraints on the demo model's real tokenizer, driven by a simulated generation loop.
+"""Grammar constraints on a real byte-level BPE tokenizer (the tiny model's), driven by a simulated generation loop.
 
 The "model" is random logits (seeded), logits that push whitespace, newlines and EOS, or a script
 that writes given text; the loop is the engine's: compute_mask, apply, pick, consume, feed the
@@ -21,7 +21,6 @@ import pytest
 from llguidance.numpy import apply_token_bitmask_inplace
 from mlx_lm.utils import load_tokenizer
 
-from tests.conftest import DEMO_ID
 from tholos_mlx.constrain import (
     Constraint,
     Grammars,
@@ -40,9 +39,9 @@ MARKERS = ToolMarkers()
 
 
 @pytest.fixture(scope="module")
-def tokenizer(demo_home: Path) -> Any:
-    """The demo model's tokenizer (mlx-lm's TokenizerWrapper); no weights are loaded."""
-    return load_tokenizer(demo_home / "models" / DEMO_ID)  # type: ignore[no-untyped-call]
+def tokenizer(tiny_folder: Path) -> Any:
+    """The tiny model's tokenizer (mlx-lm's TokenizerWrapper); no weights are loaded."""
+    return load_tokenizer(tiny_folder)  # type: ignore[no-untyped-call]
 
 
 @pytest.fixture(scope="module")
@@ -444,7 +443,10 @@ def test_auto_with_a_json_format_answers_that_json_or_calls(
 def test_special_token_markers_are_matched_by_their_ids(
     grammars: Grammars, tokenizer: Any, vocab: int
 ) -> None:
-    start, end = "<|im_start|>", "<|endoftext|>"  # special tokens of the demo tokenizer
+    start, end = (
+        "<|im_start|>",
+        "<|endoftext|>",
+    )  # special tokens of the tiny tokenizer (as of the demo one)
     markers = ToolMarkers(start, end)
     ids = tokenizer._tokenizer.convert_tokens_to_ids([start, end])
     c = grammars.for_tool_call(TOOLS, ToolChoice("function", "ping"), False, markers)
@@ -481,12 +483,33 @@ def refusal(call: Callable[[], object]) -> InvalidRequest:
 def test_a_schema_that_cannot_compile_is_a_400_on_response_format(
     schema: dict[str, Any], words: list[str], grammars: Grammars
 ) -> None:
-    fmt = ResponseFormat("json_schema", schema)
+    fmt = ResponseFormat("json_schema", schema, strict=True)
     e = refusal(lambda: grammars.check(fmt, (), ToolChoice("none"), True))
     assert e.status == 400 and e.param == "response_format"
     assert all(w in e.message for w in words), e.message
     assert "\n" not in e.message
     assert refusal(lambda: grammars.for_format(fmt)).param == "response_format"
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"type": "string", "format": "zipcode"},
+        {"type": "object", "not": {"required": ["a"]}},
+        {"type": "object", "propertyNames": {"pattern": "^[a-z]+$"}},
+    ],
+)
+def test_a_keyword_llguidance_cannot_enforce_is_left_out_of_a_schema_that_is_not_strict(
+    schema: dict[str, Any], grammars: Grammars, tokenizer: Any
+) -> None:
+    fmt = ResponseFormat("json_schema", schema)
+    grammars.check(fmt, (), ToolChoice("none"), True)
+    c = grammars.for_format(fmt)
+    assert c is not None and c.error() is None
+    tool = Tool("loose", None, {"type": "object", "properties": {"a": schema}})
+    grammars.check(ResponseFormat(), (tool,), ToolChoice("required"), True)
+    strict = Tool("tight", None, tool.parameters, strict=True)
+    refusal(lambda: grammars.check(ResponseFormat(), (strict,), ToolChoice("required"), True))
 
 
 @pytest.mark.parametrize(
@@ -509,7 +532,9 @@ def test_external_refs_are_found_but_data_and_local_ids_are_not_refs() -> None:
 def test_a_tool_whose_parameters_cannot_compile_is_named_in_the_error(
     grammars: Grammars,
 ) -> None:
-    bad = Tool("broken", None, {"type": "object", "properties": {"d": {"format": "nope"}}})
+    bad = Tool(
+        "broken", None, {"type": "object", "properties": {"d": {"format": "nope"}}}, strict=True
+    )
     tools = (*TOOLS, bad)
     for choice in (ToolChoice("auto"), ToolChoice("required")):
 

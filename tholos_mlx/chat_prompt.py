@@ -42,6 +42,21 @@ class ToolFormat:
     native: bool = False
 
 
+# Above any context: the server checks a prompt against the model's context itself.
+_UNBOUNDED = 1 << 62
+
+
+def own_length_check(tokenizer: Any) -> Any:
+    """The tokenizer, told not to warn about long prompts: the server refuses those itself.
+
+    transformers (5.x) logs "Token indices sequence length is longer than the specified maximum"
+    for any encode past `model_max_length`, even for a prompt answered with a clean 400.
+    """
+    if getattr(tokenizer, "model_max_length", None) is not None:
+        tokenizer.model_max_length = _UNBOUNDED
+    return tokenizer
+
+
 def tool_format(tokenizer: Any) -> ToolFormat:
     """The model's own markers when mlx-lm knows them and its template renders tools; else the default."""
     template = getattr(tokenizer, "chat_template", None)
@@ -137,6 +152,24 @@ def _prompt_ids(
     ):
         ids.insert(0, bos)
     return ids
+
+
+def opens_thinking(tokenizer: Any, prompt: list[int]) -> bool:
+    """The template opened a thinking block it did not close: the answer starts inside it."""
+    if not getattr(tokenizer, "has_thinking", False):
+        return False
+    starts = list(getattr(tokenizer, "think_start_tokens", None) or ())
+    ends = list(getattr(tokenizer, "think_end_tokens", None) or ())
+    return bool(starts) and _rfind(prompt, starts) > _rfind(prompt, ends)
+
+
+def _rfind(tokens: list[int], seq: list[int]) -> int:
+    """Where `seq` last starts in `tokens`, else -1."""
+    n = len(seq)
+    for i in range(len(tokens) - n, -1, -1):
+        if tokens[i : i + n] == seq:
+            return i
+    return -1
 
 
 def _has_template(tokenizer: Any) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -204,7 +205,9 @@ def _dispatch(args: argparse.Namespace, home: Path) -> int:
         if action == "scan":
             return models.scan_command(home, os.environ, args.add)
         if action == "remove":
-            return models.remove_command(home, args.model_id, args.delete)
+            return models.remove_command(
+                home, args.model_id, args.delete, _settings(args, home).port
+            )
         return models.print_models(home, _settings(args, home))
     if cmd == "cache":
         return _clear_cache(home, args.model_id, _settings(args, home).port)
@@ -213,7 +216,12 @@ def _dispatch(args: argparse.Namespace, home: Path) -> int:
 
         return gguf.import_command(Path(args.file), home, args.model_id, args.tier, args.force)
     if cmd == "serve":
-        return _serve(_settings(args, home))
+        from tholos_mlx import launch
+
+        settings = _settings(args, home)
+        if settings.hostfile and not launch.launched():
+            return _launch_group(settings, args)
+        return _serve(settings)
     if cmd == "launchd":
         from tholos_mlx.service import launchd
 
@@ -241,14 +249,117 @@ def _clear_cache(home: Path, model_id: str | None, port: int) -> int:
     if not deleted:
         print(f"nothing to clear: no prompt cache in {where}")
     else:
-        print(f"cleared {len(deleted)} prompt cache{'s' if len(deleted) != 1 else ''} in {where}")
-    if health.of_home(home, port, timeout=0.5) is not None:
         print(
-            f"note: the server on port {port} still holds its prompt cache in memory and writes "
+            f"cleared {len(deleted)} prompt cache file{'s' if len(deleted) != 1 else ''} in {where}"
+        )
+    found = health.find(home, port, timeout=0.5)
+    if found is not None:
+        print(
+            f"note: the server on port {found[0]} still holds its prompt cache in memory and writes "
             "it to disk again when it stops, unloads or switches models; stop it first "
             "(or clear again after it stops) for none to be left."
         )
     return 0
+
+
+def _launch_group(settings: Settings, args: argparse.Namespace) -> int:
+    """serve --hostfile: mlx.launch starts this same command on every host, as one rank each."""
+    from tholos_mlx import launch
+    from tholos_mlx.service.manager import flag_argv
+
+    flags = {k: v for k, v in serve_flags(args).items() if k not in ("hostfile", "backend")}
+    rank = [sys.executable, "-m", "tholos_mlx", "serve", "--home", str(settings.home)]
+    assert settings.hostfile is not None
+    launch.read_hosts(Path(settings.hostfile))  # a bad hostfile: one line, before anything
+    _check_port(settings.port)  # rank 0 listens here: fail in one line before any host starts
+    return launch.run(Path(settings.hostfile), settings.backend, [*rank, *flag_argv(flags)])
+
+
+class _Group:
+    """This process as one rank of the group mlx.launch started: its Ranks, Shards and Leader."""
+
+    def __init__(self) -> None:
+        self.ranks: Any = None
+        self.leader: Any = None
+
+    def join(self) -> Any:
+        """This rank (ranks.Ranks), or None when the group is this process alone."""
+        import mlx.core as mx
+
+        from tholos_mlx.ranks import Ranks, Watchdog
+
+        try:
+            group = mx.distributed.init(strict=True)
+        except RuntimeError as exc:
+            raise UsageError(f"cannot join the group of ranks: {exc}") from None
+        if group.size() < 2:
+            return None
+        self.ranks = Ranks(group, Watchdog(self._tripped))
+        for handler in logging.getLogger().handlers:  # ranks share one terminal or log
+            handler.setFormatter(
+                logging.Formatter(
+                    f"%(asctime)s %(levelname)s rank{self.ranks.rank} %(name)s: %(message)s"
+                )
+            )
+        return self.ranks
+
+    def shards(self) -> Any:
+        """This rank's part of every model it loads."""
+        from tholos_mlx.sharding import Shards
+
+        return Shards(self.ranks)
+
+    def lead(self, slot: Any, runner: Any) -> Any:
+        """Rank 0: the slot and runner that send every job to the other ranks first."""
+        from tholos_mlx.ranks import Leader
+
+        self.leader = Leader(self.ranks, slot, runner)
+        return self.leader
+
+    def _tripped(self) -> None:
+        """A step waited too long on a peer: rank 0 answers 503 and exits; the others exit."""
+        if self.leader is not None:
+            self.leader.break_group()
+        else:
+            logging.shutdown()
+            os._exit(1)
+
+
+def _exit_when_broken(app: Any, leader: Any, gate: Any) -> None:
+    """Once the group breaks: waiting requests get 503 now, and the server exits 1 soon after."""
+    import asyncio
+
+    from tholos_mlx.ranks import exit_soon
+
+    loops: list[asyncio.AbstractEventLoop] = []
+
+    async def keep(_app: Any, loop: asyncio.AbstractEventLoop) -> None:
+        loops.append(loop)
+
+    def broken() -> None:
+        for loop in loops:
+            loop.call_soon_threadsafe(gate.close)
+        exit_soon(1)
+
+    app.register_listener(keep, "before_server_start")
+    leader.watch(broken)
+
+
+def _follow(ranks: Any, slot: Any, runner: Any) -> int:
+    """A rank other than 0: no HTTP, only rank 0's jobs, until it sends stop or the group breaks."""
+    from tholos_mlx.ranks import follow
+
+    log = logging.getLogger("tholos.serve")
+    code = 0
+    try:
+        follow(ranks, slot, runner)
+    except Exception as exc:  # rank 0 gone, or this rank out of step: the group must restart
+        log.error("rank %d leaves the group: %s: %s", ranks.rank, exc.__class__.__name__, exc)
+        code = 1
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _serve(settings: Settings) -> int:
@@ -256,23 +367,39 @@ def _serve(settings: Settings) -> int:
     os.environ["HF_HUB_OFFLINE"] = "1"  # never reach a model hub
     os.environ["HF_DATASETS_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    from tholos_mlx import address, answering, launch
     from tholos_mlx.admission import Gate
     from tholos_mlx.app import create_app
     from tholos_mlx.engine import Engine
     from tholos_mlx.home import KeyStore
+    from tholos_mlx.model_slot import ModelSlot
     from tholos_mlx.tiers import TierTable
+    from tholos_mlx.token_count import TokenCounter
 
     log = logging.getLogger("tholos.serve")
     tiers = TierTable(settings.home)
     keys = KeyStore(settings.home)
-    engine = Engine(
+    group = _Group() if launch.launched() else None
+    ranks = group.join() if group else None
+    slot = ModelSlot(
         prompt_cache_mb=settings.prompt_cache_mb,
-        log_prompts=settings.log_prompts,
-        idle_unload=settings.idle_unload,
         memory_limit=round(settings.memory_limit * 2**30) if settings.memory_limit else None,
         kv_bits=settings.kv_bits,
-        disk_cache=_disk_cache(settings),
-        default_max_tokens=settings.default_max_tokens,
+        disk=_disk_cache(settings),
+        shards=group.shards() if group and ranks else None,
+    )
+    options = answering.Options(
+        log_prompts=settings.log_prompts, default_max_tokens=settings.default_max_tokens
+    )
+    runner: Any = functools.partial(answering.answer, options=options)
+    if ranks is not None and ranks.rank > 0:
+        return _follow(ranks, slot, runner)
+    leader = group.lead(slot, runner) if group and ranks else None
+    engine = Engine(
+        leader or slot,
+        leader.run if leader else runner,
+        TokenCounter(slot),
+        idle_unload=settings.idle_unload,
     )
     gate = Gate(max_queue=settings.max_queue, queue_timeout=settings.queue_timeout)
     _check_port(settings.port)  # fail in one line before loading anything
@@ -282,13 +409,25 @@ def _serve(settings: Settings) -> int:
         with _stop_on_sigterm():  # until app.run installs Sanic's own handlers
             if settings.model:
                 _load_first(engine, tiers, settings.model)
-        app = create_app(settings, engine, gate, tiers, keys)
+        app = create_app(
+            settings, engine, gate, tiers, keys, ranks=leader.health if leader else None
+        )
+        if leader is not None:
+            _exit_when_broken(app, leader, gate)
 
         async def _stopping(*_: Any) -> None:
             gate.close()  # waiting requests get 503 now
             engine.begin_shutdown()  # the running one stops within a token
 
+        async def _listening(*_: Any) -> None:
+            address.publish(settings.home, settings.port)  # the CLI finds us on any port
+
+        async def _withdraw(*_: Any) -> None:
+            address.withdraw(settings.home)
+
         app.register_listener(_stopping, "before_server_stop")
+        app.register_listener(_listening, "after_server_start")
+        app.register_listener(_withdraw, "before_server_stop")
         log.info(
             "serving on http://127.0.0.1:%d/v1 (model: %s); the key is in %s",
             settings.port,
@@ -319,6 +458,7 @@ def _serve(settings: Settings) -> int:
         log.critical("serve crashed", exc_info=True)
         code = 1
     finally:
+        address.withdraw(settings.home)  # also when Sanic never got to its stop listeners
         engine.stop()
         # Workaround (mlx 0.32 / mlx-lm 0.32 on Linux): a process that loaded a tokenizer off
         # the main thread can abort in C++ teardown at interpreter exit; state is on disk already.

@@ -13,16 +13,21 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Protocol
 
 import mlx.core as mx
 from mlx_lm import load as mlx_load
 
 from tholos_mlx import machine
-from tholos_mlx.chat_prompt import ToolFormat, tool_format
+from tholos_mlx.chat_prompt import ToolFormat, own_length_check, tool_format
 from tholos_mlx.detokenize import DetokenizerFactory
-from tholos_mlx.errors import InsufficientMemory, ServiceUnavailable
-from tholos_mlx.generation import Prefill
+from tholos_mlx.errors import (
+    ContextLengthExceeded,
+    InsufficientMemory,
+    NoModelLoaded,
+    ServiceUnavailable,
+)
+from tholos_mlx.generation import PREFILL_CHUNK_MAX, Prefill
 from tholos_mlx.prompt_cache import PromptCache
 from tholos_mlx.prompt_cache_disk import DiskCache, fingerprint
 from tholos_mlx.tiers import ModelEntry
@@ -70,6 +75,41 @@ def memory_limit_bytes() -> int:
         if isinstance(value, int) and value > 0:
             return value
     return machine.total_memory_bytes()
+
+
+def metal_working_set() -> int | None:
+    """Metal's recommended working set, which mlx-lm wires for generation; None off Metal."""
+    metal = getattr(mx, "metal", None)
+    if metal is None or not metal.is_available():
+        return None
+    value = _device_info().get("max_recommended_working_set_size")
+    return value if isinstance(value, int) and value > 0 else None
+
+
+@dataclass
+class Wiring:
+    """mlx-lm's `wired_limit`, held from a model's load to its unload: on a Mac the weights stay
+    wired instead of paging out. A no-op off Metal. Used on the engine thread only."""
+
+    size: Callable[[], int | None] = metal_working_set  # the limit to wire; None: leave it
+    set_limit: Callable[[int], int] = field(default=lambda n: int(mx.set_wired_limit(n)))
+    restore: int | None = None  # the limit before ours, put back at unload
+
+    def wire(self) -> None:
+        """Raise the wired limit for the model just loaded (once; again only after unwire)."""
+        if self.restore is not None:
+            return
+        size = self.size()
+        if size is not None:
+            self.restore = self.set_limit(size)
+
+    def unwire(self) -> None:
+        """Put the limit back, once MLX has finished every queued computation (as mlx-lm does)."""
+        if self.restore is None:
+            return
+        mx.synchronize()
+        self.set_limit(self.restore)
+        self.restore = None
 
 
 def mlx_memory() -> str:
@@ -145,6 +185,18 @@ def kv_bytes_per_token(config: dict[str, Any], dtype_bytes: int, kv_bits: int | 
     return math.ceil(2 * layers * width * element)
 
 
+def activation_bytes_per_token(config: dict[str, Any], dtype_bytes: int) -> int:
+    """Transient bytes one prompt token takes while its prefill chunk runs through a layer.
+
+    At a layer's widest point: the residual and the normed input (2 x hidden) and the MLP's
+    gate, up and their product (3 x intermediate). Layers run one after another, so it does
+    not grow with depth; the chunk's logits are never computed (only the KV cache is read)."""
+    c = _text_config(config)
+    hidden = _first_int(c, "hidden_size", "n_embd", "d_model", "dim") or FALLBACK_WIDTH
+    inner = _first_int(c, "intermediate_size", "ffn_dim", "n_inner") or 4 * hidden
+    return (2 * hidden + 3 * inner) * dtype_bytes
+
+
 def measured_kv_bytes_per_token(model: Any, kv_bits: int | None) -> int | None:
     """KV bytes per token as the model really caches them: one token through a fresh cache.
 
@@ -194,10 +246,25 @@ class MemoryPlan:
     weights: int
     per_token: int
     limit: int
+    prefill_per_token: int = 0  # activation bytes per token of a prefill chunk
 
     def need(self, tokens: int) -> int:
         """Bytes for the weights and a KV cache holding `tokens` tokens."""
         return self.weights + self.kv(tokens)
+
+    def prefill(self, prompt: int) -> int:
+        """Bytes while the prompt is read: the weights, its KV cache as MLX allocates it (in
+        steps of 256 tokens) and the activations of the largest chunk it is read in."""
+        steps = math.ceil(prompt / KV_SLACK_TOKENS) * KV_SLACK_TOKENS
+        return self.weights + self.per_token * steps + self.activations(prompt)
+
+    def activations(self, prompt: int) -> int:
+        """Bytes of one prefill chunk's activations (chunks of at most PREFILL_CHUNK_MAX)."""
+        return self.prefill_per_token * min(prompt, PREFILL_CHUNK_MAX)
+
+    def peak(self, prompt: int, answer: int) -> int:
+        """The most this request holds at once: while its prompt is read, or at its last token."""
+        return max(self.prefill(prompt), self.need(prompt + answer))
 
     def kv(self, tokens: int) -> int:
         """Bytes of a KV cache holding `tokens` tokens, with MLX's spare room."""
@@ -224,6 +291,25 @@ def precheck(folder: Path) -> None:
         raise ValueError("no tokenizer.json or tokenizer.model in the folder")
 
 
+class Sharding(Protocol):
+    """This process's part of a model split across ranks (sharding.Shards)."""
+
+    count: int  # ranks sharing each model
+    name: str  # which part this is, e.g. "rank1of2": its disk prompt cache is its own
+
+    def check(self, folder: Path) -> None:
+        """ValueError (one line) when the model cannot be split."""
+        ...
+
+    def load(self, folder: Path) -> tuple[Any, Any]:
+        """The model holding only this rank's part, and the tokenizer."""
+        ...
+
+    def least(self, n: int) -> int:
+        """The smallest n across the ranks: the tightest rank decides for all."""
+        ...
+
+
 @dataclass
 class Loaded:
     """A model in memory and everything derived from it once, at load."""
@@ -238,6 +324,7 @@ class Loaded:
     prefill: Prefill = field(default_factory=Prefill)
     grammars: Any = None  # constrain.Grammars, made on first use (it reads the whole vocabulary)
     kv_per_token: int = 0  # KV cache bytes per token (kv_bytes_per_token)
+    prefill_per_token: int = 0  # activation bytes per prompt token in a prefill chunk
     fingerprint: str | None = None  # of the weights, for the disk prompt cache (when it is on)
 
 
@@ -251,6 +338,8 @@ class ModelSlot:
         memory_limit: int | None = None,
         kv_bits: int | None = None,
         disk: DiskCache | None = None,
+        wiring: Wiring | None = None,
+        shards: Sharding | None = None,
     ) -> None:
         self.current: Loaded | None = None
         self.last: ModelEntry | None = None  # the model loaded most recently, kept after unload
@@ -259,6 +348,8 @@ class ModelSlot:
         self._prompt_cache_mb = prompt_cache_mb
         self._memory_limit = memory_limit
         self._disk = disk
+        self._wiring = wiring or Wiring()
+        self._shards = shards
 
     @property
     def loaded_id(self) -> str | None:
@@ -282,7 +373,7 @@ class ModelSlot:
         if current is not None and (current.entry.id, current.entry.path) == (entry.id, entry.path):
             current.entry = entry  # a new tier in tiers.toml needs no reload
             return current
-        need = weights_bytes(entry.path)
+        need = weights_bytes(entry.path) // (self._shards.count if self._shards else 1)
         limit = self.limit()
         if limit and need > limit:
             raise ServiceUnavailable(
@@ -292,6 +383,8 @@ class ModelSlot:
             )
         try:
             precheck(entry.path)
+            if self._shards is not None:
+                self._shards.check(entry.path)
         except ValueError as exc:
             raise ServiceUnavailable(
                 f"Model `{entry.id}` cannot be loaded: {exc}.", code="model_load_failed"
@@ -309,6 +402,7 @@ class ModelSlot:
             self.current = None
             gc.collect()
             mx.clear_cache()
+            self._wiring.unwire()
             if previous is not None:
                 try:
                     self._load(previous)
@@ -320,14 +414,69 @@ class ModelSlot:
                 code="model_load_failed",
             ) from None
 
+    def for_request(self, entry: ModelEntry | None) -> Loaded:
+        """The named model, else the loaded one, else the last one (idle unload freed it)."""
+        if entry is not None:
+            return self.switch(entry)
+        if self.current is not None:
+            return self.current
+        if self.last is not None:
+            return self.switch(self.last)
+        raise NoModelLoaded()
+
+    @staticmethod
+    def room(loaded: Loaded, prompt: int) -> int:
+        """Tokens left for the answer after a prompt this long; ContextLengthExceeded if none."""
+        room = loaded.context - prompt
+        if room < 1:
+            raise ContextLengthExceeded(
+                f"This model's maximum context length is {loaded.context} tokens, the answer "
+                f"included; your messages take {prompt}"
+                + (", which leaves no room for an answer" if room == 0 else "")
+                + ". Shorten them.",
+                param="messages",
+                tokens=prompt,
+                context=loaded.context,
+            )
+        return room
+
     def answer_tokens(self, loaded: Loaded, prompt: int, asked: int | None, room: int) -> int:
+        """The max_tokens a request may have; across ranks, what every rank's memory allows."""
+        if self._shards is None:
+            return self._answer_tokens(loaded, prompt, asked, room)
+        try:
+            mine = self._answer_tokens(loaded, prompt, asked, room)
+        except InsufficientMemory:
+            self._shards.least(0)  # the others wait for this rank's word: give it, then refuse
+            raise
+        agreed = self._shards.least(mine)
+        if agreed < 1:
+            raise InsufficientMemory(
+                "This request does not fit in the memory of another rank of this server's "
+                "group. Shorten the messages or ask for fewer tokens in max_tokens.",
+                param="messages",
+            )
+        return agreed
+
+    def _answer_tokens(self, loaded: Loaded, prompt: int, asked: int | None, room: int) -> int:
         """The max_tokens a request may have: as asked if it fits, a default clamped to what fits.
 
         The reservation is the weights + the KV cache for prompt and answer + the prompt cache
         held; raises InsufficientMemory when it cannot fit even with the prompt cache emptied
         (on Metal, running out would abort the process instead of raising).
         """
-        plan = MemoryPlan(loaded.weights_bytes, loaded.kv_per_token, self.limit())
+        plan = MemoryPlan(
+            loaded.weights_bytes, loaded.kv_per_token, self.limit(), loaded.prefill_per_token
+        )
+        if plan.prefill(prompt) > plan.limit:  # reading the prompt alone would run out
+            raise InsufficientMemory(
+                f"This request needs about {_gib(plan.prefill(prompt))} while its {prompt} "
+                f"prompt tokens are read (weights {_gib(plan.weights)} + KV cache "
+                f"{_gib(plan.prefill(prompt) - plan.weights - plan.activations(prompt))} + "
+                f"prefill activations {_gib(plan.activations(prompt))}), more than the "
+                f"{_gib(plan.limit)} {self._limit_name()}. Shorten the messages.",
+                param="messages",
+            )
         fits = plan.most_tokens() - prompt  # answer tokens that fit with the prompt cache emptied
         if asked is None:
             # Beside the prompt cache as it is, unless that leaves nothing.
@@ -336,7 +485,7 @@ class ModelSlot:
         else:
             want = min(asked, room)
         if 1 <= want <= fits:
-            self.cache.shrink(plan.limit - plan.need(prompt + want))
+            self.cache.shrink(plan.limit - plan.peak(prompt, want))
             return want
         tokens = prompt + max(want, 1)
         hint = (
@@ -366,6 +515,7 @@ class ModelSlot:
         self.cache = PromptCache(0)
         gc.collect()
         mx.clear_cache()  # else MLX keeps the freed buffers (mlx-lm issue 1757)
+        self._wiring.unwire()
         log.info("unloaded %s; %s", model_id, mlx_memory())
 
     def _limit_name(self) -> str:
@@ -375,8 +525,16 @@ class ModelSlot:
 
     def _load(self, entry: ModelEntry) -> Loaded:
         started = time.perf_counter()
-        model, tokenizer = mlx_load(str(entry.path))[:2]
-        size = weights_bytes(entry.path)
+        if self._shards is None:
+            model, tokenizer = mlx_load(str(entry.path))[:2]
+            size = weights_bytes(entry.path)
+        else:
+            from tholos_mlx.sharding import PREFILL_CHUNK, params_bytes
+
+            model, tokenizer = self._shards.load(entry.path)
+            size = params_bytes(model)
+        own_length_check(tokenizer)
+        config, dtype = read_config(entry.path), widest_float_bytes(model)
         loaded = Loaded(
             entry=entry,
             model=model,
@@ -386,15 +544,19 @@ class ModelSlot:
             detokenizers=DetokenizerFactory(tokenizer),
             tools=tool_format(tokenizer),
             kv_per_token=measured_kv_bytes_per_token(model, self.kv_bits)
-            or kv_bytes_per_token(read_config(entry.path), widest_float_bytes(model), self.kv_bits),
+            or kv_bytes_per_token(config, dtype, self.kv_bits),
+            prefill_per_token=activation_bytes_per_token(config, dtype),
         )
+        if self._shards is not None:  # every rank must cut the prompt alike: no learned size
+            loaded.prefill = Prefill(PREFILL_CHUNK, PREFILL_CHUNK, PREFILL_CHUNK)
         self.current = loaded
         self.last = entry
+        self._wiring.wire()
         if self._prompt_cache_mb is None:
             budget = default_cache_budget(size, self.limit())
         else:
             budget = self._prompt_cache_mb * _MB
-        self.cache = PromptCache(budget)
+        self.cache = PromptCache(budget, self._shards.least if self._shards else None)
         if self._disk is not None and budget > 0:
             self._restore(loaded, budget)
         log.info(
@@ -414,6 +576,8 @@ class ModelSlot:
         assert self._disk is not None
         try:
             loaded.fingerprint = fingerprint(loaded.entry.path, self.kv_bits)
+            if self._shards is not None:  # each rank keeps the cache of its own shard
+                loaded.fingerprint += f"-{self._shards.name}"
         except OSError as exc:
             log.warning("%s: no disk prompt cache: %s", loaded.entry.id, exc.strerror)
             return

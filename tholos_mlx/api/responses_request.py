@@ -9,10 +9,13 @@ thinking anyway.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tholos_mlx.api import fields as f
+from tholos_mlx.api.responses_custom import arguments as custom_arguments
+from tholos_mlx.api.responses_custom import custom_tool
+from tholos_mlx.api.responses_items import input_items
 from tholos_mlx.api.responses_output import Echo
 from tholos_mlx.api.shared_openai import json_schema_format, read_tool_choice, response_format
 from tholos_mlx.errors import InvalidRequest, Unsupported
@@ -33,6 +36,21 @@ ROLES: dict[str, Role] = {
     "developer": "system",  # OpenAI's newer name for the system role
 }
 TEXT_PARTS = {"input_text": "text", "output_text": "text", "refusal": "refusal"}
+# OpenAI's hosted tools: this server cannot run them, so they are left out of the prompt.
+HOSTED_TOOLS = frozenset(
+    {
+        "web_search",
+        "web_search_preview",
+        "file_search",
+        "code_interpreter",
+        "computer_use_preview",
+        "computer_use",
+        "image_generation",
+        "mcp",
+        "local_shell",
+    }
+)
+HOSTED_PREFIXES = ("web_search_", "computer_use_")  # dated versions: web_search_2025_08_26
 _EXAMPLE = '{"input": "Hello"}'
 
 
@@ -43,6 +61,8 @@ class ResponsesRequest:
     input: tuple[Message, ...]
     echo: Echo
     base: GenerationRequest  # every setting; its messages are filled in by generation()
+    items: tuple[dict[str, Any], ...] = ()  # `input` as sent, with ids: for input_items
+    warnings: tuple[str, ...] = ()  # what is offered but not enforced (a lark grammar)
 
     def generation(self, history: tuple[Message, ...] = ()) -> GenerationRequest:
         """The request to run: instructions, the stored conversation, then this turn's input."""
@@ -57,7 +77,8 @@ def parse_responses(body: bytes) -> ResponsesRequest:
     """Validate a raw /v1/responses body; InvalidRequest names the offending param."""
     data = f.load_object(body, _EXAMPLE)
     _refuse_unsupported(data)
-    tools = _tools(data.get("tools"))
+    offered = _tools(data.get("tools"))
+    tools = tuple(offered.tools)
     previous = data.get("previous_response_id")
     if previous is not None and (not isinstance(previous, str) or not previous):
         raise InvalidRequest(
@@ -81,6 +102,8 @@ def parse_responses(body: bytes) -> ResponsesRequest:
         tool_choice=_tool_choice(data.get("tool_choice"), tools),
         text_format=_text_format(data.get("text")),
         metadata=_metadata(data.get("metadata")),
+        namespaces=offered.namespaces,
+        custom=offered.custom,
     )
     base = GenerationRequest(
         messages=(),
@@ -95,7 +118,9 @@ def parse_responses(body: bytes) -> ResponsesRequest:
         parallel_tool_calls=echo.parallel_tool_calls,
         stream=f.boolean(data, "stream"),
     )
-    return ResponsesRequest(_input(data.get("input")), echo, base)
+    turns = _input(data.get("input"))
+    items = input_items(data.get("input"))
+    return ResponsesRequest(turns, echo, base, items, tuple(offered.warnings))
 
 
 def _refuse_unsupported(data: Mapping[str, object]) -> None:
@@ -140,13 +165,17 @@ def _input(raw: object) -> tuple[Message, ...]:
         if kind == "message":
             messages.append(_message(item, where))
         elif kind == "function_call":
-            call = _call(item, where)
-            last = messages[-1] if messages else None
-            if last is not None and last.role == "assistant":  # one turn: its text and its calls
-                messages[-1] = replace(last, tool_calls=(*last.tool_calls, call))
-            else:
-                messages.append(Message("assistant", "", tool_calls=(call,)))
-        elif kind == "function_call_output":
+            _add_call(messages, _call(item, where))
+        elif kind == "custom_tool_call":
+            given = item.get("input")
+            if not isinstance(given, str):
+                raise InvalidRequest(
+                    f"'{where}.input' must be a string; got {f.kind(given)}.",
+                    param=f"{where}.input",
+                )
+            call_id, name = _string(item, "call_id", where), _string(item, "name", where)
+            _add_call(messages, ToolCall(call_id, name, custom_arguments(given)))
+        elif kind in ("function_call_output", "custom_tool_call_output"):
             call_id = _string(item, "call_id", where)
             output = _text(item.get("output"), f"{where}.output", "a string")
             messages.append(Message("tool", output, tool_call_id=call_id))
@@ -154,8 +183,8 @@ def _input(raw: object) -> tuple[Message, ...]:
             continue  # past thinking is not replayed to the model
         elif isinstance(kind, str):
             raise Unsupported(
-                f"'{where}.type' is {kind!r}; this server takes messages, 'function_call' and "
-                "'function_call_output' items.",
+                f"'{where}.type' is {kind!r}; this server takes messages, and function and "
+                "custom tool calls and their outputs.",
                 param=f"{where}.type",
             )
         else:
@@ -163,6 +192,15 @@ def _input(raw: object) -> tuple[Message, ...]:
                 f"'{where}' needs a 'role' (a message) or a 'type'; got neither.", param=where
             )
     return tuple(messages)
+
+
+def _add_call(messages: list[Message], call: ToolCall) -> None:
+    """A call joins the assistant turn before it (one turn: its text and its calls)."""
+    last = messages[-1] if messages else None
+    if last is not None and last.role == "assistant":
+        messages[-1] = replace(last, tool_calls=(*last.tool_calls, call))
+    else:
+        messages.append(Message("assistant", "", tool_calls=(call,)))
 
 
 def _message(item: Mapping[str, object], where: str) -> Message:
@@ -236,23 +274,81 @@ def _named_results(messages: tuple[Message, ...]) -> tuple[Message, ...]:
     return tuple(named)
 
 
-def _tools(raw: object) -> tuple[Tool, ...]:
-    tools = []
+@dataclass
+class _Tools:
+    """The tools as parsed: what the model is offered, and what the answer needs to know."""
+
+    tools: list[Tool] = field(default_factory=list)
+    namespaces: dict[str, str] = field(default_factory=dict)  # function -> its namespace
+    custom: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> wire tool
+    warnings: list[str] = field(default_factory=list)
+
+    def add(self, item: Mapping[str, Any], where: str, kind: str, namespace: str | None) -> None:
+        if kind == "custom":
+            found = custom_tool(item, where)
+            self.tools.append(found.tool)
+            self.custom[found.tool.name] = found.wire
+            if found.warning:
+                self.warnings.append(found.warning)
+        else:
+            self.tools.append(_function(item, where))
+        if namespace is not None:
+            self.namespaces[self.tools[-1].name] = namespace
+
+
+def _tools(raw: object) -> _Tools:
+    """The function and custom tools, a namespace's ones flattened, and which namespace each
+    of those is in; hosted tools this server cannot run are left out (Codex offers
+    `web_search`)."""
+    found = _Tools()
     for i, item in enumerate(f.array(raw, "tools", "function tools")):
         where = f"tools[{i}]"
-        kind = item.get("type") if isinstance(item, dict) else item
-        if not isinstance(item, dict) or kind != "function":
-            got = repr(kind) if isinstance(kind, str) else f.kind(kind)
+        kind = _tool_type(item, where)
+        if kind in HOSTED_TOOLS or kind.startswith(HOSTED_PREFIXES):
+            continue  # the model is never told of it, so it never calls it
+        if kind == "namespace":
+            name = item.get("name")
+            if not isinstance(name, str) or not name:
+                raise InvalidRequest(
+                    f"'{where}.name' must be a non-empty string.", param=f"{where}.name"
+                )
+            for j, inner in enumerate(f.array(item.get("tools"), f"{where}.tools", "functions")):
+                at = f"{where}.tools[{j}]"
+                inner_kind = _tool_type(inner, at)
+                if inner_kind not in ("function", "custom"):
+                    raise InvalidRequest(
+                        f'\'{at}.type\' must be "function" or "custom" inside a namespace.',
+                        param=f"{at}.type",
+                    )
+                found.add(inner, at, inner_kind, name)
+            continue
+        if kind not in ("function", "custom"):
             raise InvalidRequest(
-                f"'{where}.type' must be \"function\": this server has no built-in tools "
-                f"(web search, file search, computer use...); got {got}.",
+                f'\'{where}.type\' must be "function", "custom" or "namespace" (hosted '
+                "tools such as web_search are left out: this server cannot run them); got "
+                f"{kind!r}.",
                 param=f"{where}.type",
             )
-        get = item.get
-        tools.append(
-            f.tool(get("name"), get("description"), get("parameters"), get("strict"), where)
+        found.add(item, where, kind, None)
+    f.distinct_names(found.tools, "name")
+    return found
+
+
+def _tool_type(item: object, where: str) -> str:
+    kind = item.get("type") if isinstance(item, dict) else None
+    if not isinstance(kind, str):
+        raise InvalidRequest(
+            f'\'{where}\' must be a tool such as {{"type": "function", "name": ...}}; got '
+            + (f"type {f.kind(kind)}" if isinstance(item, dict) else f.kind(item))
+            + ".",
+            param=f"{where}.type",
         )
-    return f.distinct_names(tools, "name")
+    return kind
+
+
+def _function(item: Mapping[str, Any], where: str) -> Tool:
+    get = item.get
+    return f.tool(get("name"), get("description"), get("parameters"), get("strict"), where)
 
 
 def _tool_choice(raw: object, tools: tuple[Tool, ...]) -> Any:
@@ -261,11 +357,22 @@ def _tool_choice(raw: object, tools: tuple[Tool, ...]) -> Any:
     Left out, it is "auto" even without tools, as OpenAI echoes it (no tools: no call)."""
     if raw is None:
         return ToolChoice("auto")
+    if isinstance(raw, dict) and raw.get("type") == "custom":  # a custom tool, by its name
+        raw = {**raw, "type": "function"}
     if isinstance(raw, dict) and raw.get("type") != "function":
+        kind = raw.get("type")
+        hosted = isinstance(kind, str) and (
+            kind in HOSTED_TOOLS or kind.startswith(HOSTED_PREFIXES)
+        )
         raise InvalidRequest(
-            '\'tool_choice\' must be "none", "auto", "required" or '
-            '{"type": "function", "name": ...}: this server has no built-in tools; got '
-            f"type {raw.get('type')!r}.",
+            (
+                f"'tool_choice' forces {kind!r}, a hosted tool this server cannot run; "
+                if hosted
+                else '\'tool_choice\' must be "none", "auto", "required" or '
+                '{"type": "function", "name": ...}: this server has no built-in tools; got '
+                f"type {kind!r}."
+            )
+            + ('use "auto", "required" or a function.' if hosted else ""),
             param="tool_choice",
         )
     return read_tool_choice(raw, tools)

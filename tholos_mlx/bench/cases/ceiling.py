@@ -1,6 +1,6 @@
 """The server's own ceiling: the real HTTP/SSE path in front of an engine whose tokens cost nothing.
 
-Run as `python -m tholos_mlx.bench.ceiling serve --home H --port P` it serves the real app
+Run as `python -m tholos_mlx.bench.cases.ceiling serve --home H --port P` it serves the real app
 (create_app, Gate, KeyStore, TierTable) with the zero-cost engine; `measure()` drives it.
 Two dummy models pick how the engine hands tokens over:
   flood     every token as fast as the thread can put it; the app merges what piled up
@@ -20,26 +20,34 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from tholos_mlx.bench.client import BenchError, Endpoint, Stream, free_port
-from tholos_mlx.bench.server import ServerProcess
+from tholos_mlx.bench.results import (
+    CEILING_TOKENS_PER_S,
+    CEILING_US_PER_TOKEN,
+    Ceiling,
+    Profile,
+    ProfileRow,
+    Stat,
+)
+from tholos_mlx.bench.sides.client import BenchError, Endpoint, Stream, free_port
+from tholos_mlx.bench.sides.server import ServerProcess
 from tholos_mlx.bench.stats import summary
-from tholos_mlx.channel import Channel
+from tholos_mlx.channel import Channel, Sink
+from tholos_mlx.engine import Engine
 from tholos_mlx.events import Delta, Event, Finished, Started
 from tholos_mlx.home import ensure_key
 from tholos_mlx.request import GenerationRequest as ChatRequest
 from tholos_mlx.request import Usage
 from tholos_mlx.tiers import ModelEntry
+from tholos_mlx.timings import Timings
 
 MODES = ("flood", "lockstep")
+MODULE = "tholos_mlx.bench.cases.ceiling"  # run as the server's subprocess
 WORDS = (" the", " quick", " brown", " fox", " jumps", " over", " a", " lazy", " dog", ".")
-TARGET_TOKENS_PER_S = 20_000
-TARGET_US_PER_TOKEN = 50.0
 
 
 def expected_text(tokens: int) -> str:
@@ -52,21 +60,24 @@ class _MeteredChannel(Channel):
 
     It is created in submit() and cancelled in the handler's `finally`, both on the loop's
     thread, so the thread CPU time between them is everything the loop spent on this request.
+    The engine's runner says which mode and size the request has before its first event.
     """
 
-    def __init__(
-        self, loop: asyncio.AbstractEventLoop, lockstep: bool, report: Callable[[float], None]
-    ):
+    def __init__(self, loop: asyncio.AbstractEventLoop, stats: Path | None) -> None:
         super().__init__(loop)
-        self._lockstep = lockstep
-        self._report: Callable[[float], None] | None = report
+        self._stats = stats
+        self._reported = False
+        self.mode = "flood"
+        self.tokens = 0
+        self.lockstep = False
+        self.engine_cpu: float | None = None
         # A bare lock as a binary semaphore: release() costs the loop far less than Event.set().
         self.turn = threading.Lock()
         self._cpu0 = time.thread_time()
 
     async def next_batch(self, timeout: float | None = None) -> list[Event] | None:
         batch = await super().next_batch(timeout)
-        if self._lockstep:
+        if self.lockstep:
             try:
                 self.turn.release()
             except RuntimeError:  # already free: the producer has not taken its turn yet
@@ -75,84 +86,81 @@ class _MeteredChannel(Channel):
 
     def cancel(self) -> None:
         super().cancel()
-        report, self._report = self._report, None
-        if report is not None:
-            report(time.thread_time() - self._cpu0)
+        if not self._reported:
+            self._reported = True
+            self._report(time.thread_time() - self._cpu0)
         try:
             self.turn.release()  # a producer waiting for its turn sees `cancelled` at once
         except RuntimeError:
             pass
 
+    def _report(self, loop_cpu: float) -> None:
+        if self._stats is not None:
+            line = {
+                "mode": self.mode,
+                "tokens": self.tokens,
+                "loop_cpu_s": loop_cpu,
+                "engine_cpu_s": self.engine_cpu,
+            }
+            with open(self._stats, "ab") as f:
+                f.write(orjson.dumps(line) + b"\n")
 
-class FakeEngine:
-    """The engine interface of app.EngineLike, producing tokens from a thread at no cost."""
+
+class _Modes:
+    """The engine's model slot: the "model" is the mode last asked for."""
+
+    def __init__(self) -> None:
+        self.loaded_id: str | None = "flood"
+        self.last_id: str | None = "flood"
+
+    def switch(self, entry: ModelEntry) -> str:
+        self.loaded_id = self.last_id = entry.id
+        return entry.id
+
+    def unload(self, deadline: float | None = None) -> None:
+        """Nothing to free: the modes cost no memory."""
+
+
+class _OneToken:
+    """The prompt length its completions report (the benchmark never asks)."""
+
+    async def count(self, request: ChatRequest, entry: ModelEntry | None) -> int:
+        return 1
+
+
+class FakeEngine(Engine[_Modes]):
+    """The real engine thread with a runner that produces tokens at no cost."""
 
     def __init__(self, stats: Path | None = None) -> None:
-        self._loaded: str | None = "flood"
-        self._stats = stats
+        super().__init__(
+            _Modes(),
+            _produce,
+            _OneToken(),
+            channels=lambda loop: _MeteredChannel(loop, stats),
+        )
 
-    @property
-    def loaded(self) -> str | None:
-        """The mode last asked for, as the loaded model id."""
-        return self._loaded
 
-    @property
-    def last_loaded(self) -> str | None:
-        """Never unloaded: the same as loaded."""
-        return self._loaded
-
-    def submit(
-        self,
-        request: ChatRequest,
-        entry: ModelEntry | None,
-        on_done: Callable[[], None],
-        arrived: float | None = None,
-    ) -> Channel:
-        """Start one completion on its own thread, as engine.py's thread would run it."""
-        loop = asyncio.get_running_loop()
-        if entry is not None:
-            self._loaded = entry.id
-        mode = self._loaded or "flood"
-        tokens = request.max_tokens or 16
-        lockstep = mode == "lockstep"
-        engine_cpu: list[float] = []
-
-        def report(loop_cpu: float) -> None:
-            if self._stats is not None:
-                line = {
-                    "mode": mode,
-                    "tokens": tokens,
-                    "loop_cpu_s": loop_cpu,
-                    "engine_cpu_s": engine_cpu[0] if engine_cpu else None,
-                }
-                with open(self._stats, "ab") as f:
-                    f.write(orjson.dumps(line) + b"\n")
-
-        channel = _MeteredChannel(loop, lockstep, report)
-
-        def run() -> None:
-            cpu0 = time.thread_time()
-            try:
-                channel.put(Started(mode, 1, 0))
-                turn, put, words = channel.turn, channel.put, itertools.cycle(WORDS)
-                for _ in range(tokens):
-                    if lockstep:
-                        turn.acquire()
-                    if channel.cancelled:
-                        return
-                    put(Delta(next(words)))
-                engine_cpu.append(time.thread_time() - cpu0)  # before the app can see the end
-                put(Finished("length", Usage(1, tokens, 0)))
-            finally:
-                channel.close()
-                loop.call_soon_threadsafe(on_done)
-
-        threading.Thread(target=run, name="bench-fake-engine", daemon=True).start()
-        return channel
-
-    async def count_tokens(self, request: ChatRequest, entry: ModelEntry | None) -> int:
-        """The prompt length its completions report (the benchmark never asks)."""
-        return 1
+def _produce(
+    slot: _Modes, request: ChatRequest, entry: ModelEntry | None, out: Sink, times: Timings
+) -> None:
+    """The runner: the request's tokens as fast as the mode lets them go."""
+    assert isinstance(out, _MeteredChannel)
+    if entry is not None:
+        slot.switch(entry)
+    out.mode = mode = slot.loaded_id or "flood"
+    out.tokens = tokens = request.max_tokens or 16
+    out.lockstep = lockstep = mode == "lockstep"
+    cpu0 = time.thread_time()
+    out.put(Started(mode, 1, 0))
+    turn, put, words = out.turn, out.put, itertools.cycle(WORDS)
+    for _ in range(tokens):
+        if lockstep:
+            turn.acquire()
+        if out.cancelled:
+            return
+        put(Delta(next(words)))
+    out.engine_cpu = time.thread_time() - cpu0  # before the app can see the end
+    put(Finished("length", Usage(1, tokens, 0)))
 
 
 def stats_file(home: Path) -> Path:
@@ -181,7 +189,9 @@ def serve(home: Path, port: int, profile: Path | None) -> int:
 
     settings = Settings(home=home, port=port)
     gate = Gate(max_queue=settings.max_queue, queue_timeout=settings.queue_timeout)
-    app = create_app(settings, FakeEngine(stats_file(home)), gate, TierTable(home), KeyStore(home))
+    engine = FakeEngine(stats_file(home))
+    engine.start()
+    app = create_app(settings, engine, gate, TierTable(home), KeyStore(home))
     profiler = cProfile.Profile() if profile else None
     if profiler is not None:
         profiler.enable()  # the event loop's thread: every per-request and per-frame call
@@ -266,50 +276,55 @@ def _one_stream(to: Endpoint, mode: str, tokens: int, stats: Path) -> dict[str, 
     }
 
 
-def _summary(runs: list[dict[str, float | int]]) -> dict[str, Any]:
+def _summary(runs: list[dict[str, float | int]]) -> dict[str, Stat]:
     return {name: summary([float(r[name]) for r in runs]) for name in runs[0]}
 
 
-def measure(tokens: int, runs: int, warmup: int, profile: bool, log_dir: Path) -> dict[str, Any]:
+def measure(tokens: int, runs: int, warmup: int, profile: bool, log_dir: Path) -> Ceiling:
     """Run the ceiling server in a subprocess and stream `tokens` tokens per run in each mode."""
     with tempfile.TemporaryDirectory(prefix="tholos-ceiling-") as tmp:
         home = make_home(Path(tmp))
         key = ensure_key(home)
         stats = stats_file(home)
         to = Endpoint("127.0.0.1", free_port(), key=key)
-        args = ["tholos_mlx.bench.ceiling", "serve", "--home", str(home), "--port", str(to.port)]
-        result: dict[str, Any] = {"tokens": tokens, "runs": runs, "warmup": warmup, "modes": {}}
+        args = [MODULE, "serve", "--home", str(home), "--port", str(to.port)]
+        modes: dict[str, dict[str, Stat]] = {}
         with ServerProcess(args, to, log_dir / "ceiling-server.log", start_timeout=60):
             for mode in MODES:
                 for _ in range(warmup):
                     _one_stream(to, mode, min(tokens, 2000), stats)
-                result["modes"][mode] = _summary(
-                    [_one_stream(to, mode, tokens, stats) for _ in range(runs)]
-                )
-        flood, lock = result["modes"]["flood"], result["modes"]["lockstep"]
+                modes[mode] = _summary([_one_stream(to, mode, tokens, stats) for _ in range(runs)])
+        flood, lock = modes["flood"]["tokens_per_s"], modes["lockstep"]
         # The target (issue 6): >= 20,000 tokens/s to one client, < 50 us of server work a token.
         # Lockstep wall time also holds two thread wake-ups per token that belong to this
         # harness, so the per-token cost is the event loop's CPU time per one-token frame.
-        result["target_tokens_per_s"] = TARGET_TOKENS_PER_S
-        result["target_us_per_token"] = TARGET_US_PER_TOKEN
-        result["tokens_per_s"] = flood["tokens_per_s"]["median"]
-        result["us_per_token"] = lock["loop_cpu_us_per_frame"]["median"]
-        result["one_token_per_frame_tokens_per_s"] = lock["tokens_per_s"]["median"]
-        result["meets_target"] = (
-            result["tokens_per_s"] >= TARGET_TOKENS_PER_S
-            and result["us_per_token"] <= TARGET_US_PER_TOKEN
-        )
+        tokens_per_s = flood["median"] or 0.0
+        us_per_token = lock["loop_cpu_us_per_frame"]["median"] or 0.0
+        result: Ceiling = {
+            "tokens": tokens,
+            "runs": runs,
+            "warmup": warmup,
+            "modes": modes,
+            "target_tokens_per_s": CEILING_TOKENS_PER_S,
+            "target_us_per_token": CEILING_US_PER_TOKEN,
+            "tokens_per_s": tokens_per_s,
+            "us_per_token": us_per_token,
+            "one_token_per_frame_tokens_per_s": lock["tokens_per_s"]["median"] or 0.0,
+            "meets_target": (
+                tokens_per_s >= CEILING_TOKENS_PER_S and us_per_token <= CEILING_US_PER_TOKEN
+            ),
+        }
         if profile:
             result["profile"] = _profile(home, key, tokens, log_dir)
     return result
 
 
-def _profile(home: Path, key: str, tokens: int, log_dir: Path) -> dict[str, Any]:
+def _profile(home: Path, key: str, tokens: int, log_dir: Path) -> Profile:
     """One lockstep stream under cProfile in the server; where the loop's time per token goes."""
     to = Endpoint("127.0.0.1", free_port(), key=key)
     prof = log_dir / "ceiling.prof"
     args = [
-        "tholos_mlx.bench.ceiling",
+        MODULE,
         "serve",
         "--home",
         str(home),
@@ -325,7 +340,7 @@ def _profile(home: Path, key: str, tokens: int, log_dir: Path) -> dict[str, Any]
         raise BenchError(f"ceiling: the profiled server wrote no profile:\n{server.tail()}")
     # {(file, line, function): (primitive calls, calls, self time, total time, callers)}
     raw: Any = pstats.Stats(str(prof)).stats  # type: ignore[attr-defined]
-    rows = []
+    rows: list[ProfileRow] = []
     for (file, line, fn), (_cc, calls, tottime, cumtime, _callers) in raw.items():
         rows.append(
             {
@@ -346,8 +361,8 @@ def _profile(home: Path, key: str, tokens: int, log_dir: Path) -> dict[str, Any]
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m tholos_mlx.bench.ceiling serve ...`: the subprocess side."""
-    p = argparse.ArgumentParser(prog="python -m tholos_mlx.bench.ceiling")
+    """`python -m tholos_mlx.bench.cases.ceiling serve ...`: the subprocess side."""
+    p = argparse.ArgumentParser(prog=f"python -m {MODULE}")
     p.add_argument("action", choices=["serve"])
     p.add_argument("--home", required=True, type=Path)
     p.add_argument("--port", required=True, type=int)

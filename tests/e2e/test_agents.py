@@ -1,0 +1,131 @@
+"""End to end: the real Claude Code and Codex CLIs, default configuration, against the real server.
+
+Both come from npm (tests/agent_clis.py installs them under tests/.cache/npm); only where npm is
+absent are these skipped. HOME is a temp dir, telemetry is off and every URL is 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests import agent_clis
+from tests import server as srv
+from tests.conftest import DEMO_ID
+from tests.long_model import LONG_ID, write_agents_home
+
+pytestmark = pytest.mark.e2e
+
+RUN_TIMEOUT = 300  # seconds: a CLI that hangs fails the test instead of the lane
+
+
+@pytest.fixture(scope="module")
+def modules() -> Path:
+    """node_modules holding both CLIs, installed once; skipped only where npm is absent."""
+    if shutil.which("npm") is None or shutil.which("node") is None:
+        pytest.skip("npm/node are not on PATH: the real agent CLIs cannot be installed")
+    return agent_clis.install()
+
+
+@pytest.fixture(scope="module")
+def agents_home(demo_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo model (8k context) beside the long-context tiny llama."""
+    return write_agents_home(tmp_path_factory.mktemp("agents-home"), demo_home)
+
+
+@pytest.fixture(scope="module")
+def served(agents_home: Path) -> Iterator[srv.Server]:
+    with srv.running(agents_home, "--default-max-tokens", "64") as s:
+        yield s
+
+
+def run_claude(
+    modules: Path, server: srv.Server, tmp: Path, model: str, *extra: str
+) -> subprocess.CompletedProcess[str]:
+    """`claude -p ... --model MODEL` in a scratch project, pointed at the server."""
+    home, work = tmp / "home", tmp / "work"
+    home.mkdir()
+    work.mkdir()
+    (work / "notes.txt").write_text("The meeting moved to Thursday.\n")
+    return subprocess.run(
+        [
+            str(agent_clis.claude_binary(modules)),
+            "-p",
+            "What does notes.txt say?",
+            "--model",
+            model,
+            *extra,
+        ],
+        env=agent_clis.claude_env(home, server.base, server.key),
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_claude_code_on_an_8k_model_shows_anthropics_prompt_too_long_error(
+    modules: Path, served: srv.Server, tmp_path: Path
+) -> None:
+    out = run_claude(modules, served, tmp_path, DEMO_ID)
+    said = out.stdout + out.stderr
+    assert out.returncode != 0, said
+    assert "prompt is too long" in said.lower(), said
+    assert "Traceback" not in said and "Traceback" not in served.log_text()
+
+
+def test_claude_code_on_a_128k_model_completes_its_session_through_streamed_messages(
+    modules: Path, served: srv.Server, tmp_path: Path
+) -> None:
+    out = run_claude(modules, served, tmp_path, LONG_ID, "--output-format", "json")
+    assert out.returncode == 0, out.stdout + out.stderr
+    result = json.loads(out.stdout)
+    assert result["is_error"] is False, result
+    usage = result["usage"]
+    prompt = (
+        usage["input_tokens"]
+        + usage.get("cache_read_input_tokens", 0)
+        + usage.get("cache_creation_input_tokens", 0)
+    )
+    assert prompt > 8192, "the whole default prompt (tools included) reached the model"
+    assert "Traceback" not in served.log_text()
+
+
+def run_codex(
+    modules: Path, server: srv.Server, tmp: Path, model: str
+) -> subprocess.CompletedProcess[str]:
+    """`codex exec --skip-git-repo-check ...` with a custom Responses provider at the server."""
+    home, work = tmp / "home", tmp / "work"
+    home.mkdir()
+    work.mkdir()
+    (work / "notes.txt").write_text("The meeting moved to Thursday.\n")
+    return subprocess.run(
+        [
+            *agent_clis.codex_command(modules),
+            "exec",
+            "--skip-git-repo-check",
+            "What does notes.txt say?",
+        ],
+        env=agent_clis.codex_env(home, server.v1, server.key, model),
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_codex_with_its_default_tools_completes_a_turn_through_responses(
+    modules: Path, served: srv.Server, tmp_path: Path
+) -> None:
+    out = run_codex(modules, served, tmp_path, LONG_ID)
+    said = out.stdout + out.stderr
+    assert out.returncode == 0, said
+    assert "tokens used" in said, said
+    assert "Traceback" not in served.log_text()
