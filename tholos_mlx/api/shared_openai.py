@@ -42,7 +42,13 @@ def function_tool(spec: FunctionSpec, where: str) -> Tool:
             f"'{where}.parameters' must be {OBJECT_SCHEMA}; got type {schema.get('type')!r}.",
             param=f"{where}.parameters",
         )
-    return Tool(spec["name"], spec.get("description"), schema, strict=bool(spec.get("strict")))
+    return Tool(
+        spec["name"],
+        spec.get("description"),
+        schema,
+        strict=bool(spec.get("strict")),
+        schema_path=f"{where}.parameters",
+    )
 
 
 class _FunctionName(Wire):
