@@ -165,3 +165,14 @@ def test_codexs_recorded_first_request_is_answered_as_a_completed_stream(
     status, text = replay(served, "codex-turn1.json", LONG_ID)
     assert status == 200, text[:2000]
     assert "event: response.created" in text and "event: response.completed" in text
+
+
+def test_codex_on_an_8k_model_shows_the_context_error_and_exits_non_zero(
+    modules: Path, served: srv.Server, tmp_path: Path
+) -> None:
+    out = run_codex(modules, served, tmp_path, DEMO_ID)
+    said = out.stdout + out.stderr
+    assert out.returncode != 0, said
+    # code context_length_exceeded is what Codex recognises and explains in its own words
+    assert "ran out of room in the model's context window" in said, said
+    assert "Traceback" not in served.log_text()
