@@ -32,6 +32,12 @@ def write_long_context_model(folder: Path, tokenizer_from: Path) -> Path:
     config = {
         **model_args(vocab),
         "max_position_embeddings": LONG_CONTEXT,
+        # Smaller still than the fast lane's: agents' 20k-token prompts prefill on a shared CPU.
+        "hidden_size": 16,
+        "num_hidden_layers": 1,
+        "intermediate_size": 32,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 1,
         "tie_word_embeddings": False,
         "eos_token_id": [0, 2],  # SmolLM2's <|endoftext|> and <|im_end|>
     }
