@@ -183,6 +183,15 @@ def test_a_rotated_key_is_accepted_at_once_and_the_old_one_refused(server: LiveS
 # -- 2. /health and /v1/models --
 
 
+def test_head_of_the_root_answers_200_without_a_body_as_claude_code_checks_it(
+    shared_server: LiveServer,
+) -> None:
+    with httpx.Client(base_url=shared_server.url, timeout=WAIT_S) as c:
+        r = c.head("/", headers={"x-api-key": shared_server.key})
+        assert r.status_code == 200 and r.content == b""
+        assert c.head("/", headers={"x-api-key": "sk-wrong"}).status_code == 401
+
+
 def test_health_reports_status_loaded_model_and_queue(client: httpx.Client) -> None:
     r = client.get("/health")
     assert r.status_code == 200

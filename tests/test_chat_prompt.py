@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
 from tholos_mlx.chat_prompt import (
     FALLBACK_TEMPLATE,
     ToolFormat,
@@ -12,6 +14,7 @@ from tholos_mlx.chat_prompt import (
     prompt_ids,
     tool_format,
 )
+from tholos_mlx.errors import InvalidRequest
 from tholos_mlx.request import Message, Tool, ToolCall
 
 WEATHER = Tool("get_weather", "Weather in a city", {"type": "object", "properties": {}})
@@ -127,3 +130,50 @@ def test_the_demo_models_template_ends_the_prompt_with_the_begun_answer(demo_hom
     assert begun.endswith("<|im_start|>assistant\n1, 2, 3,")
     closed = tok.decode(prompt_ids(tok, chat))
     assert closed.endswith("1, 2, 3,<|im_end|>\n<|im_start|>assistant\n")
+
+
+class OneSystemFirst(Recorder):
+    """A template like Qwen3's: a system message anywhere but first is refused."""
+
+    def apply_chat_template(self, turns: list[dict[str, Any]], **kwargs: Any) -> str:
+        if any(t["role"] == "system" for t in turns[1:]):
+            raise ValueError("System message must be at the beginning.")
+        return super().apply_chat_template(turns, **kwargs)
+
+
+def test_a_system_turn_mid_conversation_reaches_a_template_that_takes_it_as_it_is() -> None:
+    tok = Recorder()
+    messages = [Message("user", "Hi"), Message("system", "Agents: a, b.")]
+    prompt_ids(tok, messages)
+    assert [(t["role"], t["content"]) for t in tok.calls[0][0]] == [
+        ("user", "Hi"),
+        ("system", "Agents: a, b."),
+    ]
+
+
+def test_a_template_that_allows_one_system_message_gets_late_ones_as_user_text_in_place() -> None:
+    tok = OneSystemFirst()
+    call = ToolCall("call_1", "read", "{}")
+    messages = [
+        Message("system", "Be brief."),
+        Message("user", "What does notes.txt say?"),
+        Message("system", "Agents: a, b."),
+        Message("assistant", "", tool_calls=(call,)),
+        Message("tool", "hello", tool_call_id="call_1"),
+        Message("system", "Reminder."),
+        Message("user", "Thanks."),
+    ]
+    prompt_ids(tok, messages)
+    turns = tok.calls[-1][0]
+    assert [(t["role"], t["content"]) for t in turns if t["role"] != "assistant"] == [
+        ("system", "Be brief."),
+        ("user", "What does notes.txt say?\n\nAgents: a, b."),
+        ("user", "<tool_response>\nhello\n</tool_response>"),
+        ("user", "Reminder.\n\nThanks."),
+    ]
+
+
+def test_a_template_refusing_what_folding_cannot_mend_is_still_a_clear_400() -> None:
+    tok = OneSystemFirst()
+    with pytest.raises(InvalidRequest, match="chat template refused"):
+        prompt_ids(tok, [Message("system", "a"), Message("system", "b"), Message("user", "Hi")])

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -152,8 +156,6 @@ def test_import_gguf_with_a_bad_id_exits_2_with_one_line(cli: CLI, tmp_path: Pat
 
 
 def test_serve_on_a_port_already_taken_exits_2_with_one_line(cli: CLI, tmp_path: Path) -> None:
-    import socket
-
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -171,3 +173,34 @@ def test_a_home_that_cannot_be_expanded_or_written_gives_one_line(cli: CLI) -> N
     unwritable = cli("key", "--home", "/proc/tholos-cannot-exist")
     assert unwritable.returncode == 1 and "Traceback" not in unwritable.stderr
     assert len(unwritable.stderr.strip().splitlines()) == 1
+
+
+CRASHING_SERVE = """
+import sys
+import tholos_mlx.app
+
+def create_app(*args, **kwargs):
+    raise RuntimeError("fault injected by the test")
+
+tholos_mlx.app.create_app = create_app
+from tholos_mlx.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_serve_that_crashes_logs_its_traceback_and_exits_non_zero(tmp_path: Path) -> None:
+    # launchd (KeepAlive Crashed) and systemd (Restart=on-failure) restart only a non-zero exit.
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    out = subprocess.run(
+        [sys.executable, "-c", CRASHING_SERVE, "serve", "--home", tmp_path, "--port", str(port)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "THOLOS_HOME": str(tmp_path)},
+    )
+    assert out.returncode == 1, out.stderr
+    assert "Traceback" in out.stderr
+    assert "RuntimeError: fault injected by the test" in out.stderr

@@ -122,6 +122,19 @@ def test_the_new_all_day_settings_have_their_documented_defaults(tholos_home: Pa
     assert (s.idle_unload, s.memory_limit, s.kv_bits, s.disk_cache_gb) == (1800.0, None, None, 4.0)
 
 
+def test_answers_that_name_no_limit_are_capped_at_4096_tokens_by_default(tholos_home: Path) -> None:
+    assert build(tholos_home, NO_FLAGS).default_max_tokens == 4096
+    write_config(tholos_home, "default-max-tokens = 512\n")
+    assert build(tholos_home, NO_FLAGS).default_max_tokens == 512
+    assert build(tholos_home, {**NO_FLAGS, "default_max_tokens": 64}).default_max_tokens == 64
+
+
+def test_a_default_max_tokens_below_one_is_refused_naming_the_file(tholos_home: Path) -> None:
+    write_config(tholos_home, "default-max-tokens = 0\n")
+    with pytest.raises(UsageError, match="config.toml: --default-max-tokens must be a positive"):
+        build(tholos_home, NO_FLAGS)
+
+
 @pytest.mark.parametrize(
     ("text", "seconds"),
     [("0", 0.0), ("90s", 90.0), ("30m", 1800.0), ("2h", 7200.0), ("45", 45.0), ("2.5", 2.5)],

@@ -8,8 +8,6 @@ a tail that could begin one is held back until the next piece decides.
 from __future__ import annotations
 
 import re
-import secrets
-import string
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -17,16 +15,16 @@ from typing import Any
 import orjson
 
 from tholos_mlx.events import Delta, Event, ReasoningDelta, ToolCallDelta, ToolCallStart
+from tholos_mlx.ids import alnum_id
 from tholos_mlx.stops import StopMatcher
 
-_ID_ALPHABET = string.ascii_letters + string.digits
 # The head of a call in the default format: {"name": "NAME", "arguments": ...
 _CALL_HEAD = re.compile(r'\s*\{\s*"name"\s*:\s*"((?:[^"\\]|\\.)*)"\s*,\s*"arguments"\s*:\s*')
 
 
 def new_call_id() -> str:
     """A tool call id shaped like OpenAI's: "call_" and 24 letters and digits."""
-    return "call_" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(24))
+    return alnum_id("call_", 24)
 
 
 def held_prefix(text: str, marker: str) -> int:

@@ -103,6 +103,7 @@ def create_app(
     app.on_request(_check)
     app.register_middleware(_cors, "response")
     app.error_handler.add(Exception, _render)
+    app.add_route(_root, "/", methods=["HEAD"], name="root")
     app.add_route(_health, "/health", methods=["GET"], name="health")
     app.add_route(_models, "/v1/models", methods=["GET"], name="models")
     app.add_route(_model, "/v1/models/<model_id:path>", methods=["GET"], name="model")
@@ -197,6 +198,11 @@ def _as_tholos(exc: Exception, settings: Settings) -> TholosError:
         return err
     log.error("unexpected error: %s", exc.__class__.__name__, exc_info=exc)
     return ServerError("The server hit an unexpected error; see its log.")
+
+
+async def _root(request: Request) -> HTTPResponse:
+    """HEAD /: Claude Code's first request, a check that the base URL answers."""
+    return HTTPResponse(status=200)
 
 
 async def _health(request: Request) -> HTTPResponse:

@@ -9,7 +9,7 @@ with results given back in a user turn inside `<tool_response>` tags.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -69,6 +69,45 @@ def prompt_ids(
 
     `continue_final`: the last message is the assistant's answer begun; its turn is left open
     (the template's own rendering, cut after that text) for the model to go on from there."""
+    try:
+        return _prompt_ids(tokenizer, messages, tools, fmt, continue_final)
+    except InvalidRequest:
+        folded = fold_late_system(messages)
+        if folded == list(messages):
+            raise
+        # Templates that allow one system message, first (Qwen3, Gemma...), refuse the system
+        # turns agents put later in the conversation: those become user text at that point.
+        return _prompt_ids(tokenizer, folded, tools, fmt, continue_final)
+
+
+def fold_late_system(messages: Sequence[Message]) -> list[Message]:
+    """The conversation with each system turn after its first message joined to a user turn
+    next to it (or made one), its text kept where it was."""
+    out: list[Message] = []
+    folded = False  # the last turn of `out` is a user turn holding a late system text
+    for i, m in enumerate(messages):
+        late = m.role == "system" and any(p.role != "system" for p in messages[:i])
+        prev = out[-1] if out else None
+        joinable = prev is not None and prev.role == "user" and not prev.tool_calls
+        if late and joinable and prev is not None:
+            out[-1] = replace(prev, content=f"{prev.content}\n\n{m.content}")
+        elif late:
+            out.append(Message("user", m.content))
+        elif m.role == "user" and folded and prev is not None:
+            out[-1] = replace(prev, content=f"{prev.content}\n\n{m.content}")
+        else:
+            out.append(m)
+        folded = late or (folded and m.role == "user")
+    return out
+
+
+def _prompt_ids(
+    tokenizer: Any,
+    messages: Sequence[Message],
+    tools: Sequence[Tool],
+    fmt: ToolFormat | None,
+    continue_final: bool,
+) -> list[int]:
     fmt = fmt or tool_format(tokenizer)
     extra: dict[str, Any] = {}
     if not _has_template(tokenizer):

@@ -272,6 +272,7 @@ def _serve(settings: Settings) -> int:
         memory_limit=round(settings.memory_limit * 2**30) if settings.memory_limit else None,
         kv_bits=settings.kv_bits,
         disk_cache=_disk_cache(settings),
+        default_max_tokens=settings.default_max_tokens,
     )
     gate = Gate(max_queue=settings.max_queue, queue_timeout=settings.queue_timeout)
     _check_port(settings.port)  # fail in one line before loading anything
@@ -309,6 +310,13 @@ def _serve(settings: Settings) -> int:
         code = 2
     except OSError as exc:
         print(f"{PROG}: error: cannot serve on 127.0.0.1:{settings.port}: {exc}", file=sys.stderr)
+        code = 1
+    except KeyboardInterrupt:
+        code = 130
+    except Exception:
+        # A crash must say why and exit non-zero, or launchd's KeepAlive Crashed and systemd's
+        # Restart=on-failure take it for a clean stop and leave the server down.
+        log.critical("serve crashed", exc_info=True)
         code = 1
     finally:
         engine.stop()

@@ -294,6 +294,14 @@ class Settings:
         shown="4",
         check=_finite(_at_least_0),
     )
+    default_max_tokens: int = _setting(
+        4096,
+        "--default-max-tokens",
+        INT,
+        "most tokens an answer may have when the request names no limit (or the room left)",
+        metavar="N",
+        check=_positive("tokens"),
+    )
     max_body_bytes: int = 4 * 1024 * 1024
 
 

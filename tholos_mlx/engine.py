@@ -58,6 +58,7 @@ class Engine:
         kv_bits: int | None = None,
         disk_cache: DiskCache | None = None,
         slot: ModelSlot | None = None,
+        default_max_tokens: int | None = None,
     ) -> None:
         self._jobs: queue.Queue[Callable[[], None] | None] = queue.Queue()
         self._thread = threading.Thread(target=self._main, name="tholos-engine", daemon=True)
@@ -69,6 +70,7 @@ class Engine:
         )
         self._current: Channel | None = None
         self._log_prompts = log_prompts
+        self._default_max_tokens = default_max_tokens  # None: as many as fit
         self._stopping = False
         self._idle_unload = idle_unload  # seconds; 0 never
         self._idle_since = time.monotonic()  # when the last job ended
@@ -267,11 +269,18 @@ class Engine:
                 + (", which leaves no room for an answer" if room == 0 else "")
                 + ". Shorten them.",
                 param="messages",
+                tokens=len(prompt),
+                context=loaded.context,
             )
         # The matching cache first: the memory guard may then evict others, never this one.
         cache, cached = self._slot.cache.take(prompt)
         try:
-            max_tokens = self._slot.answer_tokens(loaded, len(prompt), request.max_tokens, room)
+            # A request that names no limit stops at the cap (issue 19: a 2,186-token runaway).
+            cap = self._default_max_tokens if request.max_tokens is None else None
+            answer_room = min(room, cap) if cap is not None else room
+            max_tokens = self._slot.answer_tokens(
+                loaded, len(prompt), request.max_tokens, answer_room
+            )
             constraint = _constraint(loaded, request)  # a schema it cannot compile: a 400, here
         except TholosError:
             if cache is not None:  # refused: the conversation keeps its cache

@@ -45,9 +45,23 @@ class InvalidRequest(TholosError):
 
 
 class ContextLengthExceeded(InvalidRequest):
-    """The prompt does not fit the model's context window (400)."""
+    """The prompt does not fit the model's context window (400).
+
+    `tokens` and `context`, where known, let a dialect word it as its clients expect."""
 
     code = "context_length_exceeded"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        tokens: int | None = None,
+        context: int | None = None,
+    ) -> None:
+        super().__init__(message, param=param)
+        self.tokens = tokens
+        self.context = context
 
 
 class InsufficientMemory(InvalidRequest):

@@ -135,7 +135,7 @@ def test_a_call_alone_has_no_text_block_and_an_empty_answer_has_one_empty_text_b
 def test_a_call_cut_short_by_max_tokens_is_left_out_never_sent_with_a_made_up_input() -> None:
     cut = gathered(ToolCallStart(0, "call_x", "f"), ToolCallDelta(0, '{"a": '), finished("length"))
     body = message_body(STARTED, cut, False)
-    assert body["content"] == [{"type": "text", "text": ""}]
+    assert body["content"] == []  # no call with a made-up input, and no empty text block
     assert body["stop_reason"] == "max_tokens"
     whole_then_cut = gathered(
         *CALL, ToolCallStart(1, "call_y", "f"), ToolCallDelta(1, '{"a'), finished("length")
@@ -175,6 +175,14 @@ def test_engine_call_ids_become_toolu_ids_and_other_ids_stay() -> None:
 )
 def test_errors_take_anthropics_shape_and_type(err: Any, type_: str) -> None:
     assert error_body(err) == {"type": "error", "error": {"type": type_, "message": err.message}}
+
+
+def test_a_context_error_with_its_numbers_uses_anthropics_words() -> None:
+    err = ContextLengthExceeded("long", tokens=9000, context=8192)
+    assert error_body(err)["error"] == {
+        "type": "invalid_request_error",
+        "message": "prompt is too long: 9000 tokens > 8191 maximum",
+    }
 
 
 # -- the stream, unit --
@@ -267,6 +275,77 @@ def test_reasoning_streams_as_a_thinking_block_only_when_enabled() -> None:
     off = stream_all([*batches, [finished()]], thinking=False)
     assert [d["content_block"]["type"] for n, d in off if n == "content_block_start"] == ["text"]
     assert "Hmm" not in json.dumps(off)
+
+
+def blocks_of(events: list[tuple[str, Any]]) -> list[dict[str, Any]]:
+    """The content blocks a client assembles from a stream's events, as the SDK does."""
+    blocks: list[dict[str, Any]] = []
+    partial: dict[int, str] = {}
+    for name, data in events:
+        if name == "content_block_start":
+            blocks.append(dict(data["content_block"]))
+        elif name == "content_block_delta" and data["delta"]["type"] == "text_delta":
+            blocks[data["index"]]["text"] += data["delta"]["text"]
+        elif name == "content_block_delta" and data["delta"]["type"] == "input_json_delta":
+            partial[data["index"]] = partial.get(data["index"], "") + data["delta"]["partial_json"]
+        elif name == "content_block_delta":
+            blocks[data["index"]]["thinking"] += data["delta"]["thinking"]
+    for index, text in partial.items():
+        blocks[index]["input"] = json.loads(text)  # a sent call's input is always whole JSON
+    return blocks
+
+
+CUT_ANSWERS: dict[str, list[Event]] = {
+    "a call cut inside its arguments": [
+        ToolCallStart(0, "call_x", "get_weather"),
+        ToolCallDelta(0, '{"city": "Pa'),
+    ],
+    "text, then a call cut": [
+        Delta("Checking."),
+        ToolCallStart(0, "call_x", "get_weather"),
+        ToolCallDelta(0, '{"ci'),
+    ],
+    "a whole call, then a second one cut": [
+        *CALL,
+        ToolCallStart(1, "call_y", "get_weather"),
+        ToolCallDelta(1, '{"city"'),
+    ],
+    "a call cut right after its name": [ToolCallStart(0, "call_x", "get_weather")],
+    "a call whose arguments were whole when the limit came": list(CALL),
+}
+
+
+@pytest.mark.parametrize("events", CUT_ANSWERS.values(), ids=list(CUT_ANSWERS))
+@pytest.mark.parametrize("forced", [False, True], ids=["auto", "forced"])
+def test_a_call_cut_by_max_tokens_streams_the_same_blocks_as_the_whole_answer_never_an_empty_text(
+    events: list[Event], forced: bool
+) -> None:
+    ending = finished("length")
+    whole = message_body(STARTED, gathered(*events, ending), False, forced)["content"]
+    for batches in ([*([ev] for ev in events), [ending]], [[*events, ending]]):
+        assert blocks_of(stream_all(batches)) == whole
+    assert {"type": "text", "text": ""} not in whole
+    for block in whole:
+        if block["type"] == "tool_use":
+            assert block["input"] == {"city": "Paris"}
+
+
+def test_a_forced_call_cut_before_it_began_has_no_content_streamed_or_not() -> None:
+    ending = finished("length")
+    assert message_body(STARTED, gathered(ending), False, calls_only=True)["content"] == []
+    stream = MessagesStream(STARTED, False, calls_only=True)
+    events = transcript(stream.head() + stream.render([ending])[0])
+    assert [n for n, _ in events] == ["message_start", "message_delta", "message_stop"]
+
+
+def test_a_streamed_call_is_sent_once_whole_never_before_its_end_is_known() -> None:
+    stream = MessagesStream(STARTED, False)
+    stream.head()
+    held, done = stream.render(list(CALL))
+    assert held == b"" and not done  # the limit may yet cut it
+    out, done = stream.render([finished("tool_calls")])
+    names = [n for n, _ in transcript(out)]
+    assert names[:4] == ["content_block_start", "ping", "content_block_delta", "content_block_stop"]
 
 
 def test_an_empty_streamed_answer_still_has_one_empty_text_block() -> None:
@@ -484,6 +563,102 @@ def test_an_engine_failure_is_a_500_api_error_without_internals(shared: LiveServ
 def test_a_prompt_too_long_is_a_400_before_the_stream_starts(shared: LiveServer) -> None:
     shared.engine.scripts.append(Script(error_before_start=ContextLengthExceeded("too long")))
     anthropic_error(post(shared, {**HELLO, "stream": True}), 400, "invalid_request_error")
+
+
+def test_a_prompt_too_long_reads_as_anthropics_so_agents_compact_their_history(
+    shared: LiveServer,
+) -> None:
+    too_long = ContextLengthExceeded("long", param="messages", tokens=11234, context=8192)
+    shared.engine.scripts.append(Script(error_before_start=too_long))
+    message = anthropic_error(post(shared, {**HELLO, "stream": True}), 400, "invalid_request_error")
+    assert message == "prompt is too long: 11234 tokens > 8191 maximum"
+
+
+CLAUDE_CODE_HEADERS = {
+    "anthropic-beta": "claude-code-20250219,interleaved-thinking-2025-05-14,"
+    "context-management-2025-06-27,mid-conversation-system-2026-04-07,effort-2025-11-24",
+    "anthropic-dangerous-direct-browser-access": "true",
+    "x-app": "cli",
+}
+EPHEMERAL = {"cache_control": {"type": "ephemeral"}}
+
+
+def claude_code_body() -> dict[str, Any]:
+    """A turn shaped as Claude Code 2.1 sends it: system turn in messages, its extra fields."""
+    return {
+        "model": "alpha",
+        "max_tokens": 32000,
+        "stream": True,
+        "system": [
+            {"type": "text", "text": "x-anthropic-billing-header: cc_version=2.1.197.191;"},
+            {"type": "text", "text": "You are a Claude agent.", **EPHEMERAL},
+        ],
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "What does notes.txt say?"}]},
+            {"role": "system", "content": "Available agent types: claude, Explore."},
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "tool_use", "id": "toolu_01", "name": "get_weather", "input": {}}
+                ],
+            },
+            {
+                "role": "user",
+                "content": [
+                    {"type": "tool_result", "tool_use_id": "toolu_01", "content": "1\thello"}
+                    | EPHEMERAL
+                ],
+            },
+        ],
+        "tools": [{**WEATHER, **EPHEMERAL}],
+        "metadata": {"user_id": '{"device_id": "d", "session_id": "s"}'},
+        "thinking": {"type": "adaptive"},
+        "context_management": {"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]},
+        "output_config": {"effort": "high"},
+    }
+
+
+def test_a_turn_as_claude_code_sends_it_is_answered_as_a_stream(shared: LiveServer) -> None:
+    shared.engine.scripts.append(Script(pieces=("It says", " hello.")))
+    before = len(shared.engine.jobs)
+    r = post(
+        shared,
+        claude_code_body(),
+        "/v1/messages?beta=true",
+        headers={**headers(shared), **CLAUDE_CODE_HEADERS},
+    )
+    assert r.status_code == 200, r.text
+    events = transcript(r.content)
+    assert events[0][0] == "message_start" and events[-1][0] == "message_stop"
+    text = "".join(e["delta"]["text"] for name, e in events if name == "content_block_delta")
+    assert text == "It says hello."
+    req = shared.engine.wait_jobs(before + 1)[-1].request
+    assert [m.role for m in req.messages] == ["system", "user", "system", "assistant", "tool"]
+    assert req.messages[2].content == "Available agent types: claude, Explore."
+
+
+def test_the_sdk_sends_a_system_turn_inside_messages_through_extra_body(
+    shared: LiveServer, sdk: anthropic.Anthropic
+) -> None:
+    shared.engine.scripts.append(Script(pieces=("Hi",)))
+    before = len(shared.engine.jobs)
+    message = sdk.beta.messages.create(
+        model="alpha",
+        max_tokens=8,
+        messages=[{"role": "user", "content": "Hello"}],
+        betas=["mid-conversation-system-2026-04-07"],
+        extra_body={
+            "messages": [
+                {"role": "user", "content": "Hello"},
+                {"role": "system", "content": "Answer in French."},
+            ],
+            "thinking": {"type": "adaptive"},
+            "output_config": {"effort": "low"},
+        },
+    )
+    assert message.content[0].type == "text" and message.content[0].text == "Hi"
+    req = shared.engine.wait_jobs(before + 1)[-1].request
+    assert req.messages == (Message("user", "Hello"), Message("system", "Answer in French."))
 
 
 def test_an_error_after_the_stream_started_is_an_error_event(shared: LiveServer) -> None:

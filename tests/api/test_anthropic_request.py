@@ -209,6 +209,49 @@ def test_thinking_blocks_are_asked_for_only_by_an_enabled_thinking_field() -> No
     assert not parse_messages(body()).thinking
 
 
+def test_a_system_turn_inside_messages_is_system_text_at_that_point() -> None:
+    messages = [
+        *USER,
+        {"role": "system", "content": "Agents: claude, Explore."},
+        {
+            "role": "system",
+            "content": [
+                {"type": "text", "text": "One"},
+                {"type": "text", "text": "Two", "cache_control": {"type": "ephemeral"}},
+            ],
+        },
+        {"role": "system", "content": ""},
+        {"role": "assistant", "content": "Hello"},
+        *USER,
+    ]
+    req = parse(body(system="Be brief.", messages=messages))
+    assert req.messages == (
+        Message("system", "Be brief."),
+        Message("user", "Hi"),
+        Message("system", "Agents: claude, Explore."),
+        Message("system", "One\n\nTwo"),
+        Message("assistant", "Hello"),
+        Message("user", "Hi"),
+    )
+
+
+def test_what_claude_code_adds_is_accepted_and_changes_nothing() -> None:
+    plain = parse(body(system=[{"type": "text", "text": "Be brief."}], tools=[WEATHER]))
+    cached = {"cache_control": {"type": "ephemeral", "ttl": "1h"}}
+    claude_code = parse(
+        body(
+            system=[{"type": "text", "text": "Be brief.", **cached}],
+            messages=[{"role": "user", "content": [{"type": "text", "text": "Hi", **cached}]}],
+            tools=[{**WEATHER, **cached}],
+            thinking={"type": "adaptive"},
+            context_management={"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]},
+            output_config={"effort": "high"},
+            metadata={"user_id": '{"device_id": "d", "session_id": "s"}'},
+        )
+    )
+    assert claude_code == plain
+
+
 def test_anthropic_only_fields_are_accepted_and_ignored() -> None:
     plain = parse(body())
     assert (
@@ -245,7 +288,13 @@ BAD: list[tuple[dict[str, Any], str, bool]] = [
     ({"messages": []}, "messages", False),
     ({"messages": "Hi"}, "messages", False),
     ({"messages": ["Hi"]}, "messages[0]", False),
-    ({"messages": [{"role": "system", "content": "x"}]}, "messages[0].role", False),
+    ({"messages": [{"role": "robot", "content": "x"}]}, "messages[0].role", False),
+    ({"messages": [*USER, {"role": "system", "content": 5}]}, "messages[1].content", False),
+    (
+        {"messages": [*USER, {"role": "system", "content": [{"type": "image", "source": {}}]}]},
+        "messages[1].content[0]",
+        True,
+    ),
     ({"messages": [{"role": "user", "content": 5}]}, "messages[0].content", False),
     ({"messages": [{"role": "user", "content": []}]}, "messages[0].content", False),
     ({"messages": [{"role": "user", "content": [{"text": "x"}]}]}, "content[0].type", False),

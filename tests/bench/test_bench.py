@@ -10,7 +10,7 @@ import pytest
 
 from tests.bench import results
 from tests.conftest import CLI, DEMO_ID
-from tholos_mlx.bench import report as bench_report
+from tholos_mlx.bench.render import files as bench_report
 from tholos_mlx.errors import UsageError
 
 
@@ -118,7 +118,7 @@ def test_every_run_gets_a_different_nonce() -> None:
 
 def test_prompts_have_exactly_the_asked_number_of_tokens(demo_home: Path) -> None:
     from tholos_mlx.bench import prompts as bench_prompts
-    from tholos_mlx.bench.raw import load_tokenizer
+    from tholos_mlx.bench.sides.raw import load_tokenizer
 
     tokenizer = load_tokenizer(demo_home / "models" / DEMO_ID)
     for size in (40, 100, 333):
@@ -152,6 +152,11 @@ def test_prompts_have_exactly_the_asked_number_of_tokens(demo_home: Path) -> Non
         ["--peer-model", "llama3"],  # no --peer-url
         ["--peer", "mlx_lm", "--peer-url", "http://127.0.0.1:8080/v1", "--peer-model", "x"],
         ["--synthetic", "llama-70b"],
+        ["--workload", "code"],
+        ["--num-draft-tokens", "0", "--workload", "edit"],
+        ["--num-draft-tokens", "4"],  # no --workload
+        ["--hostfile", "/no/such/hostfile.json"],
+        ["--hostfile", "/etc/hostname", "--peer", "mlx_lm"],
     ],
 )
 def test_bad_bench_flags_exit_2_with_one_line(args: list[str], cli: CLI) -> None:
@@ -221,7 +226,7 @@ def test_structured_output_times_the_schema_answer_with_and_without_the_grammar(
 
 
 def test_the_structured_case_checks_answers_by_the_schemas_keys_and_types() -> None:
-    from tholos_mlx.bench import structured
+    from tholos_mlx.bench.cases import structured
 
     good = '{"city":"Paris","country":"France","population_millions":2,"is_capital":true}'
     assert structured.valid(good)
@@ -258,3 +263,39 @@ def test_restart_reads_the_prompt_cache_back_from_disk_and_reports_every_field(
     assert not (demo_home / "cache").exists()  # the user's home is never written
     assert "after a restart" in out.stdout
     assert "## Prompt cache across a restart" in results.markdown(files)
+
+
+def test_bench_help_prints_one_percent_sign_where_it_means_one(cli: CLI) -> None:
+    out = cli("bench", "--help")
+    assert out.returncode == 0
+    assert "%%" not in out.stdout
+    assert "95% confidence interval" in " ".join(out.stdout.split())
+
+
+@pytest.mark.e2e
+def test_agent_turn_times_a_second_turn_with_its_volatile_first_line_changed_and_not(
+    demo_home: Path, tmp_path: Path, cli: CLI
+) -> None:
+    out = cli(
+        "bench", "--home", demo_home, "--agent-turn", "--prefix-tokens", "64", "--runs", "1",
+        "--warmup", "0", "--out", tmp_path, timeout=600,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    result, files = results.read(tmp_path)
+    results.environment(result, frozenset({"agent_turn"}))
+    assert result["compare"] is None and result["cached_prefix"] is None
+    turn = result["agent_turn"]
+    assert set(turn) == {
+        "prefix_tokens", "volatile_line", "baseline", "changed", "unchanged",
+        "changed_cached_tokens", "unchanged_cached_tokens", "prompt_tokens", "ratio",
+    }  # fmt: skip
+    results.is_stat(turn["changed"])
+    results.is_stat(turn["unchanged"])
+    results.is_ratio(turn["ratio"], 1)
+    (prompt, _) = turn["prompt_tokens"]
+    assert prompt > 64
+    # The same header: the second turn reads the first turn's whole prompt from the cache.
+    (unchanged,) = turn["unchanged_cached_tokens"]
+    assert unchanged > 64
+    assert "agent turn:" in out.stdout
+    assert "## An agent's second turn" in results.markdown(files)

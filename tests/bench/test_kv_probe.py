@@ -6,12 +6,27 @@ token: a cost that grows with the context. The probe must see one when a referen
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tholos_mlx.bench import kv_probe
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "kv_probe.py"
+
+
+def _load_script() -> Any:
+    """scripts/kv_probe.py is an experiment, not part of the wheel: load it from its file."""
+    spec = importlib.util.spec_from_file_location("kv_probe", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["kv_probe"] = module  # dataclasses look their module up here
+    spec.loader.exec_module(module)
+    return module
+
+
+kv_probe = _load_script()
 
 TOKENS = 12  # within one 256-token step of the cache: no growth expected
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tholos_mlx.bench.client import Endpoint
-from tholos_mlx.bench.server import ServerProcess
+from tholos_mlx.bench.sides.client import Endpoint
+from tholos_mlx.bench.sides.server import ServerProcess
 from tholos_mlx.timings import Timings
 
 
@@ -32,3 +32,14 @@ def test_new_timings_reads_each_line_once_and_waits_for_a_line_being_written(
         f.write(line(30.0)[25:])
     assert len(server.new_timings()) == 1  # its rest completes it: read once, whole
     assert server.new_timings() == []
+
+
+def test_a_speculating_server_s_draft_counts_are_read_with_its_timing_line(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "server.log"
+    server = ServerProcess([], Endpoint("127.0.0.1", 1), log)
+    log.write_text(line(10.0).rstrip("\n") + " drafted=48 accepted=31\n" + line(20.0))
+    spec, plain = server.new_timings()
+    assert spec["drafted"] == 48.0 and spec["accepted"] == 31.0
+    assert "drafted" not in plain and plain["http_ms"] is not None

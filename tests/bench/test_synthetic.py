@@ -10,19 +10,25 @@ import pytest
 from tests.bench import results
 from tests.conftest import CLI, DEMO_ID
 from tholos_mlx.bench import synthetic
-from tholos_mlx.bench.client import Endpoint, free_port
-from tholos_mlx.bench.server import ServerProcess
+from tholos_mlx.bench.sides.client import Endpoint, free_port
+from tholos_mlx.bench.sides.server import ServerProcess
 from tholos_mlx.errors import UsageError
 
 
-def test_a_synthetic_model_is_a_4_bit_llama_of_its_shape_with_the_given_tokenizer(
+def test_a_synthetic_model_loads_as_a_4_bit_llama_of_its_shape_with_the_given_tokenizer(
     tiny_model: Path, demo_home: Path
 ) -> None:
-    config = json.loads((tiny_model / "config.json").read_text())
+    from mlx_lm import load
+
+    model = load(str(tiny_model))[0]
     shape = synthetic.SHAPES["tiny"]
-    assert config["model_type"] == "llama"
-    assert config["hidden_size"] == shape.hidden and config["num_hidden_layers"] == shape.layers
-    assert config["quantization"] == {"group_size": 64, "bits": 4}
+    # What mlx-lm built from the saved weights, not what config.json repeats of SHAPES.
+    assert len(model.layers) == shape.layers
+    q = model.layers[0].self_attn.q_proj
+    assert (q.bits, q.group_size) == (4, 64)
+    assert q.weight.shape == (shape.heads * shape.head_dim, shape.hidden * 4 // 32)
+    assert model.layers[0].mlp.up_proj.weight.shape[0] == shape.intermediate
+    config = json.loads((tiny_model / "config.json").read_text())
     assert config["synthetic"] == {"shape": "tiny", "weights": "random", "tokenizer_from": DEMO_ID}
     demo = demo_home / "models" / DEMO_ID
     assert (tiny_model / "tokenizer.json").read_bytes() == (demo / "tokenizer.json").read_bytes()
@@ -42,14 +48,24 @@ def test_greedy_decoding_of_a_synthetic_model_never_picks_eos_or_an_unknown_id(
     assert len(tokenizer.get_vocab()) <= logits.shape[-1]
 
 
-def test_the_standard_shapes_are_those_of_llama_1b_3b_and_8b() -> None:
-    assert set(synthetic.SHAPES) == {"tiny", "llama-1b", "llama-3b", "llama-8b"}
-    c = synthetic.config("llama-8b", 128256, DEMO_ID)
-    assert (c["hidden_size"], c["num_hidden_layers"], c["intermediate_size"]) == (4096, 32, 14336)
-    assert (c["num_attention_heads"], c["num_key_value_heads"]) == (32, 8)
-    assert c["tie_word_embeddings"] is False
-    c = synthetic.config("llama-1b", 128256, DEMO_ID)
-    assert (c["hidden_size"], c["num_hidden_layers"], c["head_dim"]) == (2048, 16, 64)
+# Parameter counts Meta publishes for these models: a wrong dimension in SHAPES changes them.
+PUBLISHED_PARAMETERS = {
+    "llama-1b": 1_235_814_400,  # Llama 3.2 1B
+    "llama-3b": 3_212_749_824,  # Llama 3.2 3B
+    "llama-8b": 8_030_261_248,  # Llama 3.1 8B
+}
+
+
+@pytest.mark.parametrize("shape", sorted(PUBLISHED_PARAMETERS))
+def test_the_standard_shapes_have_the_published_parameter_counts(shape: str) -> None:
+    from mlx.utils import tree_flatten
+    from mlx_lm.models import llama
+
+    # MLX is lazy: the model's arrays are never computed, only their shapes are read.
+    args = llama.ModelArgs.from_dict(synthetic.config(shape, 128256, DEMO_ID))
+    model = llama.Model(args)
+    count = sum(v.size for _, v in tree_flatten(model.parameters()))
+    assert count == PUBLISHED_PARAMETERS[shape]
 
 
 def test_an_unknown_shape_is_a_usage_error(tmp_path: Path) -> None:

@@ -162,11 +162,15 @@ def test_a_forced_call_cut_by_max_tokens_never_reaches_the_client_with_a_made_up
     for cut in (whole - 3, whole - 6, whole - 9):  # inside the arguments, or their closing
         message = sdk.messages.create(max_tokens=cut, **fields)
         assert message.stop_reason == "max_tokens", (cut, message)
-        for block in message.content:  # a call is whole, or left out
-            if block.type == "tool_use":
-                jsonschema.validate(block.input, WEATHER["input_schema"])
-            else:
-                assert block.type == "text" and block.text == "", (cut, message)
+        for block in message.content:  # a call is whole, or left out; never an empty text
+            assert block.type == "tool_use", (cut, message)
+            jsonschema.validate(block.input, WEATHER["input_schema"])
+        with sdk.messages.stream(max_tokens=cut, **fields) as stream:
+            streamed = stream.get_final_message()
+        assert streamed.stop_reason == "max_tokens"
+        assert [b.model_dump(exclude={"id"}) for b in streamed.content] == [
+            b.model_dump(exclude={"id"}) for b in message.content
+        ], cut
 
 
 def test_a_tool_use_round_trip_with_tool_choice_any(sdk: anthropic.Anthropic) -> None:
@@ -247,3 +251,38 @@ def test_count_tokens_for_a_model_not_loaded_reads_only_its_tokenizer(demo_home:
     out = json.loads(run.stdout.strip().splitlines()[-1])
     assert out["loaded"] is None  # no weights were loaded
     assert out["counted"] == out["expected"] > 0
+
+
+def test_a_prompt_past_the_context_is_refused_in_anthropics_words(
+    sdk: anthropic.Anthropic,
+) -> None:
+    long = [{"role": "user", "content": "word " * 9000}]
+    with pytest.raises(anthropic.BadRequestError) as caught:
+        sdk.messages.create(model=DEMO_ID, max_tokens=8, messages=long)  # type: ignore[arg-type]
+    assert caught.value.status_code == 400
+    body: Any = caught.value.body
+    assert body["error"]["type"] == "invalid_request_error"
+    message = body["error"]["message"]
+    assert message.startswith("prompt is too long: ") and message.endswith(" maximum")
+    tokens, maximum = (int(w) for w in message.split() if w.isdigit())
+    assert tokens > maximum
+
+
+def test_a_system_turn_inside_messages_is_answered_as_claude_code_sends_it(
+    sdk: anthropic.Anthropic,
+) -> None:
+    message = sdk.beta.messages.create(
+        model=DEMO_ID,
+        max_tokens=6,
+        messages=FRANCE,
+        betas=["mid-conversation-system-2026-04-07"],
+        extra_body={
+            **GREEDY,
+            "messages": [*FRANCE, {"role": "system", "content": "Answer in one word."}],
+            "thinking": {"type": "adaptive"},
+            "output_config": {"effort": "high"},
+            "context_management": {"edits": [{"type": "clear_thinking_20251015"}]},
+        },
+    )
+    assert message.stop_reason in ("end_turn", "max_tokens")
+    assert message.usage.output_tokens > 0

@@ -8,8 +8,7 @@ does; otherwise it is dropped, so `content` holds only the answer.
 
 from __future__ import annotations
 
-import secrets
-import string
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -18,8 +17,9 @@ from sanic.response import HTTPResponse
 
 from tholos_mlx.api import Dialect, exchange, sse
 from tholos_mlx.api.anthropic_request import parse_messages
+from tholos_mlx.api.coalesce import coalesced
 from tholos_mlx.api.gathered import Gathered
-from tholos_mlx.errors import TholosError
+from tholos_mlx.errors import ContextLengthExceeded, TholosError
 from tholos_mlx.events import (
     Delta,
     Event,
@@ -29,12 +29,12 @@ from tholos_mlx.events import (
     ToolCallDelta,
     ToolCallStart,
 )
+from tholos_mlx.ids import alnum_id
 from tholos_mlx.request import Usage
 from tholos_mlx.tiers import TierTable
 
 PATH = "/v1/messages"
 COUNT_PATH = "/v1/messages/count_tokens"
-_ID_ALPHABET = string.ascii_letters + string.digits
 _ID_LENGTH = 24
 # Anthropic's error types by HTTP status; 503 is "overloaded" (Anthropic itself uses 529).
 ERROR_TYPES: dict[int, str] = {
@@ -52,7 +52,7 @@ ERROR_TYPES: dict[int, str] = {
 
 def new_message_id() -> str:
     """A fresh random message id shaped like Anthropic's: "msg_" and letters/digits."""
-    return "msg_" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(_ID_LENGTH))
+    return alnum_id("msg_", _ID_LENGTH)
 
 
 def tool_use_id(call_id: str) -> str:
@@ -84,7 +84,21 @@ def error_body(err: TholosError) -> dict[str, object]:
     kind = ERROR_TYPES.get(
         err.status, "api_error" if err.status >= 500 else "invalid_request_error"
     )
-    return {"type": "error", "error": {"type": kind, "message": err.message}}
+    message = err.message
+    if isinstance(err, ContextLengthExceeded) and err.tokens is not None and err.context:
+        # Anthropic's own words: agents (Claude Code) look for them to compact their history.
+        # The maximum is the longest prompt that leaves room for one token of answer.
+        message = f"prompt is too long: {err.tokens} tokens > {err.context - 1} maximum"
+    return {"type": "error", "error": {"type": kind, "message": message}}
+
+
+@dataclass
+class _HeldCall:
+    """A streamed tool call not yet sent: its id, name and arguments so far."""
+
+    id: str
+    name: str
+    arguments: list[str] = field(default_factory=list)
 
 
 def _input(arguments: str) -> dict[str, Any] | None:
@@ -99,8 +113,13 @@ def _input(arguments: str) -> dict[str, Any] | None:
 # -- the answer --
 
 
-def message_body(started: Started, answer: Gathered, thinking: bool) -> dict[str, Any]:
-    """The whole message object of a non-streamed answer."""
+def message_body(
+    started: Started, answer: Gathered, thinking: bool, calls_only: bool = False
+) -> dict[str, Any]:
+    """The whole message object of a non-streamed answer.
+
+    `calls_only` (a forced tool_choice): the answer can only be calls, so one cut before its
+    first call is whole has no content at all rather than an empty text block."""
     finished = answer.finished
     assert finished is not None
     content: list[dict[str, Any]] = []
@@ -109,7 +128,9 @@ def message_body(started: Started, answer: Gathered, thinking: bool) -> dict[str
     # A call cut by max_tokens has no whole `input`, and one that fails the tool's schema must
     # never reach a client that runs tools: it is left out (stop_reason says max_tokens).
     calls = [(c, args) for c in answer.calls if (args := _input(c.arguments)) is not None]
-    if answer.text or not calls:  # never an empty content list: clients read content[0]
+    # An empty answer still has its (empty) text block; a call cut short adds none (bug 3):
+    # the stream, which cannot know a call will be cut, sends none either.
+    if answer.text or not (answer.calls or calls_only):
         content.append({"type": "text", "text": answer.text})
     content.extend(
         {"type": "tool_use", "id": tool_use_id(c.id), "name": c.name, "input": args}
@@ -130,14 +151,18 @@ def message_body(started: Started, answer: Gathered, thinking: bool) -> dict[str
 class MessagesStream:
     """One streamed message: events in, Anthropic's named SSE events out, in Anthropic's order."""
 
-    def __init__(self, started: Started, thinking: bool) -> None:
+    def __init__(self, started: Started, thinking: bool, calls_only: bool = False) -> None:
         self._started = started
+        self._calls_only = calls_only
         self._thinking = thinking
         self._index = -1  # the index of the open (or last) content block
         self._open: str | None = None  # its type, while one is open
         self._answered = False  # a text or tool_use block was opened
         self._pinged = False
-        self._blocks: dict[int, int] = {}  # tool call index -> content block index
+        self._called = False  # a tool call was begun, whole or not
+        # A call is held until it is known whole: one cut by max_tokens is never sent (its
+        # input would fail the tool's schema), as the non-streamed answer leaves it out.
+        self._held: _HeldCall | None = None
 
     def head(self) -> bytes:
         """message_start: the message with empty content and the prompt's usage."""
@@ -157,43 +182,45 @@ class MessagesStream:
     def render(self, batch: list[Event]) -> tuple[bytes, bool]:
         """The bytes for a batch of events, and whether the stream is complete."""
         out: list[bytes] = []
-        pending: list[str] = []  # consecutive pieces of one kind go out as one delta
-        kind: str | None = None
-        for ev in batch:
-            if isinstance(ev, ReasoningDelta) and not self._thinking:
-                continue
+        shown = batch if self._thinking else [e for e in batch if not isinstance(e, ReasoningDelta)]
+        for ev in coalesced(shown):  # a run of pieces of one kind goes out as one delta
             if isinstance(ev, (Delta, ReasoningDelta)):
-                this = "text" if isinstance(ev, Delta) else "thinking"
-                if this != kind:
-                    self._text(out, kind, pending)
-                    pending, kind = [], this
-                pending.append(ev.text)
-                continue
-            self._text(out, kind, pending)
-            pending, kind = [], None
-            if isinstance(ev, ToolCallStart):
-                block = {"type": "tool_use", "id": tool_use_id(ev.id), "name": ev.name, "input": {}}
-                self._start(out, block)
-                self._blocks[ev.index] = self._index
+                self._call(out)
+                self._text(out, "text" if isinstance(ev, Delta) else "thinking", ev.text)
+            elif isinstance(ev, ToolCallStart):
+                self._call(out)  # a call that another follows was whole
+                self._held = _HeldCall(ev.id, ev.name)
+                self._called = True
             elif isinstance(ev, ToolCallDelta):
-                delta = {"type": "input_json_delta", "partial_json": ev.arguments}
-                out.append(self._delta(self._blocks.get(ev.index, self._index), delta))
+                if self._held is not None:
+                    self._held.arguments.append(ev.arguments)
             elif isinstance(ev, Finished):
                 self._finish(out, ev)
                 return b"".join(out), True
             elif isinstance(ev, BaseException):
                 out.append(self.error(ev))
                 return b"".join(out), True
-        self._text(out, kind, pending)
         return b"".join(out), False
 
     def error(self, exc: BaseException) -> bytes:
         """After the headers an error is one `error` event, and the stream ends."""
         return sse.event("error", error_body(sse.as_tholos(exc)))
 
-    def _text(self, out: list[bytes], kind: str | None, pieces: list[str]) -> None:
-        text = "".join(pieces)
-        if not text or kind is None:
+    def _call(self, out: list[bytes], *, cut: bool = False) -> None:
+        """Send the held call as one tool_use block, unless the token limit cut it."""
+        held, self._held = self._held, None
+        if held is None:
+            return
+        arguments = "".join(held.arguments)
+        if cut and _input(arguments) is None:
+            return
+        block = {"type": "tool_use", "id": tool_use_id(held.id), "name": held.name, "input": {}}
+        self._start(out, block)
+        delta = {"type": "input_json_delta", "partial_json": arguments}
+        out.append(self._delta(self._index, delta))
+
+    def _text(self, out: list[bytes], kind: str, text: str) -> None:
+        if not text:
             return
         if self._open != kind:
             if kind == "text":
@@ -236,7 +263,8 @@ class MessagesStream:
         )
 
     def _finish(self, out: list[bytes], finished: Finished) -> None:
-        if not self._answered:  # as the non-streamed answer: at least one text block
+        self._call(out, cut=finished.finish_reason == "length")
+        if not (self._answered or self._called or self._calls_only):  # as message_body
             self._start(out, {"type": "text", "text": ""})
         self._stop(out)
         delta = {"stop_reason": stop_reason(finished), "stop_sequence": finished.stop_sequence}
@@ -253,20 +281,22 @@ class MessagesStream:
 
 
 class _MessagesReply:
-    def __init__(self, thinking: bool) -> None:
+    def __init__(self, thinking: bool, calls_only: bool) -> None:
         self._thinking = thinking
+        self._calls_only = calls_only
 
     def complete(self, request: Request, started: Started, answer: Gathered) -> HTTPResponse:
-        body = orjson.dumps(message_body(started, answer, self._thinking))
+        body = orjson.dumps(message_body(started, answer, self._thinking, self._calls_only))
         return HTTPResponse(body, content_type="application/json")
 
     def stream(self, started: Started) -> MessagesStream:
-        return MessagesStream(started, self._thinking)
+        return MessagesStream(started, self._thinking, self._calls_only)
 
 
 async def _messages(request: Request) -> HTTPResponse | None:
     parsed = parse_messages(request.body)
-    return await exchange.run(request, parsed.request, _MessagesReply(parsed.thinking))
+    forced = parsed.request.tool_choice.mode in ("required", "function")
+    return await exchange.run(request, parsed.request, _MessagesReply(parsed.thinking, forced))
 
 
 async def _count_tokens(request: Request) -> HTTPResponse:

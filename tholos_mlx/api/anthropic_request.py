@@ -3,8 +3,10 @@
 Blocks map onto the one internal model: text joins into a turn's content, an assistant's
 `tool_use` blocks become its tool calls (arguments = the JSON of `input`), and each user
 `tool_result` block becomes a tool turn answering that call. Fields that only steer Anthropic's
-own service (`metadata`, `cache_control`, `service_tier`, thinking budgets) are accepted and
-ignored; anything that would need images, documents or server-side tools gets a 400.
+own service (`metadata`, `cache_control`, `service_tier`, `context_management`, `output_config`'s
+`effort`, thinking budgets) are accepted and ignored; a `system` turn inside `messages` (Claude
+Code's mid-conversation system beta) is system text at that point of the conversation; anything
+that would need images, documents or server-side tools gets a 400.
 """
 
 from __future__ import annotations
@@ -101,51 +103,42 @@ def _prefill(turns: tuple[Message, ...]) -> bool:
 
 
 def _system(raw: object) -> tuple[Message, ...]:
-    if raw is None:
-        return ()
+    return () if raw is None else _system_turn(raw, "system")
+
+
+def _system_turn(raw: object, where: str) -> tuple[Message, ...]:
+    """A `system` turn inside `messages`: its text blocks as one system message; none if empty."""
     if isinstance(raw, str):
         text = raw
     elif isinstance(raw, list):
-        text = BLOCK_JOIN.join(_text_block(b, f"system[{i}]") for i, b in enumerate(raw))
+        text = BLOCK_JOIN.join(_text_block(b, f"{where}[{i}]") for i, b in enumerate(raw))
     else:
         raise InvalidRequest(
-            f"'system' must be a string or an array of {_TEXT_BLOCK} blocks; got {f.kind(raw)}.",
-            param="system",
+            f"'{where}' must be a string or an array of {_TEXT_BLOCK} blocks; got {f.kind(raw)}.",
+            param=where,
         )
     return (Message("system", text),) if text else ()
 
 
-def _messages(raw: object) -> tuple[Message, ...]:
-    if raw is None:
-        raise InvalidRequest(
-            '\'messages\' is required: an array of {"role", "content"} objects.', param="messages"
-        )
-    if not isinstance(raw, list):
-        raise InvalidRequest(
-            f'\'messages\' must be an array of {{"role", "content"}} objects; got {f.kind(raw)}.',
-            param="messages",
-        )
-    if not raw:
-        raise InvalidRequest("'messages' must contain at least one message.", param="messages")
+def _messages(given_messages: object) -> tuple[Message, ...]:
+    raw = f.messages(given_messages)
     turns: list[Message] = []
     names: dict[str, str] = {}  # tool_use id -> tool name, so a tool turn can name its function
-    for i, item in enumerate(raw):
+    for i, raw_item in enumerate(raw):
         where = f"messages[{i}]"
-        if not isinstance(item, dict):
-            raise InvalidRequest(
-                f"'{where}' must be an object with 'role' and 'content'; got {f.kind(item)}.",
-                param=where,
-            )
+        item = f.message_object(raw_item, where)
         given = item.get("role")
-        if given not in ("user", "assistant"):
+        if given not in ("user", "assistant", "system"):
             got = repr(given) if isinstance(given, str) else f.kind(given)
             raise InvalidRequest(
-                f"'{where}.role' must be 'user' or 'assistant' (the system prompt goes in "
-                f"'system'); got {got}.",
+                f"'{where}.role' must be 'user', 'assistant' or 'system'; got {got}.",
                 param=f"{where}.role",
             )
-        role: Role = "user" if given == "user" else "assistant"
         content = item.get("content")
+        if given == "system":
+            turns.extend(_system_turn(content, f"{where}.content"))
+            continue
+        role: Role = "user" if given == "user" else "assistant"
         last = i == len(raw) - 1
         if isinstance(content, str):
             if content or not (role == "assistant" and last):  # "" ending the list: no prefill
@@ -347,10 +340,7 @@ def _tools(raw: object) -> tuple[Tool, ...]:
                 schema_field="input_schema",
             )
         )
-    names = [t.name for t in tools]
-    if len(set(names)) != len(names):
-        raise InvalidRequest("Each of 'tools' must have a different name.", param="tools")
-    return tuple(tools)
+    return f.distinct_names(tools, "name")
 
 
 def _tool_choice(raw: object, tools: tuple[Tool, ...]) -> tuple[ToolChoice, bool]:

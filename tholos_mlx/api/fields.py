@@ -37,6 +37,40 @@ def array(raw: object, param: str, what: str) -> list[Any]:
     return raw
 
 
+def messages(raw: object) -> list[Any]:
+    """`messages`, as chat completions and Anthropic both require it: a non-empty array."""
+    if raw is None:
+        raise InvalidRequest(
+            '\'messages\' is required: an array of {"role", "content"} objects.', param="messages"
+        )
+    if not isinstance(raw, list):
+        raise InvalidRequest(
+            f'\'messages\' must be an array of {{"role", "content"}} objects; got {kind(raw)}.',
+            param="messages",
+        )
+    if not raw:
+        raise InvalidRequest("'messages' must contain at least one message.", param="messages")
+    return raw
+
+
+def message_object(item: object, where: str) -> dict[str, Any]:
+    """One item of `messages`: an object, or a 400 naming it."""
+    if not isinstance(item, dict):
+        raise InvalidRequest(
+            f"'{where}' must be an object with 'role' and 'content'; got {kind(item)}.",
+            param=where,
+        )
+    return item
+
+
+def distinct_names(tools: list[Tool], what: str) -> tuple[Tool, ...]:
+    """The tools, unless two share a name (a call could not say which it meant)."""
+    names = {t.name for t in tools}
+    if len(names) != len(tools):
+        raise InvalidRequest(f"Each of 'tools' must have a different {what}.", param="tools")
+    return tuple(tools)
+
+
 def kind(value: object) -> str:
     """The JSON type of a value, for error messages ("a string", "an array", ...)."""
     if value is None:

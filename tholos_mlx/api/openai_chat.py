@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
-import string
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -15,7 +13,9 @@ from sanic.response import HTTPResponse
 
 from tholos_mlx.api import Dialect, exchange, sse
 from tholos_mlx.api import fields as f
+from tholos_mlx.api.coalesce import coalesced
 from tholos_mlx.api.gathered import Gathered
+from tholos_mlx.api.shared_openai import response_format, tool_choice
 from tholos_mlx.errors import InvalidRequest, TholosError, Unsupported
 from tholos_mlx.events import (
     Delta,
@@ -26,13 +26,12 @@ from tholos_mlx.events import (
     ToolCallDelta,
     ToolCallStart,
 )
+from tholos_mlx.ids import alnum_id
 from tholos_mlx.request import (
     GenerationRequest,
     Message,
-    ResponseFormat,
     Tool,
     ToolCall,
-    ToolChoice,
     Usage,
 )
 
@@ -45,7 +44,6 @@ ROLES: dict[str, str] = {
     "tool": "tool",
 }
 MAX_STOPS = 4
-_ID_ALPHABET = string.ascii_letters + string.digits
 _ID_LENGTH = 29  # the length of OpenAI's own "chatcmpl-" suffixes
 _EXAMPLE = '{"messages": [{"role": "user", "content": "Hello"}]}'
 
@@ -60,7 +58,7 @@ class ChatRequest:
 
 def new_completion_id() -> str:
     """A fresh random completion id shaped like OpenAI's: "chatcmpl-" and 29 letters/digits."""
-    return "chatcmpl-" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(_ID_LENGTH))
+    return alnum_id("chatcmpl-", _ID_LENGTH)
 
 
 def usage_object(usage: Usage) -> dict[str, object]:
@@ -118,28 +116,12 @@ def parse_chat(body: bytes) -> ChatRequest:
 
 
 def _messages(data: Mapping[str, object]) -> tuple[Message, ...]:
-    raw = data.get("messages")
-    if raw is None:
-        raise InvalidRequest(
-            '\'messages\' is required: an array of {"role", "content"} objects.',
-            param="messages",
-        )
-    if not isinstance(raw, list):
-        raise InvalidRequest(
-            f'\'messages\' must be an array of {{"role", "content"}} objects; got {f.kind(raw)}.',
-            param="messages",
-        )
-    if not raw:
-        raise InvalidRequest("'messages' must contain at least one message.", param="messages")
+    raw = f.messages(data.get("messages"))
     return tuple(_message(item, f"messages[{i}]") for i, item in enumerate(raw))
 
 
-def _message(item: object, where: str) -> Message:
-    if not isinstance(item, dict):
-        raise InvalidRequest(
-            f"'{where}' must be an object with 'role' and 'content'; got {f.kind(item)}.",
-            param=where,
-        )
+def _message(raw: object, where: str) -> Message:
+    item = f.message_object(raw, where)
     role = item.get("role")
     allowed = "'system', 'developer', 'user', 'assistant' or 'tool'"
     if role is None:
@@ -294,99 +276,7 @@ def _tools(data: Mapping[str, object]) -> tuple[Tool, ...]:
                 f"{where}.function",
             )
         )
-    names = [t.name for t in tools]
-    if len(set(names)) != len(names):
-        raise InvalidRequest("Each of 'tools' must have a different function name.", param="tools")
-    return tuple(tools)
-
-
-def tool_choice(raw: object, tools: tuple[Tool, ...], param: str) -> ToolChoice:
-    """`tool_choice`: "none", "auto", "required" or a named function (OpenAI's two shapes)."""
-    if raw is None:
-        return ToolChoice("auto" if tools else "none")
-    if raw in ("none", "auto", "required"):
-        choice = ToolChoice(raw)
-    elif isinstance(raw, dict) and raw.get("type") == "function":
-        inner = raw.get("function")
-        name = inner.get("name") if isinstance(inner, dict) else raw.get("name")
-        if not isinstance(name, str):
-            raise InvalidRequest(
-                f'\'{param}\' must name the function: {{"type": "function", "function": {{"name": ...}}}}.',
-                param=param,
-            )
-        choice = ToolChoice("function", name)
-    else:
-        raise InvalidRequest(
-            f'\'{param}\' must be "none", "auto", "required" or '
-            '{"type": "function", "function": {"name": ...}}; got '
-            + (repr(raw) if isinstance(raw, str) else f.kind(raw))
-            + ".",
-            param=param,
-        )
-    if choice.mode in ("required", "function") and not tools:
-        raise InvalidRequest(
-            f"'{param}' asks for a tool call, but 'tools' is empty or missing.", param=param
-        )
-    if choice.mode == "function" and choice.name not in {t.name for t in tools}:
-        raise InvalidRequest(
-            f"'{param}' names {choice.name!r}, which is not one of the functions in 'tools'.",
-            param=param,
-        )
-    return choice
-
-
-def response_format(raw: object, param: str) -> ResponseFormat:
-    """`response_format`: text, json_object, or json_schema with its schema."""
-    if raw is None:
-        return ResponseFormat()
-    if not isinstance(raw, dict):
-        raise InvalidRequest(
-            f'\'{param}\' must be an object such as {{"type": "json_object"}}; got {f.kind(raw)}.',
-            param=param,
-        )
-    kind = raw.get("type")
-    if kind == "text":
-        return ResponseFormat()
-    if kind == "json_object":
-        return ResponseFormat("json_object")
-    if kind == "json_schema":
-        spec = raw.get("json_schema")
-        if not isinstance(spec, dict):
-            raise InvalidRequest(
-                f"'{param}.json_schema' must be an object: "
-                '{"name", "schema", "strict"}, the name required.',
-                param=param,
-            )
-        name, strict = spec.get("name"), spec.get("strict")
-        if not isinstance(name, str) or not f.TOOL_NAME.match(name):  # as OpenAI requires
-            raise InvalidRequest(
-                f"'{param}.json_schema.name' is required: 1 to 64 letters, digits, '_' or '-'.",
-                param=f"{param}.json_schema.name",
-            )
-        if strict is not None and not isinstance(strict, bool):
-            raise InvalidRequest(
-                f"'{param}.json_schema.strict' must be true or false; got {f.kind(strict)}.",
-                param=f"{param}.json_schema.strict",
-            )
-        return json_schema_format(spec.get("schema"), name, strict, param)
-    raise InvalidRequest(
-        f'\'{param}.type\' must be "text", "json_object" or "json_schema"; got '
-        f"{orjson.dumps(kind).decode()}.",
-        param=param,
-    )
-
-
-def json_schema_format(schema: object, name: object, strict: object, param: str) -> ResponseFormat:
-    """A json_schema format from its parts (chat nests them, Responses does not)."""
-    if schema is None:
-        schema = {}
-    if not isinstance(schema, dict):
-        raise InvalidRequest(
-            f"'{param}' schema must be a JSON Schema object; got {f.kind(schema)}.", param=param
-        )
-    if name is not None and not isinstance(name, str):
-        raise InvalidRequest(f"'{param}' name must be a string; got {f.kind(name)}.", param=param)
-    return ResponseFormat("json_schema", schema=schema, name=name, strict=strict is True)
+    return f.distinct_names(tools, "function name")
 
 
 def _refuse_shape_changers(data: Mapping[str, object]) -> None:
@@ -547,15 +437,10 @@ class ChatStream:
     def render(self, batch: list[Event]) -> tuple[bytes, bool]:
         """The bytes for a batch of events, and whether the stream is complete."""
         out: list[bytes] = []
-        texts: list[str] = []  # every Delta of a batch goes out as one chunk: one write per batch
-        for ev in batch:
+        for ev in coalesced(batch):  # a batch's run of text is one chunk: one write per batch
             if isinstance(ev, Delta):
-                texts.append(ev.text)
-                continue
-            if texts:  # text that came before another event still goes out first
-                out.append(self._enc.content("".join(texts)))
-                texts = []
-            if isinstance(ev, ReasoningDelta):
+                out.append(self._enc.content(ev.text))
+            elif isinstance(ev, ReasoningDelta):
                 out.append(self._enc.delta({"reasoning_content": ev.text}))
             elif isinstance(ev, ToolCallStart):
                 call = {
@@ -584,18 +469,11 @@ class ChatStream:
             elif isinstance(ev, BaseException):
                 out.append(self.error(ev))
                 return b"".join(out), True
-        if texts:
-            out.append(self._enc.content("".join(texts)))
         return b"".join(out), False
 
     def error(self, exc: BaseException) -> bytes:
         """After the headers an error is one event, and no [DONE] follows."""
-        return sse.data(error_body(sse.as_tholos(exc)))
-
-
-def error_body(err: TholosError) -> dict[str, object]:
-    """OpenAI's error object: {"error": {message, type, param, code}}."""
-    return err.body()
+        return sse.data(sse.as_tholos(exc).body())
 
 
 # -- the route --
@@ -635,4 +513,4 @@ def _mount(app: Any) -> None:
     app.add_route(_chat_completions, PATH, methods=["POST"], name="chat_completions")
 
 
-DIALECT = Dialect("openai_chat", ("/v1/chat",), _mount, error_body)
+DIALECT = Dialect("openai_chat", ("/v1/chat",), _mount, TholosError.body)  # OpenAI's own shape

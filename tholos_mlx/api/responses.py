@@ -14,23 +14,19 @@ from sanic import Request
 from sanic.response import HTTPResponse
 
 from tholos_mlx.api import Dialect, exchange, sse
+from tholos_mlx.api.coalesce import coalesced
 from tholos_mlx.api.gathered import Gathered
 from tholos_mlx.api.responses_output import Output, WireEvent, new_id, response_object
 from tholos_mlx.api.responses_request import ResponsesRequest, parse_responses, wire_param
 from tholos_mlx.api.responses_store import MAX_RESPONSES, ResponseStore, Stored
 from tholos_mlx.errors import NotFound, TholosError
-from tholos_mlx.events import Delta, Event, Finished, ReasoningDelta, Started
+from tholos_mlx.events import Event, Finished, Started
 from tholos_mlx.request import Message
 
 PATH = "/v1/responses"
 
 
 # -- the answer --
-
-
-def error_body(err: TholosError) -> dict[str, object]:
-    """OpenAI's error object, as every OpenAI dialect answers."""
-    return err.body()
 
 
 class _Reply:
@@ -105,7 +101,7 @@ class ResponsesStream:
     def render(self, batch: list[Event]) -> tuple[bytes, bool]:
         """The bytes for a batch of events, and whether the stream is complete."""
         out: list[bytes] = []
-        for ev in _merged(batch):
+        for ev in coalesced(batch):
             if isinstance(ev, BaseException):
                 out.append(self.error(ev))
                 return b"".join(out), True
@@ -142,20 +138,6 @@ class ResponsesStream:
         return b"".join(
             sse.event(ev["type"], {**ev, "sequence_number": self._next()}) for ev in events
         )
-
-
-def _merged(batch: list[Event]) -> list[Event]:
-    """Consecutive text (or reasoning) pieces of a batch as one piece: one delta event per batch."""
-    out: list[Event] = []
-    for ev in batch:
-        prev = out[-1] if out else None
-        if isinstance(ev, Delta) and isinstance(prev, Delta):
-            out[-1] = Delta(prev.text + ev.text)
-        elif isinstance(ev, ReasoningDelta) and isinstance(prev, ReasoningDelta):
-            out[-1] = ReasoningDelta(prev.text + ev.text)
-        else:
-            out.append(ev)
-    return out
 
 
 # -- the routes --
@@ -210,4 +192,4 @@ def _mount(app: Any) -> None:
     app.add_route(_delete, PATH + "/<response_id:str>", methods=["DELETE"], name="responses_delete")
 
 
-DIALECT = Dialect("openai_responses", (PATH,), _mount, error_body)
+DIALECT = Dialect("openai_responses", (PATH,), _mount, TholosError.body)  # OpenAI's own shape

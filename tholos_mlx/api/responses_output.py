@@ -9,7 +9,6 @@ tool call a `function_call` item, in the order they arrive.
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -24,18 +23,19 @@ from tholos_mlx.events import (
     ToolCallDelta,
     ToolCallStart,
 )
+from tholos_mlx.ids import hex_id
 from tholos_mlx.request import Message, ResponseFormat, Tool, ToolCall, ToolChoice, Usage
 
 Kind = Literal["message", "reasoning", "function_call"]
 Status = Literal["in_progress", "completed", "incomplete"]
 WireEvent = dict[str, Any]  # one streamed event, without its sequence_number
 
-_ID_HEX_BYTES = 25  # OpenAI's ids are a prefix and 50 hex digits
+_ID_HEX_DIGITS = 50  # OpenAI's ids are a prefix and 50 hex digits
 
 
 def new_id(prefix: str) -> str:
     """A fresh id shaped like OpenAI's: "resp_", "msg_", "fc_" or "rs_" and 50 hex digits."""
-    return f"{prefix}_{secrets.token_hex(_ID_HEX_BYTES)}"
+    return hex_id(prefix, _ID_HEX_DIGITS)
 
 
 # -- the request's settings the response object repeats --

@@ -13,8 +13,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from tholos_mlx.api import fields as f
-from tholos_mlx.api.openai_chat import json_schema_format, response_format, tool_choice
 from tholos_mlx.api.responses_output import Echo
+from tholos_mlx.api.shared_openai import json_schema_format, response_format, tool_choice
 from tholos_mlx.errors import InvalidRequest, Unsupported
 from tholos_mlx.request import (
     GenerationRequest,
@@ -252,10 +252,7 @@ def _tools(raw: object) -> tuple[Tool, ...]:
         tools.append(
             f.tool(get("name"), get("description"), get("parameters"), get("strict"), where)
         )
-    names = [t.name for t in tools]
-    if len(set(names)) != len(names):
-        raise InvalidRequest("Each of 'tools' must have a different name.", param="tools")
-    return tuple(tools)
+    return f.distinct_names(tools, "name")
 
 
 def _tool_choice(raw: object, tools: tuple[Tool, ...]) -> Any:

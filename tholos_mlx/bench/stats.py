@@ -8,8 +8,10 @@ found by resampling each side's runs (seeded, so a result file can be recomputed
 from __future__ import annotations
 
 import statistics
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from tholos_mlx.bench.results import NOT_MEASURABLE, Direction, Ratio, Stat
 
 if TYPE_CHECKING:
     import numpy as np
@@ -18,12 +20,10 @@ RESAMPLES = 4000
 SEED = 20260301
 MIN_RUNS_FOR_CI = 3  # fewer runs give an interval that looks narrow and means nothing
 TARGET_HALF_WIDTH = 0.03  # --runs auto stops once every ratio is known within ±3%
-NOT_MEASURABLE = "not measurable here"
-
-Direction = Literal["at_least", "at_most"]
+__all__ = ["NOT_MEASURABLE", "Direction", "precise", "ratio", "ratio_ci", "summary", "verdict"]
 
 
-def summary(values: Sequence[float | None]) -> dict[str, Any]:
+def summary(values: Sequence[float | None]) -> Stat:
     """Median, min and max of the runs (None values, e.g. no decode time, are left out)."""
     got = [float(v) for v in values if v is not None]
     if not got:
@@ -47,7 +47,7 @@ def _medians(values: list[float], rng: np.random.Generator) -> Any:
 
 def ratio_ci(
     top: Sequence[float | None], bottom: Sequence[float | None], seed: int = SEED
-) -> dict[str, Any]:
+) -> Ratio:
     """median(top) / median(bottom) with a 95% percentile-bootstrap interval over the runs.
 
     The two sides are resampled independently. `half_width` is half the interval relative to
@@ -56,7 +56,7 @@ def ratio_ci(
     a = [float(v) for v in top if v is not None]
     b = [float(v) for v in bottom if v is not None]
     value = ratio(statistics.median(a), statistics.median(b)) if a and b else None
-    out: dict[str, Any] = {
+    out: Ratio = {
         "value": value,
         "ci_low": None,
         "ci_high": None,
@@ -70,17 +70,18 @@ def ratio_ci(
     rng = np.random.default_rng(seed)
     ratios = _medians(a, rng) / _medians(b, rng)
     low, high = (float(x) for x in np.percentile(ratios, [2.5, 97.5]))
-    out.update(ci_low=low, ci_high=high, half_width=(high - low) / 2 / value)
+    out["ci_low"], out["ci_high"] = low, high
+    out["half_width"] = (high - low) / 2 / value
     return out
 
 
-def precise(ci: dict[str, Any], limit: float = TARGET_HALF_WIDTH) -> bool:
+def precise(ci: Mapping[str, Any], limit: float = TARGET_HALF_WIDTH) -> bool:
     """Whether an interval is known and its half-width at most `limit` of the ratio."""
     width = ci.get("half_width")
     return width is not None and width <= limit
 
 
-def verdict(ci: dict[str, Any], target: float, direction: Direction) -> str:
+def verdict(ci: Mapping[str, Any], target: float, direction: Direction) -> str:
     """'met', 'missed', or 'not measurable here' when the interval does not decide."""
     low, high = ci.get("ci_low"), ci.get("ci_high")
     if low is None or high is None:

@@ -84,7 +84,7 @@ def build(name: str, tokenizer_from: Path, folder: Path, seed: int = 0) -> Path:
     from mlx.utils import tree_flatten
     from mlx_lm.models import llama
 
-    from tholos_mlx.bench.raw import load_tokenizer
+    from tholos_mlx.bench.sides.raw import load_tokenizer
 
     folder.mkdir(parents=True)
     for file in TOKENIZER_FILES:

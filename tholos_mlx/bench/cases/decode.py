@@ -1,4 +1,4 @@
-"""Raw mlx-lm, our server and (optionally) a peer server on the same prompts, run by run.
+"""The decode case (`--compare`): raw mlx-lm, our server and a peer on the same prompts, run by run.
 
 Each prompt size is a cell: its own warm-up rounds first (so kernel compilation for that shape
 never lands in a figure), then measured rounds, each side once a round in a rotating order. A
@@ -9,90 +9,47 @@ share of --max-seconds is spent.
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from tholos_mlx import machine
 from tholos_mlx.bench import prompts
-from tholos_mlx.bench.client import StreamStats, stream_chat
-from tholos_mlx.bench.peer import Peer, PeerSpec, chat_payload
-from tholos_mlx.bench.report import num
-from tholos_mlx.bench.server import ServerProcess, tholos_server
-from tholos_mlx.bench.stats import (
-    MIN_RUNS_FOR_CI,
+from tholos_mlx.bench.environment import model_info
+from tholos_mlx.bench.plan import Plan
+from tholos_mlx.bench.progress import fmt, say
+from tholos_mlx.bench.results import (
+    DECODE_TARGET,
+    TTFT_TARGET,
+    Compare,
+    CompareCase,
+    CompareSummary,
     Direction,
-    precise,
-    ratio_ci,
-    summary,
-    verdict,
+    Inside,
+    Judged,
+    Ratio,
+    RawSummary,
+    Served,
 )
+from tholos_mlx.bench.sides.client import chat_payload, figures, stream_chat
+from tholos_mlx.bench.sides.peer import Peer
+from tholos_mlx.bench.sides.server import ServerProcess, tholos_server
+from tholos_mlx.bench.stats import MIN_RUNS_FOR_CI, precise, ratio_ci, summary, verdict
 from tholos_mlx.errors import UsageError
 from tholos_mlx.tiers import ModelEntry
 
 if TYPE_CHECKING:
-    from tholos_mlx.bench.raw import RawModel
+    from tholos_mlx.bench.sides.raw import RawModel
 
 AUTO_MIN_RUNS = 5  # below this a bootstrap interval is too optimistic to stop on
 AUTO_MAX_RUNS = 200
-DECODE_TARGET = 0.98  # server/raw decode tok/s, at least (issue 6)
-TTFT_TARGET = 1.05  # server/raw time to first token, at most: the server's own cost <= 5%
 TIMED = ("ttft_s", "decode_tps")
 FRESH_PREFIX = (
     "every run's prompt opens with a fresh nonce line ('Run 3f9a2c71.'), so no prompt cache "
     "(ours is off here; the peer's stays on) holds more than the chat template's first tokens"
 )
-
-
-def say(line: str) -> None:
-    """A progress line (never prompt text), on stderr so that stdout holds only the results."""
-    print(line, file=sys.stderr, flush=True)
-
-
-def model_info(entry: ModelEntry) -> dict[str, Any]:
-    """What a result records of the model: id, tier, size, quantization, context."""
-    weights = sum(p.stat().st_size for p in entry.path.glob("*.safetensors"))
-    try:
-        config = json.loads((entry.path / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        config = {}
-    quant = config.get("quantization") or {}
-    return {
-        "id": entry.id,
-        "tier": entry.tier,
-        "folder": entry.path.name,
-        "model_type": config.get("model_type"),
-        "weights_bytes": weights,
-        "weights_mib": weights / 2**20,
-        "quantization_bits": quant.get("bits"),
-        "context": config.get("max_position_embeddings"),
-        "synthetic": config.get("synthetic"),
-    }
-
-
-def figures(run: StreamStats, gen_tokens: int) -> dict[str, Any]:
-    """Client-side figures of one streamed request (ours or a peer's)."""
-    usage = run.usage or {}
-    counted = "completion_tokens" in usage
-    # A peer that sends no usage: one content chunk a token, as they stream.
-    tokens = int(usage["completion_tokens"]) if counted else run.frames  # type: ignore[call-overload]
-    details = usage.get("prompt_tokens_details") or {}
-    first, last = run.first_content_at, run.last_content_at
-    span = (last - first) if first is not None and last is not None else 0.0
-    return {
-        "ttft_s": (first - run.sent_at) if first is not None else None,
-        "decode_tps": (tokens - 1) / span if tokens > 1 and span > 0 else None,
-        "completion_tokens": tokens,
-        "prompt_tokens": usage.get("prompt_tokens"),
-        "cached_tokens": details.get("cached_tokens", 0) if isinstance(details, dict) else 0,
-        "stopped_early": tokens < gen_tokens,
-        "tokens_from": "usage" if counted else "chunks",
-    }
 
 
 @dataclass
@@ -108,9 +65,9 @@ class Cell:
     seconds: float = 0.0
     stopped_by: list[str] = field(default_factory=list)
 
-    def ratios(self) -> dict[str, dict[str, Any]]:
+    def ratios(self) -> dict[str, Ratio]:
         """server/raw and server/peer, TTFT and decode, with intervals (where both sides ran)."""
-        out: dict[str, dict[str, Any]] = {}
+        out: dict[str, Ratio] = {}
         for other in ("raw", "peer"):
             if self.runs["server"] and self.runs[other]:
                 for name in TIMED:
@@ -149,24 +106,23 @@ class Sides:
             }
         if side == "server":
             payload = chat_payload(self.entry.id, messages, self.gen)
-            fig = figures(stream_chat(self.server.endpoint, payload), self.gen)
+            fig: dict[str, Any] = {**figures(stream_chat(self.server.endpoint, payload), self.gen)}
             # Logged before the answer's last frame; every request to this server comes here.
             logged = self.server.new_timings()
             fig["inside"] = logged[0] if len(logged) == 1 else None
             return fig
         assert self.peer is not None
-        return figures(self.peer.chat(messages, self.gen), self.gen)
+        return {**figures(self.peer.chat(messages, self.gen), self.gen)}
 
 
-def compare(
-    args: argparse.Namespace, home: Path, entry: ModelEntry, logs: Path, peer: PeerSpec | None
-) -> dict[str, Any]:
+def compare(plan: Plan, home: Path, entry: ModelEntry, logs: Path) -> Compare:
     """Raw mlx-lm, the server (prompt cache off) and a peer on the same prompts, interleaved."""
-    from tholos_mlx.bench.raw import RawModel  # MLX loads here
+    from tholos_mlx.bench.sides.raw import RawModel  # MLX loads here
 
-    gen = args.gen_tokens
+    peer = plan.peer
+    gen = plan.gen_tokens
     info = model_info(entry)
-    if info["context"] and max(args.prompt_tokens) + gen > info["context"]:
+    if info["context"] and max(plan.prompt_tokens) + gen > info["context"]:
         raise UsageError(
             f"prompt + generated tokens exceed the model's context of {info['context']} tokens"
         )
@@ -174,21 +130,21 @@ def compare(
     raw = RawModel(entry.path)
     tokenizer = raw.tokenizer
     # Alternating runs share a busy machine's ups and downs; that needs every copy in memory.
-    copies = 2 + (peer is not None and peer.kind == "mlx_lm")
+    copies = 2 + (peer is not None and peer.kind in ("mlx_lm", "ranks"))
     interleave = 2 * copies * info["weights_bytes"] < machine.total_memory_bytes()
     side_list = ["raw", "server"] + (["peer"] if peer else [])
     passes = [side_list] if interleave else [["raw"], side_list[1:]]
-    cells = {n: Cell(n) for n in args.prompt_tokens}
-    server = tholos_server(home, entry, args.port, True, logs / "server.log")
-    peer_side = Peer(peer, entry.path, logs / "peer.log") if peer else None
+    cells = {n: Cell(n) for n in plan.prompt_tokens}
+    server = tholos_server(home, entry, plan.port, True, logs / "server.log")
+    peer_side = Peer(peer, home, entry, logs / "peer.log") if peer else None
     sides = Sides(raw, server, peer_side, entry, gen)
     slots = len(passes) * len(cells)
-    budget_end = time.monotonic() + args.max_seconds
+    budget_end = time.monotonic() + plan.max_seconds
     rss: dict[str, float | None] = {"server": None, "peer": None, "server_mlx_peak": None}
     say(
         f"compare: {' + '.join(side_list)}, "
         f"{'interleaved' if interleave else 'raw first, then the servers'}; "
-        f"runs: {args.runs or f'auto (±3%, at most {args.max_seconds:g} s)'}"
+        f"runs: {plan.runs or f'auto (±3%, at most {plan.max_seconds:g} s)'}"
     )
     for index, sides_now in enumerate(passes):
         with ExitStack() as stack:
@@ -198,7 +154,7 @@ def compare(
                     stack.enter_context(peer_side)
             for cell in cells.values():  # each cell's share of what is left of --max-seconds
                 share = max(0.0, budget_end - time.monotonic()) / slots
-                _measure(cell, sides_now, sides, args, tokenizer, share)
+                _measure(cell, sides_now, sides, plan, tokenizer, share)
                 slots -= 1
             if "server" in sides_now:
                 rss["server"] = server.rss_bytes()
@@ -212,9 +168,9 @@ def compare(
     cases = [_case(cell) for cell in cells.values()]
     return {
         "gen_tokens": gen,
-        "runs": args.runs or "auto",
-        "warmup": args.warmup,
-        "max_seconds": None if args.runs else args.max_seconds,
+        "runs": plan.runs or "auto",
+        "warmup": plan.warmup,
+        "max_seconds": None if plan.runs else plan.max_seconds,
         "order": "interleaved" if interleave else "raw first, then the servers interleaved",
         "server_prompt_cache_mb": 0,
         "raw_eos": "masked (logits processor)",
@@ -229,15 +185,15 @@ def _measure(
     cell: Cell,
     sides_now: list[str],
     sides: Sides,
-    args: argparse.Namespace,
+    plan: Plan,
     tokenizer: Any,
     seconds: float,
 ) -> None:
     """Warm-up rounds, then measured rounds of `sides_now` on cell.size-token prompts."""
     started = time.monotonic()
     deadline = started + seconds
-    total = f"/{args.runs}" if args.runs else ""
-    for i in range(-args.warmup, args.runs or AUTO_MAX_RUNS):
+    total = f"/{plan.runs}" if plan.runs else ""
+    for i in range(-plan.warmup, plan.runs or AUTO_MAX_RUNS):
         messages, ids = prompts.counting_prompt(tokenizer, cell.size, prompts.nonce())
         if i >= 0 and "server" in sides_now:
             t0 = time.perf_counter()
@@ -248,18 +204,18 @@ def _measure(
             fig = sides.run(side, messages, ids)
             label = "warm-up" if i < 0 else f"{i + 1}{total}"
             say(
-                f"  prompt {cell.size}: {side:6} {label}: TTFT {num(fig['ttft_s'], 3)} s, "
-                f"decode {num(fig['decode_tps'])} tok/s"
+                f"  prompt {cell.size}: {side:6} {label}: TTFT {fmt(fig['ttft_s'], 3)} s, "
+                f"decode {fmt(fig['decode_tps'])} tok/s"
             )
             if i >= 0:
                 cell.runs[side].append(fig)
         done = i + 1
-        stop = _stop(cell, sides_now, args.runs, done, deadline)
+        stop = _stop(cell, sides_now, plan.runs, done, deadline)
         if stop:
             cell.stopped_by.append(stop)
             break
     else:
-        cell.stopped_by.append("runs" if args.runs else "run cap")
+        cell.stopped_by.append("runs" if plan.runs else "run cap")
     cell.seconds += time.monotonic() - started
 
 
@@ -277,23 +233,22 @@ def _rotated(sides: list[str], i: int) -> list[str]:
     return sides[k:] + sides[:k]
 
 
-def _case(cell: Cell) -> dict[str, Any]:
+def _case(cell: Cell) -> CompareCase:
     raw, srv, peer = cell.runs["raw"], cell.runs["server"], cell.runs["peer"]
     ratios = cell.ratios()
     template = summary(cell.template_s)
-    r: dict[str, Any] = {
-        name: summary([x[name] for x in raw])
-        for name in ("ttft_s", "prefill_tps", "decode_tps", "peak_memory_bytes")
+    r: RawSummary = {
+        "ttft_s": summary([x["ttft_s"] for x in raw]),
+        "prefill_tps": summary([x["prefill_tps"] for x in raw]),
+        "decode_tps": summary([x["decode_tps"] for x in raw]),
+        "peak_memory_bytes": summary([x["peak_memory_bytes"] for x in raw]),
+        "generated_tokens": [x["tokens"] for x in raw],
     }
-    r["generated_tokens"] = [x["tokens"] for x in raw]
     s = _served(srv)
     s["template_tokenize_s"] = template
     s["inside"] = _inside(srv, raw)
-    added = (
-        s["ttft_s"]["median"] - r["ttft_s"]["median"]
-        if s["ttft_s"]["median"] is not None and r["ttft_s"]["median"] is not None
-        else None
-    )
+    srv_ttft, raw_ttft = s["ttft_s"]["median"], r["ttft_s"]["median"]
+    added = srv_ttft - raw_ttft if srv_ttft is not None and raw_ttft is not None else None
     return {
         "prompt_tokens": cell.size,
         "prompt_tokens_actual": cell.prompt_tokens,
@@ -321,7 +276,7 @@ def _case(cell: Cell) -> dict[str, Any]:
 PHASES = ("http_ms", "queue_ms", "prompt_ms", "setup_ms", "first_token_ms")
 
 
-def _inside(srv: list[dict[str, Any]], raw: list[dict[str, Any]]) -> dict[str, Any]:
+def _inside(srv: list[dict[str, Any]], raw: list[dict[str, Any]]) -> Inside:
     """The server's own account of each run (its timing line), set against raw mlx-lm's.
 
     Issue 14 asks where a gap lies: in MLX's work (the engine's prefill + first token against
@@ -351,7 +306,7 @@ def _inside(srv: list[dict[str, Any]], raw: list[dict[str, Any]]) -> dict[str, A
     }
 
 
-def _served(runs: list[dict[str, Any]]) -> dict[str, Any]:
+def _served(runs: list[dict[str, Any]]) -> Served:
     """The figures of a server's runs (ours or the peer's)."""
     return {
         "ttft_s": summary([x["ttft_s"] for x in runs]),
@@ -364,7 +319,9 @@ def _served(runs: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-TARGETS: tuple[tuple[str, str, str, float, Direction], ...] = (
+Group = Literal["ratio", "peer_ratio"]
+Figure = Literal["ttft", "decode_tps"]
+TARGETS: tuple[tuple[str, Group, Figure, float, Direction], ...] = (
     ("decode tok/s, server/raw", "ratio", "decode_tps", DECODE_TARGET, "at_least"),
     ("time to first token, server/raw", "ratio", "ttft", TTFT_TARGET, "at_most"),
     ("decode tok/s, tholos/peer", "peer_ratio", "decode_tps", 1.0, "at_least"),
@@ -372,16 +329,22 @@ TARGETS: tuple[tuple[str, str, str, float, Direction], ...] = (
 )
 
 
-def _summary(cases: list[dict[str, Any]], rss: dict[str, float | None]) -> dict[str, Any]:
-    def median_of(group: str, name: str) -> float | None:
-        values = [c[group][name]["value"] for c in cases if c[group] and c[group][name]]
-        median: float | None = summary(values)["median"]
-        return median
+def _ratio(case: CompareCase, group: Group, name: Figure) -> Ratio | None:
+    pair = case["ratio"] if group == "ratio" else case["peer_ratio"]
+    if pair is None:
+        return None
+    return pair["ttft"] if name == "ttft" else pair["decode_tps"]
 
-    targets = []
+
+def _summary(cases: list[CompareCase], rss: dict[str, float | None]) -> CompareSummary:
+    def median_of(group: Group, name: Figure) -> float | None:
+        cis = [_ratio(c, group, name) for c in cases]
+        return summary([ci["value"] for ci in cis if ci])["median"]
+
+    targets: list[Judged] = []
     for label, group, name, target, direction in TARGETS:
         for c in cases:
-            ci = c[group][name] if c[group] else None
+            ci = _ratio(c, group, name)
             if ci is None:
                 continue
             targets.append(
@@ -396,14 +359,15 @@ def _summary(cases: list[dict[str, Any]], rss: dict[str, float | None]) -> dict[
                     "verdict": verdict(ci, target, direction),
                 }
             )
+    server, peer = rss["server"], rss["peer"]
     return {
         "decode_ratio": median_of("ratio", "decode_tps"),
         "ttft_ratio": median_of("ratio", "ttft"),
         "peer_decode_ratio": median_of("peer_ratio", "decode_tps"),
         "peer_ttft_ratio": median_of("peer_ratio", "ttft"),
-        "server_rss_mib": rss["server"] / 2**20 if rss["server"] else None,
+        "server_rss_mib": server / 2**20 if server else None,
         "server_mlx_peak_mib": rss["server_mlx_peak"],  # where Metal memory shows; RSS misses it
-        "peer_rss_mib": rss["peer"] / 2**20 if rss["peer"] else None,
+        "peer_rss_mib": peer / 2**20 if peer else None,
         "min_runs_for_interval": MIN_RUNS_FOR_CI,
         "targets": targets,
     }

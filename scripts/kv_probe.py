@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Does decoding write the KV cache in place, and what does a token cost as the context grows?
 
 Issue 14 item 4: through the server, decode after a 2048-token prompt ran at 0.88 of raw mlx-lm's
@@ -8,7 +9,7 @@ where the buffer lives after each decoded token (a move between two tokens that 
 cache is such a copy), on each path by which a cache reaches the generation loop, and times
 tokens by context:
 
-    python -m tholos_mlx.bench.kv_probe FOLDER [--contexts 32,512,2048] [--tokens 32]
+    .venv/bin/python scripts/kv_probe.py FOLDER [--contexts 32,512,2048] [--tokens 32]
 """
 
 from __future__ import annotations
@@ -154,7 +155,7 @@ def prompt_of(n: int, seed: int = 0) -> list[int]:
 
 def main() -> None:
     """Print, per context and cache path, ms per token and buffer copies per run."""
-    p = argparse.ArgumentParser(prog="python -m tholos_mlx.bench.kv_probe")
+    p = argparse.ArgumentParser(prog="scripts/kv_probe.py")
     p.add_argument("folder", help="an MLX model folder (e.g. one --synthetic built)")
     p.add_argument("--contexts", default="32,512,2048")
     p.add_argument("--tokens", type=int, default=32)

@@ -5,10 +5,17 @@ from __future__ import annotations
 import socket
 import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import orjson
+
+from tholos_mlx.bench.results import StreamFigures
+
+__all__ = [
+    "BenchError", "Endpoint", "Stream", "StreamFigures", "StreamStats", "chat_payload", "figures",
+    "free_port", "get_json", "messages_payload", "stream_chat", "stream_messages",
+]  # fmt: skip
 
 _RECV = 1 << 16
 
@@ -135,9 +142,49 @@ def _auth(to: Endpoint) -> str:
     return f"Authorization: Bearer {to.key}\r\n" if to.key else ""
 
 
+def chat_payload(model: str, messages: list[dict[str, str]], max_tokens: int) -> dict[str, object]:
+    """The chat completion every side gets: streamed, greedy, usage in the last chunk."""
+    return {
+        "model": model,
+        "messages": messages,
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+
+
+def messages_payload(
+    model: str, system: list[dict[str, str]], messages: list[dict[str, str]], max_tokens: int
+) -> dict[str, object]:
+    """An Anthropic Messages request as an agent sends it: system blocks, streamed, greedy."""
+    return {
+        "model": model,
+        "system": system,
+        "messages": messages,
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "stream": True,
+    }
+
+
 def stream_chat(to: Endpoint, payload: dict[str, object]) -> StreamStats:
     """POST a streamed chat completion and time its content events as they arrive."""
-    stream = Stream(to, f"{to.base}/chat/completions", orjson.dumps(payload))
+    return _timed(to, f"{to.base}/chat/completions", payload, _take)
+
+
+def stream_messages(to: Endpoint, payload: dict[str, object]) -> StreamStats:
+    """POST a streamed Anthropic Messages request; its usage is given OpenAI's names."""
+    return _timed(to, f"{to.base}/messages", payload, _take_anthropic)
+
+
+def _timed(
+    to: Endpoint,
+    path: str,
+    payload: dict[str, object],
+    take: Callable[[StreamStats, bytes, float], None],
+) -> StreamStats:
+    stream = Stream(to, path, orjson.dumps(payload))
     try:
         if stream.status != 200:
             raise BenchError(f"HTTP {stream.status}: {stream.body()[:300]!r}")
@@ -148,7 +195,7 @@ def stream_chat(to: Endpoint, payload: dict[str, object]) -> StreamStats:
             events = (pending + piece).split(b"\n\n")
             pending = events.pop()
             for event in events:
-                _take(stats, event, now)
+                take(stats, event, now)
         stats.ended_at = time.perf_counter()
         return stats
     finally:
@@ -173,6 +220,57 @@ def _take(stats: StreamStats, event: bytes, now: float) -> None:
             stats.last_content_at = now
         if choice.get("finish_reason"):
             stats.finish_reason = choice["finish_reason"]
+
+
+def _take_anthropic(stats: StreamStats, event: bytes, now: float) -> None:
+    data = next((line[6:] for line in event.split(b"\n") if line.startswith(b"data: ")), None)
+    if data is None:
+        return
+    body = orjson.loads(data)
+    kind = body.get("type")
+    if kind == "error":
+        raise BenchError(f"error event in the stream: {body.get('error')}")
+    usage = (body.get("message") or {}).get("usage") if kind == "message_start" else None
+    if kind == "message_delta":
+        usage = body.get("usage")
+        stats.finish_reason = (body.get("delta") or {}).get("stop_reason")
+    if usage:
+        mine = dict(stats.usage or {})
+        if "input_tokens" in usage:
+            read = int(usage.get("cache_read_input_tokens") or 0)
+            mine["prompt_tokens"] = int(usage["input_tokens"]) + read
+            mine["prompt_tokens_details"] = {"cached_tokens": read}
+        if "output_tokens" in usage and kind == "message_delta":
+            mine["completion_tokens"] = int(usage["output_tokens"])
+        stats.usage = mine
+    text = (body.get("delta") or {}).get("text") if kind == "content_block_delta" else None
+    if text:
+        stats.content.append(text)
+        stats.frames += 1
+        if stats.first_content_at is None:
+            stats.first_content_at = now
+        stats.last_content_at = now
+
+
+def figures(run: StreamStats, gen_tokens: int) -> StreamFigures:
+    """Client-side figures of one streamed request (ours or a peer's)."""
+    usage = run.usage or {}
+    counted = "completion_tokens" in usage
+    # A peer that sends no usage: one content chunk a token, as they stream.
+    tokens = int(usage["completion_tokens"]) if counted else run.frames  # type: ignore[call-overload]
+    details = usage.get("prompt_tokens_details") or {}
+    first, last = run.first_content_at, run.last_content_at
+    span = (last - first) if first is not None and last is not None else 0.0
+    prompt = usage.get("prompt_tokens")
+    return {
+        "ttft_s": (first - run.sent_at) if first is not None else None,
+        "decode_tps": (tokens - 1) / span if tokens > 1 and span > 0 else None,
+        "completion_tokens": tokens,
+        "prompt_tokens": prompt if isinstance(prompt, int) else None,
+        "cached_tokens": details.get("cached_tokens", 0) if isinstance(details, dict) else 0,
+        "stopped_early": tokens < gen_tokens,
+        "tokens_from": "usage" if counted else "chunks",
+    }
 
 
 def get_json(to: Endpoint, path: str, timeout: float = 5.0) -> tuple[int, object]:

@@ -1,6 +1,6 @@
 """The server's own ceiling: the real HTTP/SSE path in front of an engine whose tokens cost nothing.
 
-Run as `python -m tholos_mlx.bench.ceiling serve --home H --port P` it serves the real app
+Run as `python -m tholos_mlx.bench.cases.ceiling serve --home H --port P` it serves the real app
 (create_app, Gate, KeyStore, TierTable) with the zero-cost engine; `measure()` drives it.
 Two dummy models pick how the engine hands tokens over:
   flood     every token as fast as the thread can put it; the app merges what piled up
@@ -26,8 +26,16 @@ from typing import Any
 
 import orjson
 
-from tholos_mlx.bench.client import BenchError, Endpoint, Stream, free_port
-from tholos_mlx.bench.server import ServerProcess
+from tholos_mlx.bench.results import (
+    CEILING_TOKENS_PER_S,
+    CEILING_US_PER_TOKEN,
+    Ceiling,
+    Profile,
+    ProfileRow,
+    Stat,
+)
+from tholos_mlx.bench.sides.client import BenchError, Endpoint, Stream, free_port
+from tholos_mlx.bench.sides.server import ServerProcess
 from tholos_mlx.bench.stats import summary
 from tholos_mlx.channel import Channel
 from tholos_mlx.events import Delta, Event, Finished, Started
@@ -37,9 +45,8 @@ from tholos_mlx.request import Usage
 from tholos_mlx.tiers import ModelEntry
 
 MODES = ("flood", "lockstep")
+MODULE = "tholos_mlx.bench.cases.ceiling"  # run as the server's subprocess
 WORDS = (" the", " quick", " brown", " fox", " jumps", " over", " a", " lazy", " dog", ".")
-TARGET_TOKENS_PER_S = 20_000
-TARGET_US_PER_TOKEN = 50.0
 
 
 def expected_text(tokens: int) -> str:
@@ -266,50 +273,55 @@ def _one_stream(to: Endpoint, mode: str, tokens: int, stats: Path) -> dict[str, 
     }
 
 
-def _summary(runs: list[dict[str, float | int]]) -> dict[str, Any]:
+def _summary(runs: list[dict[str, float | int]]) -> dict[str, Stat]:
     return {name: summary([float(r[name]) for r in runs]) for name in runs[0]}
 
 
-def measure(tokens: int, runs: int, warmup: int, profile: bool, log_dir: Path) -> dict[str, Any]:
+def measure(tokens: int, runs: int, warmup: int, profile: bool, log_dir: Path) -> Ceiling:
     """Run the ceiling server in a subprocess and stream `tokens` tokens per run in each mode."""
     with tempfile.TemporaryDirectory(prefix="tholos-ceiling-") as tmp:
         home = make_home(Path(tmp))
         key = ensure_key(home)
         stats = stats_file(home)
         to = Endpoint("127.0.0.1", free_port(), key=key)
-        args = ["tholos_mlx.bench.ceiling", "serve", "--home", str(home), "--port", str(to.port)]
-        result: dict[str, Any] = {"tokens": tokens, "runs": runs, "warmup": warmup, "modes": {}}
+        args = [MODULE, "serve", "--home", str(home), "--port", str(to.port)]
+        modes: dict[str, dict[str, Stat]] = {}
         with ServerProcess(args, to, log_dir / "ceiling-server.log", start_timeout=60):
             for mode in MODES:
                 for _ in range(warmup):
                     _one_stream(to, mode, min(tokens, 2000), stats)
-                result["modes"][mode] = _summary(
-                    [_one_stream(to, mode, tokens, stats) for _ in range(runs)]
-                )
-        flood, lock = result["modes"]["flood"], result["modes"]["lockstep"]
+                modes[mode] = _summary([_one_stream(to, mode, tokens, stats) for _ in range(runs)])
+        flood, lock = modes["flood"]["tokens_per_s"], modes["lockstep"]
         # The target (issue 6): >= 20,000 tokens/s to one client, < 50 us of server work a token.
         # Lockstep wall time also holds two thread wake-ups per token that belong to this
         # harness, so the per-token cost is the event loop's CPU time per one-token frame.
-        result["target_tokens_per_s"] = TARGET_TOKENS_PER_S
-        result["target_us_per_token"] = TARGET_US_PER_TOKEN
-        result["tokens_per_s"] = flood["tokens_per_s"]["median"]
-        result["us_per_token"] = lock["loop_cpu_us_per_frame"]["median"]
-        result["one_token_per_frame_tokens_per_s"] = lock["tokens_per_s"]["median"]
-        result["meets_target"] = (
-            result["tokens_per_s"] >= TARGET_TOKENS_PER_S
-            and result["us_per_token"] <= TARGET_US_PER_TOKEN
-        )
+        tokens_per_s = flood["median"] or 0.0
+        us_per_token = lock["loop_cpu_us_per_frame"]["median"] or 0.0
+        result: Ceiling = {
+            "tokens": tokens,
+            "runs": runs,
+            "warmup": warmup,
+            "modes": modes,
+            "target_tokens_per_s": CEILING_TOKENS_PER_S,
+            "target_us_per_token": CEILING_US_PER_TOKEN,
+            "tokens_per_s": tokens_per_s,
+            "us_per_token": us_per_token,
+            "one_token_per_frame_tokens_per_s": lock["tokens_per_s"]["median"] or 0.0,
+            "meets_target": (
+                tokens_per_s >= CEILING_TOKENS_PER_S and us_per_token <= CEILING_US_PER_TOKEN
+            ),
+        }
         if profile:
             result["profile"] = _profile(home, key, tokens, log_dir)
     return result
 
 
-def _profile(home: Path, key: str, tokens: int, log_dir: Path) -> dict[str, Any]:
+def _profile(home: Path, key: str, tokens: int, log_dir: Path) -> Profile:
     """One lockstep stream under cProfile in the server; where the loop's time per token goes."""
     to = Endpoint("127.0.0.1", free_port(), key=key)
     prof = log_dir / "ceiling.prof"
     args = [
-        "tholos_mlx.bench.ceiling",
+        MODULE,
         "serve",
         "--home",
         str(home),
@@ -325,7 +337,7 @@ def _profile(home: Path, key: str, tokens: int, log_dir: Path) -> dict[str, Any]
         raise BenchError(f"ceiling: the profiled server wrote no profile:\n{server.tail()}")
     # {(file, line, function): (primitive calls, calls, self time, total time, callers)}
     raw: Any = pstats.Stats(str(prof)).stats  # type: ignore[attr-defined]
-    rows = []
+    rows: list[ProfileRow] = []
     for (file, line, fn), (_cc, calls, tottime, cumtime, _callers) in raw.items():
         rows.append(
             {
@@ -346,8 +358,8 @@ def _profile(home: Path, key: str, tokens: int, log_dir: Path) -> dict[str, Any]
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m tholos_mlx.bench.ceiling serve ...`: the subprocess side."""
-    p = argparse.ArgumentParser(prog="python -m tholos_mlx.bench.ceiling")
+    """`python -m tholos_mlx.bench.cases.ceiling serve ...`: the subprocess side."""
+    p = argparse.ArgumentParser(prog=f"python -m {MODULE}")
     p.add_argument("action", choices=["serve"])
     p.add_argument("--home", required=True, type=Path)
     p.add_argument("--port", required=True, type=int)

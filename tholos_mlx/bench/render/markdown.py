@@ -2,37 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from tholos_mlx.bench.stats import NOT_MEASURABLE
-
-
-def fmt(value: float | None, digits: int = 2) -> str:
-    """A figure for a table: thousands without decimals, – when missing."""
-    if value is None:
-        return "–"
-    if abs(value) >= 1000:
-        return f"{value:,.0f}"
-    return f"{value:.{digits}f}"
-
-
-def _cell(s: dict[str, Any] | None, digits: int = 2, scale: float = 1.0) -> str:
-    if not s or s.get("median") is None:
-        return "–"
-    med, lo, hi = (s[k] * scale for k in ("median", "min", "max"))
-    return f"{fmt(med, digits)} ({fmt(lo, digits)}–{fmt(hi, digits)})"
+from tholos_mlx.bench.render.numbers import cell as _cell
+from tholos_mlx.bench.render.numbers import fmt, interval
+from tholos_mlx.bench.results import (
+    NOT_MEASURABLE,
+    AgentTurn,
+    Compare,
+    Result,
+    Speculation,
+    SpeculationSide,
+    Structured,
+)
 
 
-def interval(ci: dict[str, Any] | None) -> str:
-    """A ratio and its 95% interval: '1.006 (0.990–1.021)'."""
-    if not ci or ci.get("value") is None:
-        return "–"
-    if ci.get("ci_low") is None:
-        return f"{ci['value']:.3f} (too few runs for an interval)"
-    return f"{ci['value']:.3f} ({ci['ci_low']:.3f}–{ci['ci_high']:.3f})"
-
-
-def markdown(result: dict[str, Any]) -> str:
+def markdown(result: Result) -> str:
     """The result as Markdown tables."""
     m, sw = result["machine"], result["software"]
     lines = [
@@ -126,12 +109,13 @@ def markdown(result: dict[str, Any]) -> str:
             ),
             "|---|---:|---:|---:|---:|---:|---:|",
         ]
-        for name, mo in (("as fast as it can (flood)", fl), ("one per frame (lockstep)", ls)):
+        for name, fig in (("as fast as it can (flood)", fl), ("one per frame (lockstep)", ls)):
             lines.append(
-                f"| {name} | {_cell(mo['tokens_per_s'], 0)} | {_cell(mo['wall_us_per_token'], 1)} "
-                f"| {_cell(mo['frames_per_s'], 0)} | {_cell(mo['tokens_per_frame'], 1)} "
-                f"| {_cell(mo['loop_cpu_us_per_frame'], 1)} "
-                f"| {_cell(mo['engine_cpu_us_per_token'], 1)} |"
+                f"| {name} | {_cell(fig['tokens_per_s'], 0)} "
+                f"| {_cell(fig['wall_us_per_token'], 1)} "
+                f"| {_cell(fig['frames_per_s'], 0)} | {_cell(fig['tokens_per_frame'], 1)} "
+                f"| {_cell(fig['loop_cpu_us_per_frame'], 1)} "
+                f"| {_cell(fig['engine_cpu_us_per_token'], 1)} |"
             )
         lines += [
             "",
@@ -163,11 +147,16 @@ def markdown(result: dict[str, Any]) -> str:
                     f"| `{row['function']}` | {row['calls_per_token']:.2f} "
                     f"| {row['self_us_per_token']:.2f} | {row['total_us_per_token']:.2f} |"
                 )
-    # The structured-output section (result["structured_output"]) will go here.
+    spec = result.get("speculation")
+    if spec:
+        lines += _speculation(spec)
+    turn = result.get("agent_turn")
+    if turn:
+        lines += _agent_turn(turn)
     return "\n".join(lines) + "\n"
 
 
-def _compare(c: dict[str, Any]) -> list[str]:
+def _compare(c: Compare) -> list[str]:
     peer = c["peer"]
     name = peer["name"] if peer else None
     runs = (
@@ -207,10 +196,10 @@ def _compare(c: dict[str, Any]) -> list[str]:
         lines.append(
             f"| {case['prompt_tokens']} | {case['runs']} | {_cell(raw['ttft_s'], 3)} "
             f"| {_cell(srv['ttft_s'], 3)} | "
-            + (f"{_cell(pr['ttft_s'], 3)} | " if peer else "")
+            + (f"{_cell(pr['ttft_s'], 3)} | " if pr else "")
             + f"{_cell(raw['prefill_tps'], 1)} | {_cell(raw['decode_tps'])} "
             f"| {_cell(srv['decode_tps'])} | "
-            + (f"{_cell(pr['decode_tps'])} | " if peer else "")
+            + (f"{_cell(pr['decode_tps'])} | " if pr else "")
             + f"{_cell(raw['peak_memory_bytes'], 0, 2**-20)} | {early} |"
         )
     lines += [
@@ -223,10 +212,10 @@ def _compare(c: dict[str, Any]) -> list[str]:
         "|---:|---:|---:|" + ("---:|---:|" if peer else "") + "---|",
     ]
     for case in c["cases"]:
-        r, pr = case["ratio"], case["peer_ratio"]
+        r, prr = case["ratio"], case["peer_ratio"]
         lines.append(
             f"| {case['prompt_tokens']} | {interval(r['ttft'])} | {interval(r['decode_tps'])} | "
-            + (f"{interval(pr['ttft'])} | {interval(pr['decode_tps'])} | " if pr else "")
+            + (f"{interval(prr['ttft'])} | {interval(prr['decode_tps'])} | " if prr else "")
             + f"{', '.join(case['stopped_by'])} |"
         )
     lines += ["", "### Targets", ""]
@@ -302,7 +291,7 @@ def _compare(c: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _structured(so: dict[str, Any]) -> list[str]:
+def _structured(so: Structured) -> list[str]:
     """The structured-output table: the schema answer with the grammar and without it."""
     rows = [
         "",
@@ -330,3 +319,83 @@ def _structured(so: dict[str, Any]) -> list[str]:
         ),
     ]
     return rows
+
+
+def _spec_row(name: str, side: SpeculationSide) -> str:
+    drafted = [d for d in side["drafted"] if d is not None]
+    accepted = [a for a in side["accepted"] if a is not None]
+    return (
+        f"| {name} | {_cell(side['ttft_s'], 3)} | {_cell(side['decode_tps'])} "
+        f"| {_cell(side['engine_decode_tps'])} | {sum(side['completion_tokens'])} "
+        f"| {sum(drafted) if drafted else '–'} | {sum(accepted) if accepted else '–'} |"
+    )
+
+
+def _speculation(sp: Speculation) -> list[str]:
+    """The speculation table: each kind of prompt, speculation on beside off."""
+    t = sp["target"]
+    lines = [
+        "",
+        (
+            f"## Speculative decoding, {sp['workload']} workload ({sp['mode']} on beside off, "
+            f"{sp['gen_tokens']} tokens at most, {sp['runs']} runs a kind and side, {sp['order']})"
+        ),
+        "",
+        "| kind | side | TTFT s | client decode tok/s | engine decode tok/s | tokens | drafted "
+        "| accepted |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for k in sp["kinds"]:
+        lines.append(_spec_row(f"{k['kind']} | on", k["on"]))
+        lines.append(_spec_row(f"{k['kind']} | off", k["off"]))
+    lines += [
+        "",
+        "| kind | decode on/off | acceptance rate | tokens per verify step | same answers |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for k in sp["kinds"]:
+        lines.append(
+            f"| {k['kind']} | {interval(k['decode_ratio'])} | {_cell(k['acceptance_rate'])} "
+            f"| {_cell(k['tokens_per_step'])} | {k['same_answers']}/{len(k['on']['completion_tokens'])} |"
+        )
+    said = t["verdict"]
+    lines += [
+        "",
+        (
+            f"All kinds: decode tok/s on/off **{interval(sp['decode_ratio'])}** against ≥ "
+            f"{t['target']:g}: **{said}**; acceptance rate {_cell(sp['acceptance_rate'])}, "
+            f"tokens per verify step {_cell(sp['tokens_per_step'])}."
+        ),
+    ]
+    if not sp["logged_drafts"]:
+        lines.append(
+            "The server logged no `drafted=`/`accepted=` figures: it does not speculate yet."
+        )
+    return lines
+
+
+def _agent_turn(at: AgentTurn) -> list[str]:
+    """The agent-turn table: a changed volatile first line beside an unchanged one."""
+    return [
+        "",
+        (
+            f"## An agent's second turn (~{at['prefix_tokens']}-token system prompt opening "
+            f"with {at['volatile_line']}; /v1/messages, prompt cache on)"
+        ),
+        "",
+        "| second turn | TTFT s | cached prompt tokens |",
+        "|---|---:|---:|",
+        (
+            f"| header line changed | {_cell(at['changed'], 3)} "
+            f"| {', '.join(str(n) for n in at['changed_cached_tokens'])} |"
+        ),
+        (
+            f"| unchanged ({at['baseline']}) | {_cell(at['unchanged'], 3)} "
+            f"| {', '.join(str(n) for n in at['unchanged_cached_tokens'])} |"
+        ),
+        "",
+        (
+            f"Changed/unchanged TTFT: **{interval(at['ratio'])}** (1.0: the volatile line costs "
+            "nothing)."
+        ),
+    ]

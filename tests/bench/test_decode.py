@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
-from tholos_mlx.bench import compare
-from tholos_mlx.bench.client import StreamStats
+from tholos_mlx.bench.cases import decode
+from tholos_mlx.bench.sides.client import StreamStats, figures
 
 
 def _stream(usage: dict[str, object] | None, chunks: int) -> StreamStats:
@@ -16,20 +16,20 @@ def _stream(usage: dict[str, object] | None, chunks: int) -> StreamStats:
 
 def test_a_stream_s_figures_count_tokens_from_its_usage() -> None:
     usage = {"completion_tokens": 11, "prompt_tokens": 32, "prompt_tokens_details": {}}
-    fig = compare.figures(_stream(usage, chunks=6), gen_tokens=11)
+    fig = figures(_stream(usage, chunks=6), gen_tokens=11)
     assert fig["ttft_s"] == 0.5 and fig["decode_tps"] == 10.0
     assert fig["completion_tokens"] == 11 and fig["prompt_tokens"] == 32
     assert fig["tokens_from"] == "usage" and not fig["stopped_early"]
 
 
 def test_a_peer_that_sends_no_usage_is_counted_by_its_content_chunks() -> None:
-    fig = compare.figures(_stream(None, chunks=6), gen_tokens=11)
+    fig = figures(_stream(None, chunks=6), gen_tokens=11)
     assert fig["completion_tokens"] == 6 and fig["decode_tps"] == 5.0
     assert fig["tokens_from"] == "chunks" and fig["stopped_early"]
 
 
-def _cell(values: dict[str, list[float]]) -> compare.Cell:
-    cell = compare.Cell(32)
+def _cell(values: dict[str, list[float]]) -> decode.Cell:
+    cell = decode.Cell(32)
     for side, rates in values.items():
         cell.runs[side] = [{"ttft_s": 1.0 / r, "decode_tps": r} for r in rates]
     return cell
@@ -42,15 +42,15 @@ NOISY = [100.0, 140.0, 70.0, 125.0, 85.0]
 def test_auto_runs_stop_once_every_ratio_is_within_three_percent() -> None:
     far = time.monotonic() + 3600
     steady = _cell({"raw": STEADY, "server": STEADY})
-    assert compare._stop(steady, ["raw", "server"], None, 5, far) == "interval"
+    assert decode._stop(steady, ["raw", "server"], None, 5, far) == "interval"
     noisy = _cell({"raw": STEADY, "server": NOISY})
-    assert compare._stop(noisy, ["raw", "server"], None, 5, far) == ""
-    assert compare._stop(noisy, ["raw", "server"], None, 5, time.monotonic()) == "time cap"
+    assert decode._stop(noisy, ["raw", "server"], None, 5, far) == ""
+    assert decode._stop(noisy, ["raw", "server"], None, 5, time.monotonic()) == "time cap"
 
 
 def test_auto_runs_never_stop_on_an_interval_before_five_runs() -> None:
     few = _cell({"raw": STEADY[:3], "server": STEADY[:3]})
-    assert compare._stop(few, ["raw", "server"], None, 3, time.monotonic() + 3600) == ""
+    assert decode._stop(few, ["raw", "server"], None, 3, time.monotonic() + 3600) == ""
 
 
 def test_a_peer_s_ratios_count_too() -> None:
@@ -71,11 +71,11 @@ def test_a_side_measured_alone_stops_on_its_own_spread() -> None:
 
 def test_fixed_runs_are_left_to_the_loop() -> None:
     cell = _cell({"raw": NOISY, "server": NOISY})
-    assert compare._stop(cell, ["raw", "server"], 5, 5, time.monotonic()) == ""
+    assert decode._stop(cell, ["raw", "server"], 5, 5, time.monotonic()) == ""
 
 
 def test_each_round_starts_with_another_side() -> None:
     sides = ["raw", "server", "peer"]
-    firsts = [compare._rotated(sides, i)[0] for i in range(-1, 5)]
+    firsts = [decode._rotated(sides, i)[0] for i in range(-1, 5)]
     assert firsts == ["peer", "raw", "server", "peer", "raw", "server"]
-    assert sorted(compare._rotated(sides, 7)) == sorted(sides)
+    assert sorted(decode._rotated(sides, 7)) == sorted(sides)

@@ -12,7 +12,7 @@ from types import TracebackType
 from typing import Self
 
 from tholos_mlx import machine, timings
-from tholos_mlx.bench.client import BenchError, Endpoint, free_port, get_json
+from tholos_mlx.bench.sides.client import BenchError, Endpoint, free_port, get_json
 from tholos_mlx.tiers import ModelEntry
 
 
@@ -110,7 +110,7 @@ class ServerProcess:
         whole = data[: data.rfind(b"\n") + 1]  # a line still being written waits for next time
         self._read_to += len(whole)
         lines = whole.decode("utf-8", errors="replace").splitlines()
-        return [t for t in map(timings.parse, lines) if t is not None]
+        return [t for t in map(_timing, lines) if t is not None]
 
     def tail(self, lines: int = 20) -> str:
         """The end of its log, for error messages."""
@@ -119,6 +119,20 @@ class ServerProcess:
         except OSError:
             return "(no log)"
         return "\n".join(text.splitlines()[-lines:])
+
+
+# Figures a speculating server adds to its timing line (issue 20 item 7), when it does.
+_DRAFTS = re.compile(r"\b(drafted|accepted|steps)=([0-9]+)")
+
+
+def _timing(line: str) -> dict[str, float | None] | None:
+    """The figures of one timing line, with its draft counts where the server logs them."""
+    figures = timings.parse(line)
+    if figures is not None:
+        at = line.find(f" {timings.PREFIX} ")
+        for name, value in _DRAFTS.findall(line[at:]):
+            figures[name] = float(value)
+    return figures
 
 
 def tholos_server(

@@ -6,10 +6,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from tholos_mlx.bench.compare import DECODE_TARGET, TTFT_TARGET
+from tholos_mlx.bench.results import DECODE_TARGET, TTFT_TARGET, CompareCase, Result
 
 
-def chart(result: dict[str, Any], path: Path) -> bool:
+def chart(result: Result, path: Path) -> bool:
     """Write the chart of a comparison; False when there is none or matplotlib is missing."""
     compare = result.get("compare")
     if not compare:
@@ -28,7 +28,9 @@ def chart(result: dict[str, Any], path: Path) -> bool:
     x = [c["prompt_tokens"] for c in cases]
 
     def med(side: str, name: str) -> list[float]:
-        return [(c[side][name]["median"] if c[side] else None) or 0.0 for c in cases]
+        return [
+            (_stat(c, side, name)["median"] if _stat(c, side, name) else None) or 0.0 for c in cases
+        ]
 
     fig, (rates, ttft, ratios) = plt.subplots(1, 3, figsize=(16, 4.6))
     series = [
@@ -57,9 +59,9 @@ def chart(result: dict[str, Any], path: Path) -> bool:
         ax.minorticks_off()
         ax.legend(fontsize=8)
     m, mo = result["machine"], result["model"]
-    random = " (random weights)" if mo.get("synthetic") else ""
+    random = " (random weights)" if mo and mo["synthetic"] else ""
     fig.suptitle(
-        f"{mo['id']}{random} on {m['chip']} ({m['mlx_device']}), {result['date'][:10]}"
+        f"{mo['id'] if mo else ''}{random} on {m['chip']} ({m['mlx_device']}), {result['date'][:10]}"
         + (f"; peer: {peer['name']}" if peer else "")
     )
     fig.tight_layout()
@@ -68,7 +70,13 @@ def chart(result: dict[str, Any], path: Path) -> bool:
     return True
 
 
-def _ratios(ax: Any, cases: list[dict[str, Any]], x: list[int], peer: bool) -> None:
+def _stat(case: CompareCase, side: str, name: str) -> Any:
+    """One side's figure of a case by name (the chart's series are named, not typed)."""
+    group: Any = case.get(side)
+    return group.get(name) if group else None
+
+
+def _ratios(ax: Any, cases: list[CompareCase], x: list[int], peer: bool) -> None:
     """Each ratio's value with its 95% interval as an error bar; 1.0 and the targets as lines."""
     series = [("decode server/raw", "ratio", "decode_tps"), ("TTFT server/raw", "ratio", "ttft")]
     if peer:
@@ -81,7 +89,7 @@ def _ratios(ax: Any, cases: list[dict[str, Any]], x: list[int], peer: bool) -> N
         ys: list[float] = []
         err: list[list[float]] = [[], []]
         for n, c in zip(x, cases):
-            ci = c[group][name] if c[group] else None
+            ci = _stat(c, group, name)
             if not ci or ci["value"] is None:
                 continue
             xs.append(n * (1 + 0.04 * (k - 1.5)))  # side by side, not on top of each other

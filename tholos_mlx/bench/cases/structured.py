@@ -9,15 +9,20 @@ parse and validate.
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 from typing import Any
 
-from tholos_mlx.bench.client import StreamStats, stream_chat
-from tholos_mlx.bench.compare import figures, say
-from tholos_mlx.bench.peer import chat_payload
-from tholos_mlx.bench.server import tholos_server
+from tholos_mlx.bench.plan import Plan
+from tholos_mlx.bench.progress import fmt, say
+from tholos_mlx.bench.results import (
+    STRUCTURED_COMPLETE_BELOW,
+    STRUCTURED_DECODE_AT_LEAST,
+    Structured,
+    StructuredSide,
+)
+from tholos_mlx.bench.sides.client import StreamStats, chat_payload, figures, stream_chat
+from tholos_mlx.bench.sides.server import tholos_server
 from tholos_mlx.bench.stats import ratio_ci, summary
 from tholos_mlx.tiers import ModelEntry
 
@@ -40,16 +45,14 @@ MAX_TOKENS = 64
 SIDES = ("constrained", "prompted")
 
 
-def structured_output(
-    args: argparse.Namespace, home: Path, entry: ModelEntry, logs: Path
-) -> dict[str, Any]:
+def structured_output(plan: Plan, home: Path, entry: ModelEntry, logs: Path) -> Structured:
     """Time a schema answer with the grammar and without it, on the same server, interleaved."""
-    runs = args.runs or 5  # --runs auto: a handful says enough for a ratio of this size
+    runs = plan.runs or 5  # --runs auto: a handful says enough for a ratio of this size
     say(f"structured output: {len(SCHEMA['required'])} fixed keys, {runs} runs a side")
     messages = [{"role": "user", "content": QUESTION}]
     seen: dict[str, list[dict[str, Any]]] = {side: [] for side in SIDES}
-    with tholos_server(home, entry, args.port, False, logs / "server-structured.log") as server:
-        for _ in range(max(args.warmup, 1)):  # the grammar compiles once; kernels warm up
+    with tholos_server(home, entry, plan.port, False, logs / "server-structured.log") as server:
+        for _ in range(max(plan.warmup, 1)):  # the grammar compiles once; kernels warm up
             for side in SIDES:
                 stream_chat(server.endpoint, payload(entry.id, messages, side))
         for i in range(runs):
@@ -57,29 +60,38 @@ def structured_output(
             for side in order:
                 run = stream_chat(server.endpoint, payload(entry.id, messages, side))
                 seen[side].append(measure(run))
-    out: dict[str, Any] = {"max_tokens": MAX_TOKENS, "keys": len(SCHEMA["required"])}
-    for side in SIDES:
-        rows = seen[side]
-        out[side] = {
-            "complete_s": summary([r["complete_s"] for r in rows]),
-            "per_token_s": summary([r["per_token_s"] for r in rows]),
-            "completion_tokens": [r["completion_tokens"] for r in rows],
-            "valid": sum(1 for r in rows if r["valid"]),
-            "runs": len(rows),
-        }
     c, p = seen["constrained"], seen["prompted"]
-    out["complete_ratio"] = ratio_ci([r["complete_s"] for r in c], [r["complete_s"] for r in p])
-    # Decode speed constrained / prompted: >= 0.95 is the target at GPU speed.
-    out["decode_ratio"] = ratio_ci(
-        [_speed(r["per_token_s"]) for r in c], [_speed(r["per_token_s"]) for r in p]
-    )
-    out["targets"] = {"complete_ratio_below": 1.0, "decode_ratio_at_least": 0.95}
+    out: Structured = {
+        "max_tokens": MAX_TOKENS,
+        "keys": len(SCHEMA["required"]),
+        "constrained": _side(c),
+        "prompted": _side(p),
+        "complete_ratio": ratio_ci([r["complete_s"] for r in c], [r["complete_s"] for r in p]),
+        # Decode speed constrained / prompted: >= 0.95 is the target at GPU speed.
+        "decode_ratio": ratio_ci(
+            [_speed(r["per_token_s"]) for r in c], [_speed(r["per_token_s"]) for r in p]
+        ),
+        "targets": {
+            "complete_ratio_below": STRUCTURED_COMPLETE_BELOW,
+            "decode_ratio_at_least": STRUCTURED_DECODE_AT_LEAST,
+        },
+    }
     say(
-        f"  complete answer: constrained {out['constrained']['complete_s']['median']:.3f} s, "
-        f"prompted {out['prompted']['complete_s']['median']:.3f} s; valid "
+        f"  complete answer: constrained {fmt(out['constrained']['complete_s']['median'], 3)} s, "
+        f"prompted {fmt(out['prompted']['complete_s']['median'], 3)} s; valid "
         f"{out['constrained']['valid']}/{runs} and {out['prompted']['valid']}/{runs}"
     )
     return out
+
+
+def _side(rows: list[dict[str, Any]]) -> StructuredSide:
+    return {
+        "complete_s": summary([r["complete_s"] for r in rows]),
+        "per_token_s": summary([r["per_token_s"] for r in rows]),
+        "completion_tokens": [r["completion_tokens"] for r in rows],
+        "valid": sum(1 for r in rows if r["valid"]),
+        "runs": len(rows),
+    }
 
 
 def payload(model: str, messages: list[dict[str, str]], side: str) -> dict[str, object]:
