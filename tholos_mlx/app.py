@@ -209,7 +209,7 @@ async def _health(request: Request) -> HTTPResponse:
     ctx = request.app.ctx
     engine: EngineLike = ctx.engine
     body = {"status": "ok", "model": engine.loaded, "last_model": engine.last_loaded}
-    return _json({**body, "queue": ctx.gate.waiting})
+    return _json({**body, "queue": ctx.gate.waiting, "speculative": ctx.settings.speculative})
 
 
 def _model_object(entry: ModelEntry, loaded: str | None) -> dict[str, Any]:

@@ -161,6 +161,13 @@ def _one_of(*allowed: int) -> Check:
     return check
 
 
+def _word_of(*allowed: str) -> Check:
+    def check(v: str) -> str | None:
+        return None if v in allowed else f"must be {', '.join(allowed)}, not {v!r}"
+
+    return check
+
+
 @dataclass(frozen=True)
 class Setting:
     """One row of the table: a serve setting's flag, reading, check and help."""
@@ -299,6 +306,31 @@ class Settings:
         "--default-max-tokens",
         INT,
         "most tokens an answer may have when the request names no limit (or the room left)",
+        metavar="N",
+        check=_positive("tokens"),
+    )
+    speculative: str = _setting(
+        "ngram",
+        "--speculative",
+        TEXT,
+        "draft tokens and verify them in one pass: from the prompt and answer (ngram), a "
+        "small model (draft), or not at all (off)",
+        metavar="ngram|draft|off",
+        check=_word_of("ngram", "draft", "off"),
+    )
+    draft_model: str | None = _setting(
+        None,
+        "--draft-model",
+        TEXT,
+        "with --speculative draft: the model id or tier that drafts (same tokenizer)",
+        metavar="ID",
+        shown="none",
+    )
+    num_draft_tokens: int = _setting(
+        4,
+        "--num-draft-tokens",
+        INT,
+        "most tokens drafted ahead per verify pass (the depth adapts below it)",
         metavar="N",
         check=_positive("tokens"),
     )

@@ -68,6 +68,10 @@ def usage_object(usage: Usage) -> dict[str, object]:
         "completion_tokens": usage.completion_tokens,
         "total_tokens": usage.prompt_tokens + usage.completion_tokens,
         "prompt_tokens_details": {"cached_tokens": usage.cached_tokens},
+        "completion_tokens_details": {
+            "accepted_prediction_tokens": usage.accepted_prediction_tokens,
+            "rejected_prediction_tokens": usage.rejected_prediction_tokens,
+        },
     }
 
 
@@ -111,8 +115,22 @@ def parse_chat(body: bytes) -> ChatRequest:
         tools=tools,
         tool_choice=tool_choice(data.get("tool_choice"), tools, "tool_choice"),
         parallel_tool_calls=f.boolean(data, "parallel_tool_calls", default=True),
+        prediction=_prediction(data.get("prediction")),
     )
     return ChatRequest(request, include_usage)
+
+
+def _prediction(raw: object) -> str | None:
+    """OpenAI's Predicted Outputs: {"type": "content", "content": text or text parts}."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or raw.get("type") != "content":
+        raise InvalidRequest(
+            "'prediction' must be an object such as "
+            '{"type": "content", "content": "the text you expect"}.',
+            param="prediction",
+        )
+    return content_text(raw.get("content"), "prediction.content")
 
 
 def _messages(data: Mapping[str, object]) -> tuple[Message, ...]:
