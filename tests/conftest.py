@@ -1,4 +1,4 @@
-"""Shared fixtures: a temp THOLOS_HOME per test, the demo GGUF, a home with it imported."""
+"""Shared fixtures: a temp THOLOS_HOME per test, the tiny model made here, the demo GGUF (e2e)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.tiny_model import TINY_ID, write_home
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / "tests" / ".cache"  # gitignored; the tests own it, never the user's home
@@ -51,6 +53,21 @@ def tholos_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Mo
 def cli() -> CLI:
     """The command line as a subprocess: cli("key", "--rotate") -> CompletedProcess."""
     return run_cli
+
+
+@pytest.fixture(scope="session")
+def tiny_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A THOLOS_HOME with a tiny random-weight llama as `tiny-llama`, tier `fast`: no download.
+
+    Shared by the whole session: treat it as read-only (copy it to change anything).
+    """
+    return write_home(tmp_path_factory.mktemp("tiny-home"))
+
+
+@pytest.fixture(scope="session")
+def tiny_folder(tiny_home: Path) -> Path:
+    """The tiny model's MLX folder (config.json, random weights, a small BPE tokenizer)."""
+    return tiny_home / "models" / TINY_ID
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""Grammar constraints on the demo model's real tokenizer, driven by a simulated generation loop.
+"""Grammar constraints on a real byte-level BPE tokenizer (the tiny model's), driven by a simulated generation loop.
 
 The "model" is random logits (seeded), logits that push whitespace, newlines and EOS, or a script
 that writes given text; the loop is the engine's: compute_mask, apply, pick, consume, feed the
@@ -21,7 +21,6 @@ import pytest
 from llguidance.numpy import apply_token_bitmask_inplace
 from mlx_lm.utils import load_tokenizer
 
-from tests.conftest import DEMO_ID
 from tholos_mlx.constrain import (
     Constraint,
     Grammars,
@@ -40,9 +39,9 @@ MARKERS = ToolMarkers()
 
 
 @pytest.fixture(scope="module")
-def tokenizer(demo_home: Path) -> Any:
-    """The demo model's tokenizer (mlx-lm's TokenizerWrapper); no weights are loaded."""
-    return load_tokenizer(demo_home / "models" / DEMO_ID)  # type: ignore[no-untyped-call]
+def tokenizer(tiny_folder: Path) -> Any:
+    """The tiny model's tokenizer (mlx-lm's TokenizerWrapper); no weights are loaded."""
+    return load_tokenizer(tiny_folder)  # type: ignore[no-untyped-call]
 
 
 @pytest.fixture(scope="module")
@@ -444,7 +443,10 @@ def test_auto_with_a_json_format_answers_that_json_or_calls(
 def test_special_token_markers_are_matched_by_their_ids(
     grammars: Grammars, tokenizer: Any, vocab: int
 ) -> None:
-    start, end = "<|im_start|>", "<|endoftext|>"  # special tokens of the demo tokenizer
+    start, end = (
+        "<|im_start|>",
+        "<|endoftext|>",
+    )  # special tokens of the tiny tokenizer (as of the demo one)
     markers = ToolMarkers(start, end)
     ids = tokenizer._tokenizer.convert_tokens_to_ids([start, end])
     c = grammars.for_tool_call(TOOLS, ToolChoice("function", "ping"), False, markers)

@@ -1,4 +1,4 @@
-"""The generation loop in-process, on a tiny random-weight llama with the demo model's tokenizer.
+"""The generation loop in-process, on a tiny random-weight llama with the tiny model's tokenizer.
 
 The weights are random, so a scripted logits processor decides each token: the loop's own
 behaviour (stops, EOS, max_tokens, cancel, the cache it reports, fast-forward, UTF-8) is what
@@ -19,24 +19,27 @@ from mlx_lm.models.cache import make_prompt_cache
 from mlx_lm.sample_utils import make_sampler
 from mlx_lm.tokenizer_utils import load as load_tokenizer
 
-from tests.conftest import DEMO_ID
 from tholos_mlx.detokenize import DetokenizerFactory
 from tholos_mlx.generation import AfterThinking, Generation, Prefill, generate
 from tholos_mlx.prompt_cache import cache_tokens
 from tholos_mlx.stops import StopMatcher
 
-VOCAB = 49152
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_folder: Path) -> Any:
+    """The tiny model's tokenizer (byte-level BPE, a few hundred tokens; made in the test)."""
+    return load_tokenizer(tiny_folder)
 
 
 @pytest.fixture(scope="module")
-def tokenizer(demo_home: Path) -> Any:
-    """The demo model's tokenizer (byte-level BPE, 49152 tokens)."""
-    return load_tokenizer(demo_home / "models" / DEMO_ID)
+def vocab(tokenizer: Any) -> int:
+    """The tokenizer's vocabulary size, added tokens included."""
+    return len(tokenizer.get_vocab())
 
 
 @pytest.fixture(scope="module")
-def model() -> Any:
-    """A two-layer llama with random weights and the demo model's vocabulary size."""
+def model(vocab: int) -> Any:
+    """A two-layer llama with random weights and the tokenizer's vocabulary size."""
     mx.random.seed(0)
     args = llama.ModelArgs(
         model_type="llama",
@@ -46,7 +49,7 @@ def model() -> Any:
         num_attention_heads=4,
         num_key_value_heads=2,
         rms_norm_eps=1e-5,
-        vocab_size=VOCAB,
+        vocab_size=vocab,
         tie_word_embeddings=True,
     )
     m = llama.Model(args)
@@ -178,7 +181,7 @@ def test_max_tokens_inside_an_emoji_drops_its_bytes_and_never_sends_a_replacemen
 ) -> None:
     head = ids(tokenizer, "Party time ")
     emoji = ids(tokenizer, "🎉")
-    assert len(emoji) > 1, "the demo tokenizer spells this emoji in several byte tokens"
+    assert len(emoji) > 1, "the tiny tokenizer spells this emoji in several byte tokens"
     cut = min(cut, len(emoji) - 1)
     run = Run(
         model,
@@ -368,7 +371,7 @@ def test_a_grammar_after_thinking_lets_the_reasoning_run_free_then_applies(
 
 @pytest.mark.parametrize("head_dim", [64, 96, 40])
 def test_kv_bits_quantizes_what_it_can_and_never_fails_on_an_odd_head_size(
-    tokenizer: Any, prompt: list[int], head_dim: int
+    tokenizer: Any, vocab: int, prompt: list[int], head_dim: int
 ) -> None:
     from mlx_lm.models.cache import QuantizedKVCache
 
@@ -380,7 +383,7 @@ def test_kv_bits_quantizes_what_it_can_and_never_fails_on_an_odd_head_size(
         num_attention_heads=2,
         num_key_value_heads=1,
         rms_norm_eps=1e-5,
-        vocab_size=VOCAB,
+        vocab_size=vocab,
         tie_word_embeddings=True,
     )
     odd = llama.Model(args)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CLI, DEMO_ID, ROOT
+from tests.conftest import CLI, ROOT
 from tests.health_stub import health_stub
 from tholos_mlx.tiers import TierTable
 
@@ -33,12 +33,12 @@ TIERS_BEFORE = (
 
 @dataclass(frozen=True)
 class Machine:
-    """The pretend machine: its HF hub cache, LM Studio folder and the demo model's files."""
+    """The pretend machine: its HF hub cache, LM Studio folder and a model's files to place there."""
 
     hub: Path
     lmstudio: Path
     user: Path
-    demo: Path  # the imported demo model: config.json, model.safetensors, tokenizer files
+    model: Path  # the tiny model: config.json, model.safetensors, tokenizer files
 
     @property
     def hf_snapshot(self) -> Path:
@@ -77,19 +77,19 @@ def hf_repo(hub: Path, repo: str, rev: str, files: dict[str, Path | bytes]) -> P
 
 
 @pytest.fixture
-def machine(tmp_path: Path, demo_home: Path, monkeypatch: pytest.MonkeyPatch) -> Machine:
+def machine(tmp_path: Path, tiny_folder: Path, monkeypatch: pytest.MonkeyPatch) -> Machine:
     """A fake hub cache and LM Studio folder; HOME and HF_HUB_CACHE point at them."""
     user, hub = tmp_path / "user", tmp_path / "hub"
     lmstudio = user / ".lmstudio" / "models"
-    demo = demo_home / "models" / DEMO_ID
+    src = tiny_folder
     monkeypatch.setenv("HOME", str(user))
     monkeypatch.setenv("HF_HUB_CACHE", str(hub))
     for var in ("HF_HOME", "XDG_CACHE_HOME"):
         monkeypatch.delenv(var, raising=False)
-    m = Machine(hub, lmstudio, user, demo)
-    # The demo model twice in the hub cache: an old snapshot and the one refs/main names.
-    hf_repo(hub, HF_REPO, OLD_REV, {"config.json": demo / "config.json"})
-    hf_repo(hub, HF_REPO, NEW_REV, {n: demo / n for n in MODEL_FILES})
+    m = Machine(hub, lmstudio, user, src)
+    # The model twice in the hub cache: an old snapshot and the one refs/main names.
+    hf_repo(hub, HF_REPO, OLD_REV, {"config.json": src / "config.json"})
+    hf_repo(hub, HF_REPO, NEW_REV, {n: src / n for n in MODEL_FILES})
     hf_repo(hub, "models--TheBloke--Tiny-GGUF", "c" * 40, {"tiny.Q4_0.gguf": b"GGUF"})
     odd = {"model_type": "nosucharch"}
     hf_repo(
@@ -99,14 +99,14 @@ def machine(tmp_path: Path, demo_home: Path, monkeypatch: pytest.MonkeyPatch) ->
         {
             "config.json": json.dumps(odd).encode(),
             "model.safetensors": b"0",
-            "tokenizer.json": demo / "tokenizer.json",
+            "tokenizer.json": src / "tokenizer.json",
         },
     )
     (hub / "datasets--someorg--data" / "snapshots" / "e").mkdir(parents=True)
-    # LM Studio: ORG/NAME/ folders holding the files themselves (here: links to the demo's).
+    # LM Studio: ORG/NAME/ folders holding the files themselves (here: links to the model's).
     m.lms_folder.mkdir(parents=True)
     for name in MODEL_FILES:
-        (m.lms_folder / name).symlink_to(demo / name)
+        (m.lms_folder / name).symlink_to(src / name)
     gguf_only = lmstudio / "lmstudio-community" / "Other-GGUF"
     gguf_only.mkdir(parents=True)
     (gguf_only / "other.gguf").write_bytes(b"GGUF")
@@ -126,13 +126,13 @@ def tiers(home: Path) -> dict[str, object]:
     return models
 
 
-def model_folder(home: Path, name: str, *, marker: bool, demo: Path) -> Path:
-    """A folder under THOLOS_HOME/models holding the demo's files (hard links), with or
+def model_folder(home: Path, name: str, *, marker: bool, source: Path) -> Path:
+    """A folder under THOLOS_HOME/models holding a model's files (hard links), with or
     without import-gguf's marker."""
     folder = home / "models" / name
     folder.mkdir(parents=True)
     for f in MODEL_FILES:
-        _link_or_copy(demo / f, folder / f)
+        _link_or_copy(source / f, folder / f)
     if marker:
         (folder / "tholos_import.json").write_text("{}")
     return folder
@@ -161,7 +161,7 @@ def test_models_says_which_model_the_running_server_has_loaded(
         folder = machine.lmstudio / "org" / model_id
         folder.mkdir(parents=True)
         for name in MODEL_FILES:
-            (folder / name).symlink_to(machine.demo / name)
+            (folder / name).symlink_to(machine.model / name)
         assert cli("models", "add", folder, "--id", model_id).returncode == 0
     assert [line.split()[-1] for line in cli("models").stdout.splitlines()] == ["LOADED", "-", "-"]
     (tholos_home / "api_key").write_text("k\n")
@@ -226,7 +226,7 @@ def _without(m: Machine, t: Path, missing: str) -> Path:
     folder.mkdir()
     for name in MODEL_FILES:
         if name not in (missing, "tokenizer_config.json"):
-            (folder / name).symlink_to(m.demo / name)
+            (folder / name).symlink_to(m.model / name)
     return folder
 
 
@@ -334,7 +334,7 @@ def test_scan_add_registers_the_loadable_ones_and_skips_an_id_clash_with_a_line(
     twin = machine.lmstudio / "other-org" / "SmolLM2-135M-Instruct"
     twin.mkdir(parents=True)
     for name in MODEL_FILES:
-        (twin / name).symlink_to(machine.demo / name)
+        (twin / name).symlink_to(machine.model / name)
 
     out = cli("models", "scan", "--add")
 
@@ -401,10 +401,63 @@ def test_remove_drops_the_entry_keeps_the_folder_and_the_rest_of_tiers_toml(
     assert (machine.lms_folder / "config.json").is_file()
 
 
+def test_models_finds_a_server_on_another_port_through_the_address_file_it_published(
+    cli: CLI, machine: Machine, tholos_home: Path
+) -> None:
+    assert cli("models", "add", machine.lms_folder, "--id", "tiny").returncode == 0
+    (tholos_home / "api_key").write_text("k\n")
+    with health_stub("k", b'{"status": "ok", "model": "tiny", "queue": 0}') as port:
+        # No config.toml names the port: the server said where it is, as serve does.
+        (tholos_home / "server.json").write_text(json.dumps({"port": port, "pid": 1}))
+        listed = cli("models").stdout.splitlines()
+    assert [line.split()[-1] for line in listed] == ["LOADED", "yes"]
+
+
+def test_remove_of_the_model_a_running_server_answers_with_is_refused_in_one_line(
+    cli: CLI, machine: Machine, tholos_home: Path
+) -> None:
+    assert cli("models", "add", machine.lms_folder, "--id", "tiny").returncode == 0
+    assert cli("models", "add", machine.hf_snapshot, "--id", "smol").returncode == 0
+    (tholos_home / "api_key").write_text("k\n")
+    for health in (
+        b'{"status": "ok", "model": "tiny", "queue": 0}',
+        b'{"status": "ok", "model": null, "last_model": "tiny", "queue": 0}',  # idle-unloaded
+    ):
+        with health_stub("k", health) as port:
+            (tholos_home / "server.json").write_text(json.dumps({"port": port, "pid": 1}))
+            out = cli("models", "remove", "tiny")
+        assert out.returncode == 2
+        assert f"server on 127.0.0.1:{port}" in one_line_error(out) and "stop" in out.stderr
+        assert TierTable(tholos_home).has("tiny")
+    with health_stub("k", b'{"status": "ok", "model": "tiny", "queue": 0}') as port:
+        (tholos_home / "server.json").write_text(json.dumps({"port": port, "pid": 1}))
+        other = cli("models", "remove", "smol")  # not the server's model: it goes
+    assert other.returncode == 0, other.stderr
+    (tholos_home / "server.json").unlink()  # the server stopped
+    assert cli("models", "remove", "tiny").returncode == 0
+    assert not TierTable(tholos_home).has("tiny")
+
+
+def test_remove_also_deletes_the_models_prompt_cache_on_disk(
+    cli: CLI, machine: Machine, tholos_home: Path
+) -> None:
+    assert cli("models", "add", machine.lms_folder, "--id", "tiny").returncode == 0
+    for model_id in ("tiny", "other"):
+        (tholos_home / "cache" / model_id).mkdir(parents=True)
+        for i in range(3):
+            (tholos_home / "cache" / model_id / f"{i}.safetensors").write_bytes(b"kv")
+
+    out = cli("models", "remove", "tiny")
+
+    assert out.returncode == 0, out.stderr
+    assert "3 prompt cache files" in out.stdout
+    assert os.listdir(tholos_home / "cache") == ["other"]
+
+
 def test_remove_delete_deletes_a_folder_import_gguf_made(
     cli: CLI, machine: Machine, tholos_home: Path
 ) -> None:
-    folder = model_folder(tholos_home, "made", marker=True, demo=machine.demo)
+    folder = model_folder(tholos_home, "made", marker=True, source=machine.model)
     (tholos_home / "tiers.toml").write_text(
         TIERS_BEFORE + '\n[models.made]\npath = "models/made"\ntier = "fast"\n'
     )
@@ -414,13 +467,13 @@ def test_remove_delete_deletes_a_folder_import_gguf_made(
     assert out.returncode == 0, out.stderr
     assert not folder.exists() and os.listdir(tholos_home / "models") == []
     assert (tholos_home / "tiers.toml").read_text() == TIERS_BEFORE
-    assert (machine.demo / "model.safetensors").is_file(), "only the hard link went"
+    assert (machine.model / "model.safetensors").is_file(), "only the hard link went"
 
 
 def test_remove_delete_also_takes_a_made_folder_tiers_toml_does_not_name(
     cli: CLI, machine: Machine, tholos_home: Path
 ) -> None:
-    folder = model_folder(tholos_home, "loose", marker=True, demo=machine.demo)
+    folder = model_folder(tholos_home, "loose", marker=True, source=machine.model)
     assert cli("models", "remove", "loose", "--delete").returncode == 0
     assert not folder.exists() and not (tholos_home / "tiers.toml").exists()
 
@@ -428,7 +481,7 @@ def test_remove_delete_also_takes_a_made_folder_tiers_toml_does_not_name(
 def test_a_hand_made_folder_under_models_can_be_given_an_id_and_a_tier_but_not_removed(
     cli: CLI, machine: Machine, tholos_home: Path
 ) -> None:
-    folder = model_folder(tholos_home, "handmade", marker=False, demo=machine.demo)
+    folder = model_folder(tholos_home, "handmade", marker=False, source=machine.model)
     assert [line.split()[0] for line in cli("models").stdout.splitlines()] == ["ID", "handmade"]
     why = one_line_error(cli("models", "remove", "handmade"))
     assert "listed because its folder is in" in why and "move that folder out" in why
@@ -447,8 +500,8 @@ def test_a_hand_made_folder_under_models_can_be_given_an_id_and_a_tier_but_not_r
 def test_remove_delete_refuses_what_import_gguf_did_not_make_and_changes_nothing(
     cli: CLI, machine: Machine, tholos_home: Path
 ) -> None:
-    mine = model_folder(tholos_home, "mine", marker=False, demo=machine.demo)
-    made = model_folder(tholos_home, "made", marker=True, demo=machine.demo)
+    mine = model_folder(tholos_home, "mine", marker=False, source=machine.model)
+    made = model_folder(tholos_home, "made", marker=True, source=machine.model)
     (tholos_home / "models" / "linked").symlink_to(made)
     text = TIERS_BEFORE + "".join(
         f'\n[models.{i}]\npath = "{p}"\ntier = "fast"\n'
@@ -504,6 +557,18 @@ def test_cache_clear_deletes_one_models_cache_or_all_and_nothing_outside(
     assert cli("cache", "clear", "a").returncode == 0  # nothing left: fine
     assert "not a model id" in one_line_error(cli("cache", "clear", "../outside"))
     assert outside.exists()
+
+
+def test_cache_clear_counts_every_file_of_a_models_cache(cli: CLI, tholos_home: Path) -> None:
+    folder = tholos_home / "cache" / "a"
+    folder.mkdir(parents=True)
+    for i in range(14):
+        (folder / f"{i:016x}-{i:032x}.safetensors").write_bytes(b"kv")
+
+    out = cli("cache", "clear")
+
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith(f"cleared 14 prompt cache files in {tholos_home / 'cache'}")
 
 
 def test_cache_clear_says_when_a_running_server_will_write_its_cache_back(

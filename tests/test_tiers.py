@@ -239,6 +239,20 @@ def test_remove_drops_one_section_and_keeps_comments_and_the_other_entries(
     }
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        '# mine\n[models.a]\npath = "models/a"\n',
+        '[models]\na = {path = "models/a"}\n',
+    ],
+)
+def test_removing_the_last_entry_leaves_an_empty_table(tholos_home: Path, text: str) -> None:
+    write_table(tholos_home, text)
+    TierTable(tholos_home).remove("a")
+    assert tomllib.loads((tholos_home / "tiers.toml").read_text()).get("models", {}) == {}
+    assert TierTable(tholos_home).entries() == []
+
+
 def test_remove_rewrites_a_table_of_inline_tables_it_cannot_edit_by_lines(
     tholos_home: Path,
 ) -> None:

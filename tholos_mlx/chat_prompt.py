@@ -43,6 +43,21 @@ class ToolFormat:
     native: bool = False
 
 
+# Above any context: the server checks a prompt against the model's context itself.
+_UNBOUNDED = 1 << 62
+
+
+def own_length_check(tokenizer: Any) -> Any:
+    """The tokenizer, told not to warn about long prompts: the server refuses those itself.
+
+    transformers (5.x) logs "Token indices sequence length is longer than the specified maximum"
+    for any encode past `model_max_length`, even for a prompt answered with a clean 400.
+    """
+    if getattr(tokenizer, "model_max_length", None) is not None:
+        tokenizer.model_max_length = _UNBOUNDED
+    return tokenizer
+
+
 def tool_format(tokenizer: Any) -> ToolFormat:
     """The model's own markers when mlx-lm knows them and its template renders tools; else the default."""
     template = getattr(tokenizer, "chat_template", None)

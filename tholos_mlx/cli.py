@@ -204,7 +204,9 @@ def _dispatch(args: argparse.Namespace, home: Path) -> int:
         if action == "scan":
             return models.scan_command(home, os.environ, args.add)
         if action == "remove":
-            return models.remove_command(home, args.model_id, args.delete)
+            return models.remove_command(
+                home, args.model_id, args.delete, _settings(args, home).port
+            )
         return models.print_models(home, _settings(args, home))
     if cmd == "cache":
         return _clear_cache(home, args.model_id, _settings(args, home).port)
@@ -241,10 +243,13 @@ def _clear_cache(home: Path, model_id: str | None, port: int) -> int:
     if not deleted:
         print(f"nothing to clear: no prompt cache in {where}")
     else:
-        print(f"cleared {len(deleted)} prompt cache{'s' if len(deleted) != 1 else ''} in {where}")
-    if health.of_home(home, port, timeout=0.5) is not None:
         print(
-            f"note: the server on port {port} still holds its prompt cache in memory and writes "
+            f"cleared {len(deleted)} prompt cache file{'s' if len(deleted) != 1 else ''} in {where}"
+        )
+    found = health.find(home, port, timeout=0.5)
+    if found is not None:
+        print(
+            f"note: the server on port {found[0]} still holds its prompt cache in memory and writes "
             "it to disk again when it stops, unloads or switches models; stop it first "
             "(or clear again after it stops) for none to be left."
         )
@@ -256,6 +261,7 @@ def _serve(settings: Settings) -> int:
     os.environ["HF_HUB_OFFLINE"] = "1"  # never reach a model hub
     os.environ["HF_DATASETS_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    from tholos_mlx import address
     from tholos_mlx.admission import Gate
     from tholos_mlx.app import create_app
     from tholos_mlx.engine import Engine
@@ -288,7 +294,15 @@ def _serve(settings: Settings) -> int:
             gate.close()  # waiting requests get 503 now
             engine.begin_shutdown()  # the running one stops within a token
 
+        async def _listening(*_: Any) -> None:
+            address.publish(settings.home, settings.port)  # the CLI finds us on any port
+
+        async def _withdraw(*_: Any) -> None:
+            address.withdraw(settings.home)
+
         app.register_listener(_stopping, "before_server_stop")
+        app.register_listener(_listening, "after_server_start")
+        app.register_listener(_withdraw, "before_server_stop")
         log.info(
             "serving on http://127.0.0.1:%d/v1 (model: %s); the key is in %s",
             settings.port,
@@ -319,6 +333,7 @@ def _serve(settings: Settings) -> int:
         log.critical("serve crashed", exc_info=True)
         code = 1
     finally:
+        address.withdraw(settings.home)  # also when Sanic never got to its stop listeners
         engine.stop()
         # Workaround (mlx 0.32 / mlx-lm 0.32 on Linux): a process that loaded a tokenizer off
         # the main thread can abort in C++ teardown at interpreter exit; state is on disk already.

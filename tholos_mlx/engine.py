@@ -23,7 +23,7 @@ from mlx_lm.tokenizer_utils import load as load_tokenizer
 from tholos_mlx import timings
 from tholos_mlx.answer import AnswerSplitter, Markers
 from tholos_mlx.channel import Channel
-from tholos_mlx.chat_prompt import prompt_ids, tool_format
+from tholos_mlx.chat_prompt import own_length_check, prompt_ids, tool_format
 from tholos_mlx.errors import (
     ContextLengthExceeded,
     NoModelLoaded,
@@ -183,7 +183,7 @@ class Engine:
             tokenizer = self._tokenizers.get(entry.path)
             if tokenizer is None:
                 try:
-                    tokenizer = load_tokenizer(entry.path)
+                    tokenizer = own_length_check(load_tokenizer(entry.path))
                 except Exception as exc:
                     raise ServiceUnavailable(
                         f"Model `{entry.id}`'s tokenizer cannot be read "

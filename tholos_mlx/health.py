@@ -8,6 +8,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from tholos_mlx.address import published_port
 from tholos_mlx.home import KEY_FILE
 
 
@@ -42,3 +43,13 @@ def of_home(home: Path, port: int, timeout: float = 1.0) -> dict[str, object] | 
     except OSError:
         return None
     return fetch(port, key, timeout) if key else None
+
+
+def find(home: Path, port: int, timeout: float = 1.0) -> tuple[int, dict[str, object]] | None:
+    """The running server of this home and its /health: at the port it published, else PORT."""
+    published = published_port(home)
+    for candidate in dict.fromkeys(p for p in (published, port) if p is not None):
+        health = of_home(home, candidate, timeout)
+        if health is not None:
+            return candidate, health
+    return None

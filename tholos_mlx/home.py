@@ -62,7 +62,7 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
 
 
 def clear_cache(home: Path, model_id: str | None = None) -> list[Path]:
-    """Delete cache/ID/ (or everything in cache/); returns what was deleted, never outside it."""
+    """Delete cache/ID/ (or everything in cache/); returns the files deleted, never outside it."""
     cache = home / CACHE_DIR
     if model_id is not None and (
         not model_id or model_id.startswith(".") or "/" in model_id or os.sep in model_id
@@ -76,12 +76,21 @@ def clear_cache(home: Path, model_id: str | None = None) -> list[Path]:
     for target in targets:
         if target.is_symlink() or target.is_file():
             target.unlink()  # a link is removed, never followed
+            deleted.append(target)
         elif target.is_dir():
+            files = _files_in(target)  # a model's folder holds one file per cached prompt
             shutil.rmtree(target)
-        else:
-            continue
-        deleted.append(target)
+            deleted.extend(files)
     return deleted
+
+
+def _files_in(folder: Path) -> list[Path]:
+    """Every file and link under FOLDER, links never followed."""
+    out: list[Path] = []
+    for parent, dirs, files in os.walk(folder):
+        out += [Path(parent, d) for d in dirs if Path(parent, d).is_symlink()]
+        out += [Path(parent, f) for f in files]
+    return out
 
 
 def new_key() -> str:

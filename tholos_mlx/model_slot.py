@@ -19,7 +19,7 @@ import mlx.core as mx
 from mlx_lm import load as mlx_load
 
 from tholos_mlx import machine
-from tholos_mlx.chat_prompt import ToolFormat, tool_format
+from tholos_mlx.chat_prompt import ToolFormat, own_length_check, tool_format
 from tholos_mlx.detokenize import DetokenizerFactory
 from tholos_mlx.errors import InsufficientMemory, ServiceUnavailable
 from tholos_mlx.generation import Prefill
@@ -376,6 +376,7 @@ class ModelSlot:
     def _load(self, entry: ModelEntry) -> Loaded:
         started = time.perf_counter()
         model, tokenizer = mlx_load(str(entry.path))[:2]
+        own_length_check(tokenizer)
         size = weights_bytes(entry.path)
         loaded = Loaded(
             entry=entry,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +13,7 @@ from tholos_mlx import health as health_client
 from tholos_mlx import mlx_folder
 from tholos_mlx.config import Settings
 from tholos_mlx.errors import UsageError
-from tholos_mlx.home import IMPORT_MARKER, MODELS_DIR
+from tholos_mlx.home import IMPORT_MARKER, MODELS_DIR, clear_cache
 from tholos_mlx.tiers import UNASSIGNED, TierTable, check_id, folder_size
 
 PROG = "tholos-mlx"
@@ -51,7 +51,8 @@ def print_models(home: Path, settings: Settings) -> int:
             f"or find the ones already on this machine with `{PROG} models scan`."
         )
         return 0
-    health = health_client.of_home(settings.home, settings.port)
+    found = health_client.find(settings.home, settings.port)
+    health = found[1] if found else None
     running = health.get("model") if health else None
     rows = [("ID", "TIER", "FOLDER", "SIZE", "LOADED")]
     for e in entries:
@@ -225,6 +226,23 @@ def scan_command(home: Path, env: Mapping[str, str], add: bool) -> int:
 # --- remove ---------------------------------------------------------------------------------
 
 
+def _clear_cache_of(home: Path, model_id: str) -> Callable[[], str]:
+    """Clears cache/ID/ when called (after the entry is gone); says what it cleared."""
+
+    def clear() -> str:
+        try:
+            files = clear_cache(home, model_id)
+        except ValueError:  # an id that is no folder name has no cache
+            return ""
+        return (
+            f" and its {len(files)} prompt cache file{'s' if len(files) != 1 else ''}"
+            if files
+            else ""
+        )
+
+    return clear
+
+
 def _deletable(home: Path, folder: Path) -> str | None:
     """Why --delete must not delete this folder, or None: import-gguf made it in models/."""
     models = (home / MODELS_DIR).resolve()
@@ -235,10 +253,27 @@ def _deletable(home: Path, folder: Path) -> str | None:
     return None
 
 
-def remove_command(home: Path, model_id: str, delete: bool) -> int:
-    """`models remove ID [--delete]`: drop the entry; --delete also deletes what import-gguf made."""
+def _refuse_if_serving(home: Path, model_id: str, port: int) -> None:
+    """A running server would go on answering with a model no longer listed: stop it first."""
+    found = health_client.find(home, port)
+    if found is None:
+        return
+    at, health = found
+    if model_id in (health.get("model"), health.get("last_model")):
+        raise UsageError(
+            f"{model_id!r} is the model of the server on 127.0.0.1:{at}, which answers with it "
+            "when a request names no model; stop that server (or have it load another model) "
+            "first, then remove it"
+        )
+
+
+def remove_command(home: Path, model_id: str, delete: bool, port: int) -> int:
+    """`models remove ID [--delete]`: drop the entry and its prompt cache; --delete: what import-gguf made too."""
     table = TierTable(home)
     table.check_readable()
+    if table.has(model_id) or model_id in table.taken():
+        _refuse_if_serving(home, model_id, port)
+    cleared = _clear_cache_of(home, model_id)
     listed = table.has(model_id)
     folder = table.folders().get(model_id) if listed else home / MODELS_DIR / model_id
     if not listed and not (delete and model_id in table.taken()):
@@ -253,7 +288,7 @@ def remove_command(home: Path, model_id: str, delete: bool) -> int:
     if not (delete and folder is not None and exists):
         table.remove(model_id)
         kept = "its folder stays" if not delete else "its folder was already gone"
-        print(f"removed {model_id!r} from {table.path}; {kept}")
+        print(f"removed {model_id!r} from {table.path}{cleared()}; {kept}")
         return 0
     why = _deletable(home, folder)
     if why:
@@ -269,5 +304,5 @@ def remove_command(home: Path, model_id: str, delete: bool) -> int:
         os.rename(aside, folder)
         raise
     shutil.rmtree(aside, ignore_errors=True)
-    print(f"removed {model_id!r} and deleted {folder}")
+    print(f"removed {model_id!r}{cleared()} and deleted {folder}")
     return 0

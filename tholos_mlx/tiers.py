@@ -221,7 +221,11 @@ class TierTable:
         models = data.get("models")
         if not isinstance(models, dict) or model_id not in models:
             raise UsageError(f"{self.path} has no entry {model_id!r}")
-        want = {**data, "models": {k: v for k, v in models.items() if k != model_id}}
+        rest = {k: v for k, v in models.items() if k != model_id}
+        # The last entry gone leaves no [models] table at all: the file reads back as {}.
+        want = (
+            {**data, "models": rest} if rest else {k: v for k, v in data.items() if k != "models"}
+        )
         new = _without_section(text, model_id)
         if new is None or tomllib.loads(new) != want:
             # Written in a shape the line edit does not understand: regenerate, if nothing is lost.
@@ -230,7 +234,7 @@ class TierTable:
                     f"cannot remove {model_id!r} from {self.path} without losing other content; "
                     "edit it by hand"
                 )
-            new = _HEADER + "".join(_block(k, v) for k, v in want["models"].items()).lstrip("\n")
+            new = _HEADER + "".join(_block(k, v) for k, v in rest.items()).lstrip("\n")
             if tomllib.loads(new) != want:  # a value _block cannot write (an array, a table)
                 raise UsageError(f"cannot rewrite {self.path}; edit it by hand")
         write_atomic(self.path, new.encode("utf-8"))

@@ -6,13 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DEMO_ID
-
 
 @pytest.fixture(scope="session")
-def tiny_model(demo_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A `--synthetic tiny` folder (seed 0) with the demo model's tokenizer; read-only."""
+def tiny_model(tiny_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A `--synthetic tiny` folder (seed 0) with the tiny model's tokenizer; read-only."""
     from tholos_mlx.bench import synthetic
 
     folder = tmp_path_factory.mktemp("synthetic") / "synthetic-tiny"
-    return synthetic.build("tiny", demo_home / "models" / DEMO_ID, folder)
+    return synthetic.build("tiny", tiny_folder, folder)

@@ -116,11 +116,11 @@ def test_every_run_gets_a_different_nonce() -> None:
     assert len(nonces) == 100 and all(n.startswith("Run ") for n in nonces)
 
 
-def test_prompts_have_exactly_the_asked_number_of_tokens(demo_home: Path) -> None:
+def test_prompts_have_exactly_the_asked_number_of_tokens(tiny_folder: Path) -> None:
     from tholos_mlx.bench import prompts as bench_prompts
     from tholos_mlx.bench.sides.raw import load_tokenizer
 
-    tokenizer = load_tokenizer(demo_home / "models" / DEMO_ID)
+    tokenizer = load_tokenizer(tiny_folder)
     for size in (40, 100, 333):
         messages, ids = bench_prompts.counting_prompt(tokenizer, size)
         assert len(ids) == size == len(bench_prompts.chat_ids(tokenizer, messages))
@@ -171,8 +171,8 @@ def test_bench_without_a_model_says_how_to_install_one(cli: CLI) -> None:
     assert "import-gguf" in out.stderr
 
 
-def test_bench_names_an_unknown_model(demo_home: Path, cli: CLI) -> None:
-    out = cli("bench", "--home", demo_home, "--model", "no-such-model")
+def test_bench_names_an_unknown_model(tiny_home: Path, cli: CLI) -> None:
+    out = cli("bench", "--home", tiny_home, "--model", "no-such-model")
     assert out.returncode == 2
     assert "no-such-model" in out.stderr
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from tests.bench import results
-from tests.conftest import CLI, DEMO_ID
+from tests.conftest import CLI
+from tests.tiny_model import TINY_ID
 from tholos_mlx.bench import synthetic
 from tholos_mlx.bench.sides.client import Endpoint, free_port
 from tholos_mlx.bench.sides.server import ServerProcess
@@ -16,7 +17,7 @@ from tholos_mlx.errors import UsageError
 
 
 def test_a_synthetic_model_loads_as_a_4_bit_llama_of_its_shape_with_the_given_tokenizer(
-    tiny_model: Path, demo_home: Path
+    tiny_model: Path, tiny_folder: Path
 ) -> None:
     from mlx_lm import load
 
@@ -29,9 +30,9 @@ def test_a_synthetic_model_loads_as_a_4_bit_llama_of_its_shape_with_the_given_to
     assert q.weight.shape == (shape.heads * shape.head_dim, shape.hidden * 4 // 32)
     assert model.layers[0].mlp.up_proj.weight.shape[0] == shape.intermediate
     config = json.loads((tiny_model / "config.json").read_text())
-    assert config["synthetic"] == {"shape": "tiny", "weights": "random", "tokenizer_from": DEMO_ID}
-    demo = demo_home / "models" / DEMO_ID
-    assert (tiny_model / "tokenizer.json").read_bytes() == (demo / "tokenizer.json").read_bytes()
+    assert config["synthetic"] == {"shape": "tiny", "weights": "random", "tokenizer_from": TINY_ID}
+    source = tiny_folder / "tokenizer.json"
+    assert (tiny_model / "tokenizer.json").read_bytes() == source.read_bytes()
 
 
 def test_greedy_decoding_of_a_synthetic_model_never_picks_eos_or_an_unknown_id(
@@ -41,7 +42,7 @@ def test_greedy_decoding_of_a_synthetic_model_never_picks_eos_or_an_unknown_id(
     from mlx_lm import load
 
     model, tokenizer = load(str(tiny_model))[:2]
-    logits = model(mx.array([[5, 17, 300, 4000]]))[0]
+    logits = model(mx.array([[5, 17, 300, len(tokenizer.get_vocab()) - 1]]))[0]
     eos = sorted(tokenizer.eos_token_ids)
     assert mx.all(logits[:, eos] == 0).item()  # their output rows are zero
     assert mx.all(mx.max(logits, axis=-1) > 0).item()  # so greedy always finds a better token
@@ -62,7 +63,7 @@ def test_the_standard_shapes_have_the_published_parameter_counts(shape: str) -> 
     from mlx_lm.models import llama
 
     # MLX is lazy: the model's arrays are never computed, only their shapes are read.
-    args = llama.ModelArgs.from_dict(synthetic.config(shape, 128256, DEMO_ID))
+    args = llama.ModelArgs.from_dict(synthetic.config(shape, 128256, TINY_ID))
     model = llama.Model(args)
     count = sum(v.size for _, v in tree_flatten(model.parameters()))
     assert count == PUBLISHED_PARAMETERS[shape]
@@ -75,15 +76,16 @@ def test_an_unknown_shape_is_a_usage_error(tmp_path: Path) -> None:
 
 @pytest.mark.e2e
 def test_bench_on_a_synthetic_model_against_a_running_peer_measures_until_told_enough(
-    demo_home: Path, tiny_model: Path, tmp_path: Path, cli: CLI
+    tiny_home: Path, tiny_model: Path, tmp_path: Path, cli: CLI
 ) -> None:
+    # Both sides on the tiny model's tokenizer: the synthetic model bench builds and the peer's.
     peer = Endpoint("127.0.0.1", free_port())
     args = ["mlx_lm", "server", "--model", str(tiny_model), "--port", str(peer.port)]
     with ServerProcess(args, peer, tmp_path / "peer.log"):
         out = cli(
             "bench",
             "--home",
-            demo_home,
+            tiny_home,
             "--synthetic",
             "tiny",
             "--peer-url",

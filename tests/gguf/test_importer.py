@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +14,7 @@ import pytest
 from tokenizers import Tokenizer
 
 from tests.conftest import CLI, DEMO_ID, DEMO_TIER
-from tests.gguf.writer import F32, Q6_K, llama_meta, write_gguf
+from tests.gguf.writer import F32, Q6_K, llama_meta, small_llama, write_gguf
 from tholos_mlx.errors import UsageError
 from tholos_mlx.gguf import importer
 from tholos_mlx.gguf.format import read_header
@@ -36,7 +35,7 @@ def leftovers(home: Path) -> list[str]:
     return sorted(os.listdir(models)) if models.exists() else []
 
 
-# --- the real demo model -----------------------------------------------------------------------
+# --- the real demo model: the real file's header, tokenizer and weights (the e2e lane) ----------
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +46,7 @@ def demo_loaded(demo_home: Path) -> Iterator[tuple[Any, Any]]:
     yield load(str(demo_home / "models" / DEMO_ID))
 
 
+@pytest.mark.e2e
 def test_the_header_reader_reads_the_demo_files_metadata_and_tensors(demo_gguf: Path) -> None:
     h = read_header(demo_gguf)
     assert h.version == 3
@@ -59,6 +59,7 @@ def test_the_header_reader_reads_the_demo_files_metadata_and_tensors(demo_gguf: 
     assert h.data_offset % 32 == 0
 
 
+@pytest.mark.e2e
 def test_the_demo_model_imports_into_a_folder_mlx_lm_reads_with_a_tiers_entry(
     demo_home: Path,
 ) -> None:
@@ -90,6 +91,7 @@ def test_the_demo_model_imports_into_a_folder_mlx_lm_reads_with_a_tiers_entry(
     assert leftovers(demo_home) == [DEMO_ID]
 
 
+@pytest.mark.e2e
 def test_the_demo_tokenizer_keeps_special_tokens_whole_and_round_trips(demo_home: Path) -> None:
     tok = Tokenizer.from_file(str(demo_home / "models" / DEMO_ID / "tokenizer.json"))
     assert tok.encode("<|im_start|>", add_special_tokens=False).ids == [1]
@@ -128,23 +130,28 @@ def test_the_demo_model_answers_paris_when_decoding_greedily(demo_loaded: tuple[
 # --- failures: exit 2, one line, nothing left behind -------------------------------------------
 
 
+@pytest.fixture(scope="module")
+def small_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A one-layer F32 llama GGUF (80 kB) that imports cleanly; read-only."""
+    return small_llama(tmp_path_factory.mktemp("small") / "small.gguf")
+
+
 def test_a_truncated_gguf_exits_2_with_one_line_and_leaves_nothing(
-    cli: CLI, demo_gguf: Path, tmp_path: Path, tholos_home: Path
+    cli: CLI, small_gguf: Path, tmp_path: Path, tholos_home: Path
 ) -> None:
     cut = tmp_path / "cut.gguf"
-    with open(demo_gguf, "rb") as src:
-        cut.write_bytes(src.read(60_000_000))
+    data = small_gguf.read_bytes()
+    cut.write_bytes(data[: (read_header(small_gguf).data_offset + len(data)) // 2])  # mid-weights
     line = one_line_error(cli("import-gguf", cut, "--id", "cut"))
     assert "truncated" in line and "cut.gguf" in line
     assert leftovers(tholos_home) == [] and not (tholos_home / "tiers.toml").exists()
 
 
 def test_a_gguf_cut_inside_its_header_exits_2_with_one_line(
-    cli: CLI, demo_gguf: Path, tmp_path: Path, tholos_home: Path
+    cli: CLI, small_gguf: Path, tmp_path: Path, tholos_home: Path
 ) -> None:
     cut = tmp_path / "head.gguf"
-    with open(demo_gguf, "rb") as src:
-        cut.write_bytes(src.read(5000))
+    cut.write_bytes(small_gguf.read_bytes()[: read_header(small_gguf).data_offset // 2])
     assert "truncated" in one_line_error(cli("import-gguf", cut, "--id", "cut"))
     assert leftovers(tholos_home) == []
 
@@ -228,17 +235,17 @@ def test_an_unknown_tokenizer_type_fails_cleanly_and_leaves_nothing(
 
 
 def test_an_unreadable_tiers_toml_stops_the_import_before_anything_is_written(
-    demo_gguf: Path, tholos_home: Path
+    small_gguf: Path, tholos_home: Path
 ) -> None:
     (tholos_home / "tiers.toml").write_text("[models.x\n")
     with pytest.raises(UsageError, match="not valid TOML"):
-        importer.import_command(demo_gguf, tholos_home, "x", None, False)
+        importer.import_command(small_gguf, tholos_home, "x", None, False)
     assert leftovers(tholos_home) == []
     assert (tholos_home / "tiers.toml").read_text() == "[models.x\n"
 
 
 def test_an_interrupted_import_leaves_nothing_behind(
-    demo_gguf: Path, tholos_home: Path, monkeypatch: pytest.MonkeyPatch
+    small_gguf: Path, tholos_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def interrupt(folder: Path) -> None:
         assert (folder / "model.safetensors").exists()  # halfway: weights written, not yet in place
@@ -246,7 +253,7 @@ def test_an_interrupted_import_leaves_nothing_behind(
 
     monkeypatch.setattr(importer, "_check_loads", interrupt)
     with pytest.raises(KeyboardInterrupt):
-        importer.import_command(demo_gguf, tholos_home, "half", "fast", False)
+        importer.import_command(small_gguf, tholos_home, "half", "fast", False)
     assert leftovers(tholos_home) == [] and not (tholos_home / "tiers.toml").exists()
 
 
@@ -254,56 +261,54 @@ def test_an_interrupted_import_leaves_nothing_behind(
 
 
 def test_an_existing_id_is_refused_without_force_and_replaced_with_it(
-    cli: CLI, demo_gguf: Path, demo_home: Path, tholos_home: Path
+    cli: CLI, small_gguf: Path, tholos_home: Path
 ) -> None:
-    shutil.copytree(demo_home / "models", tholos_home / "models")
-    shutil.copy(demo_home / "tiers.toml", tholos_home / "tiers.toml")
-    folder = tholos_home / "models" / DEMO_ID
+    assert importer.import_command(small_gguf, tholos_home, "small", "fast", False) == 0
+    folder = tholos_home / "models" / "small"
     before = folder.stat().st_ino
 
-    line = one_line_error(cli("import-gguf", demo_gguf, "--id", DEMO_ID))
+    line = one_line_error(cli("import-gguf", small_gguf, "--id", "small"))
     assert "already exists" in line and "--force" in line
     assert folder.stat().st_ino == before
 
-    out = cli("import-gguf", demo_gguf, "--id", DEMO_ID, "--force")
+    out = cli("import-gguf", small_gguf, "--id", "small", "--force")
     assert out.returncode == 0, out.stderr
     assert folder.stat().st_ino != before  # a new folder, renamed into place
     assert (folder / IMPORT_MARKER).is_file()
-    assert leftovers(tholos_home) == [DEMO_ID]
+    assert leftovers(tholos_home) == ["small"]
     # Without --tier the replacement keeps the tier it had.
-    assert [(e.id, e.tier) for e in TierTable(tholos_home).entries()] == [(DEMO_ID, DEMO_TIER)]
+    assert [(e.id, e.tier) for e in TierTable(tholos_home).entries()] == [("small", "fast")]
 
 
 def test_an_id_only_named_in_tiers_toml_also_needs_force(
-    cli: CLI, demo_gguf: Path, tholos_home: Path
+    cli: CLI, small_gguf: Path, tholos_home: Path
 ) -> None:
     (tholos_home / "tiers.toml").write_text('[models.taken]\npath = "/nowhere"\ntier = "fast"\n')
-    assert "already exists" in one_line_error(cli("import-gguf", demo_gguf, "--id", "taken"))
+    assert "already exists" in one_line_error(cli("import-gguf", small_gguf, "--id", "taken"))
 
 
 def test_force_never_replaces_a_folder_that_import_gguf_did_not_make(
-    cli: CLI, demo_gguf: Path, tholos_home: Path
+    cli: CLI, small_gguf: Path, tholos_home: Path
 ) -> None:
     mine = tholos_home / "models" / "mine"
     mine.mkdir(parents=True)
     (mine / "config.json").write_text("{}")
-    line = one_line_error(cli("import-gguf", demo_gguf, "--id", "mine", "--force"))
+    line = one_line_error(cli("import-gguf", small_gguf, "--id", "mine", "--force"))
     assert "not made by import-gguf" in line
     assert os.listdir(mine) == ["config.json"]
 
 
 def test_a_failed_replacement_puts_the_old_model_back(
-    demo_gguf: Path, demo_home: Path, tholos_home: Path, monkeypatch: pytest.MonkeyPatch
+    small_gguf: Path, tholos_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    shutil.copytree(demo_home / "models", tholos_home / "models")
-    shutil.copy(demo_home / "tiers.toml", tholos_home / "tiers.toml")
-    before = (tholos_home / "models" / DEMO_ID / IMPORT_MARKER).read_text()
+    assert importer.import_command(small_gguf, tholos_home, "small", "fast", False) == 0
+    before = (tholos_home / "models" / "small" / IMPORT_MARKER).read_text()
 
     def full_disk(self: TierTable, *args: Any) -> None:
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(TierTable, "add", full_disk)
     with pytest.raises(UsageError, match="No space left on device"):
-        importer.import_command(demo_gguf, tholos_home, DEMO_ID, "fast", True)
-    assert (tholos_home / "models" / DEMO_ID / IMPORT_MARKER).read_text() == before
-    assert leftovers(tholos_home) == [DEMO_ID]
+        importer.import_command(small_gguf, tholos_home, "small", "fast", True)
+    assert (tholos_home / "models" / "small" / IMPORT_MARKER).read_text() == before
+    assert leftovers(tholos_home) == ["small"]

@@ -102,3 +102,48 @@ def llama_meta(**extra: Any) -> dict[str, Any]:
     meta: dict[str, Any] = {"general.architecture": "llama", "general.name": "tiny"}
     meta.update(extra)
     return meta
+
+
+def small_llama(path: Path, seed: int = 0) -> Path:
+    """A one-layer F32 llama with a byte-fallback SentencePiece vocabulary that imports and loads."""
+    rng = np.random.default_rng(seed)
+    pieces = ["▁", "h", "i", "▁h", "▁hi"]
+    tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{i:02X}>" for i in range(256)] + pieces
+    hidden, ff, vocab = 32, 64, len(tokens)
+    shapes = {
+        "token_embd.weight": (vocab, hidden),
+        "output_norm.weight": (hidden,),
+        "blk.0.attn_q.weight": (hidden, hidden),
+        "blk.0.attn_k.weight": (hidden // 2, hidden),
+        "blk.0.attn_v.weight": (hidden // 2, hidden),
+        "blk.0.attn_output.weight": (hidden, hidden),
+        "blk.0.ffn_gate.weight": (ff, hidden),
+        "blk.0.ffn_up.weight": (ff, hidden),
+        "blk.0.ffn_down.weight": (hidden, ff),
+        "blk.0.attn_norm.weight": (hidden,),
+        "blk.0.ffn_norm.weight": (hidden,),
+    }
+    tensors = [
+        (name, shape, F32, rng.standard_normal(shape, dtype=np.float32).tobytes())
+        for name, shape in shapes.items()
+    ]
+    meta = llama_meta(
+        **{
+            "llama.block_count": 1,
+            "llama.context_length": 512,
+            "llama.embedding_length": hidden,
+            "llama.feed_forward_length": ff,
+            "llama.attention.head_count": 2,
+            "llama.attention.head_count_kv": 1,
+            "llama.rope.freq_base": 10000.0,
+            "llama.attention.layer_norm_rms_epsilon": 1e-5,
+            "tokenizer.ggml.model": "llama",
+            "tokenizer.ggml.tokens": tokens,
+            "tokenizer.ggml.scores": [0.0] * 259 + [-float(i) for i in range(len(pieces))],
+            "tokenizer.ggml.token_type": [2, 3, 3] + [6] * 256 + [1] * len(pieces),
+            "tokenizer.ggml.bos_token_id": 1,
+            "tokenizer.ggml.eos_token_id": 2,
+            "tokenizer.ggml.unknown_token_id": 0,
+        }
+    )
+    return write_gguf(path, meta, tensors)
