@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, NoReturn, Sequence
+from typing import Any, Callable, Iterator, NoReturn, Sequence, cast
 
 from tholos_mlx import __version__
 from tholos_mlx.config import SERVE_SETTINGS, Setting, Settings
@@ -264,6 +264,7 @@ def _serve(settings: Settings) -> int:
     from tholos_mlx import address
     from tholos_mlx.admission import Gate
     from tholos_mlx.app import create_app
+    from tholos_mlx.drafting import Mode
     from tholos_mlx.engine import Engine
     from tholos_mlx.home import KeyStore
     from tholos_mlx.tiers import TierTable
@@ -279,6 +280,8 @@ def _serve(settings: Settings) -> int:
         kv_bits=settings.kv_bits,
         disk_cache=_disk_cache(settings),
         default_max_tokens=settings.default_max_tokens,
+        speculative=cast(Mode, settings.speculative),
+        num_draft_tokens=settings.num_draft_tokens,
     )
     gate = Gate(max_queue=settings.max_queue, queue_timeout=settings.queue_timeout)
     _check_port(settings.port)  # fail in one line before loading anything

@@ -20,7 +20,11 @@ MODES: tuple[Mode, ...] = ("ngram", "draft", "off")
 
 LONGEST, SHORTEST = 4, 2  # n-gram sizes looked up in the history, longest first
 WIDER_COST = 0.36  # a forward over m tokens costs ~1 + 0.36 (m - 1) steps on a CPU (issue 20)
-COST_RANGE = (0.01, 1.0)  # what a learned price may be: from a GPU's near-free to a CPU's worst
+# What a learned price may be: from a GPU's near-free to past a busy CPU's (timing noise on a
+# loaded machine must not switch drafting off where the drafts are nearly all kept).
+COST_RANGE = (0.01, 0.5)
+MARGIN = 0.05  # a top-2 logprob gap below this is left to a one-token step (bf16 on Metal
+# drifts by ~1e-2 between a wide pass and a one-token one; on a CPU the two agree exactly)
 GAIN = 1.05  # draft only where the expected speed-up beats plain decoding by this much
 PROBE_FIRST, PROBE_LAST = 16, 512  # plain tokens between probes once drafting stopped paying
 
@@ -190,8 +194,11 @@ def speculation(
     """The drafting of one answer under `--speculative MODE`, or None where nothing drafts."""
     if mode == "off" or most <= 0:
         return None
+    depth = Depth(most, learn=learn)
+    if prediction:  # the client expects its answer to repeat this: start out trusting it
+        depth.kept = 3.0
     return Speculation(
-        Depth(most, learn=learn),
+        depth,
         greedy,
         Prediction(prediction) if prediction else None,
         margin,

@@ -24,6 +24,7 @@ from tholos_mlx import timings
 from tholos_mlx.answer import AnswerSplitter, Markers
 from tholos_mlx.channel import Channel
 from tholos_mlx.chat_prompt import own_length_check, prompt_ids, tool_format
+from tholos_mlx.drafting import MARGIN, Mode, prediction_usage, speculation
 from tholos_mlx.errors import (
     ContextLengthExceeded,
     NoModelLoaded,
@@ -59,6 +60,8 @@ class Engine:
         disk_cache: DiskCache | None = None,
         slot: ModelSlot | None = None,
         default_max_tokens: int | None = None,
+        speculative: Mode = "ngram",
+        num_draft_tokens: int = 4,
     ) -> None:
         self._jobs: queue.Queue[Callable[[], None] | None] = queue.Queue()
         self._thread = threading.Thread(target=self._main, name="tholos-engine", daemon=True)
@@ -71,6 +74,8 @@ class Engine:
         self._current: Channel | None = None
         self._log_prompts = log_prompts
         self._default_max_tokens = default_max_tokens  # None: as many as fit
+        self._speculative, self._num_draft_tokens = speculative, num_draft_tokens
+        self._undraftable: set[str] = set()  # models whose caches cannot undo a draft: said once
         self._stopping = False
         self._idle_unload = idle_unload  # seconds; 0 never
         self._idle_since = time.monotonic()  # when the last job ended
@@ -327,6 +332,14 @@ class Engine:
         stops = request.stop if request.response_format.kind == "text" else ()
         splitter = AnswerSplitter(put, stops, _markers(loaded, request, prompt))
         times.generating = started = timings.now()
+        predicted = _tokens(loaded, request.prediction)
+        spec = speculation(
+            self._speculative,
+            self._num_draft_tokens,
+            greedy=request.temperature == 0,
+            prediction=predicted,
+            margin=MARGIN,
+        )
         gen = None
         try:
             gen = generate(
@@ -345,6 +358,7 @@ class Engine:
                 cancelled=lambda: channel.cancelled,
                 prefill=loaded.prefill,
                 kv_bits=self._slot.kv_bits,
+                speculation=spec,
             )
         finally:
             if gen is not None and cache_tokens(cache) == len(gen.cache_tokens):
@@ -361,9 +375,15 @@ class Engine:
         whole_calls = finish == "stop" or (finish == "length" and splitter.dropped_cut_call)
         if splitter.calls and whole_calls and not stopped_by_text:
             finish = "tool_calls"
-        usage = Usage(len(prompt), len(gen.generated), cached)
+        accepted, rejected = prediction_usage(predicted, gen.generated)
+        usage = Usage(len(prompt), len(gen.generated), cached, accepted, rejected)
         times.first_token, times.last_token = gen.first_token_at, gen.last_token_at
         times.tokens = len(gen.generated)
+        if spec is not None:
+            times.drafted, times.accepted = spec.drafted, spec.accepted
+            if spec.notes and loaded.entry.id not in self._undraftable:
+                self._undraftable.add(loaded.entry.id)
+                log.info("%s: drafts nothing: %s", loaded.entry.id, spec.notes[0])
         log.info(
             "%s: %d prompt tokens (%d cached), %d generated, %.1f s, finish %s; %s",
             loaded.entry.id,
@@ -377,6 +397,13 @@ class Engine:
         if self._log_prompts:
             log.info("answer: %r", "".join(answer))
         channel.put(Finished(finish, usage, splitter.stop_sequence))
+
+
+def _tokens(loaded: Loaded, text: str | None) -> list[int]:
+    """A prediction's token ids, as the answer would spell it (no special tokens)."""
+    if not text:
+        return []
+    return list(loaded.tokenizer.encode(text, add_special_tokens=False))
 
 
 def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
