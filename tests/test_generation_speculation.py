@@ -21,6 +21,7 @@ from mlx_lm.tokenizer_utils import load as load_tokenizer
 from tests.conftest import DEMO_ID
 from tholos_mlx.constrain import Grammars, ToolMarkers
 from tholos_mlx.detokenize import DetokenizerFactory
+from tholos_mlx.draft_model import DraftModel, same_vocabulary
 from tholos_mlx.drafting import Speculation, speculation
 from tholos_mlx.generation import Constraint, Generation, generate
 from tholos_mlx.prompt_cache import cache_tokens
@@ -355,3 +356,59 @@ def test_logits_processors_turn_drafting_off(model: Any, tokenizer: Any) -> None
         speculation=drafting,
     )
     assert drafting.drafted == 0
+
+
+def draft_spec(drafter: Any, margin: float = 0.05) -> Speculation:
+    """Drafting by a draft model for a greedy answer."""
+    found = speculation(
+        "draft", 4, greedy=True, margin=margin, learn=False, source=DraftModel(drafter)
+    )
+    assert found is not None
+    return found
+
+
+def test_a_draft_model_identical_to_the_model_has_every_draft_kept(tokenizer: Any) -> None:
+    model = _llama(0)
+    prompt = ids(tokenizer, PROMPTS[1])
+    off = Answer(model, tokenizer, prompt, None, max_tokens=40)
+    # No margin check: on a CPU a wide pass agrees exactly with one-token steps, and a random
+    # model's near-ties would otherwise leave some rows to them.
+    on = Answer(model, tokenizer, prompt, draft_spec(model, margin=0.0), max_tokens=40)
+    same(on, off)
+    assert on.spec is not None and on.spec.drafted > 0
+    assert on.spec.accepted == on.spec.drafted
+    assert on.model.passes < off.model.passes
+
+
+def test_a_draft_model_that_disagrees_changes_nothing_in_the_answer(
+    model: Any, tokenizer: Any
+) -> None:
+    prompt = ids(tokenizer, PROMPTS[0])
+    off = Answer(model, tokenizer, prompt, None, max_tokens=30)
+    on = Answer(model, tokenizer, prompt, draft_spec(_llama(7)), max_tokens=30)
+    same(on, off)
+
+
+def test_the_draft_models_cache_holds_exactly_what_it_was_fed(tokenizer: Any) -> None:
+    drafter = DraftModel(_llama(7))
+    history = ids(tokenizer, PROMPTS[1])
+    first = drafter.draft(list(history), 3)
+    assert len(first) == 3 and cache_tokens(drafter.cache) == len(drafter.fed)
+    # the large model kept one drafted token and said another: the drafter follows
+    history += [first[0], first[1] + 1]
+    again = drafter.draft(list(history), 2)
+    assert len(again) == 2 and drafter.fed[: len(history)] == history
+    assert cache_tokens(drafter.cache) == len(drafter.fed)
+
+
+class Vocab:
+    def __init__(self, vocab: dict[str, int]) -> None:
+        self.vocab = vocab
+
+    def get_vocab(self) -> dict[str, int]:
+        return self.vocab
+
+
+def test_a_tokenizer_with_another_vocabulary_cannot_draft(tokenizer: Any) -> None:
+    assert same_vocabulary(tokenizer, tokenizer)
+    assert not same_vocabulary(Vocab({"a": 0, "b": 1}), Vocab({"a": 1, "b": 0}))

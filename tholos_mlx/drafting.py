@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from difflib import SequenceMatcher
-from typing import Literal
+from typing import Literal, Protocol
 
 Mode = Literal["ngram", "draft", "off"]
 MODES: tuple[Mode, ...] = ("ngram", "draft", "off")
@@ -27,6 +27,14 @@ MARGIN = 0.05  # a top-2 logprob gap below this is left to a one-token step (bf1
 # drifts by ~1e-2 between a wide pass and a one-token one; on a CPU the two agree exactly)
 GAIN = 1.05  # draft only where the expected speed-up beats plain decoding by this much
 PROBE_FIRST, PROBE_LAST = 16, 512  # plain tokens between probes once drafting stopped paying
+
+
+class Source(Protocol):
+    """A drafter beside prompt lookup (a draft model): the tokens it expects after `history`."""
+
+    def draft(self, history: list[int], depth: int) -> list[int]:
+        """Up to `depth` tokens to verify after `history`."""
+        ...
 
 
 class Lookup:
@@ -155,6 +163,7 @@ class Speculation:
     predicted_kept: int = 0  # of the prediction's drafted tokens: kept...
     predicted_drafted: int = 0  # ...and drafted
     notes: list[str] = field(default_factory=list)  # why drafting is off for this model, if so
+    source: Source | None = None  # a draft model, in place of prompt lookup
     _lookup: Lookup | None = None
     _from_prediction: bool = False
 
@@ -168,6 +177,8 @@ class Speculation:
             if found:
                 self._from_prediction = True
                 return found
+        if self.source is not None:
+            return self.source.draft(history, depth)
         if self._lookup is None or self._lookup.tokens is not history:
             self._lookup = Lookup(history)
         return self._lookup.draft(depth)
@@ -190,6 +201,7 @@ def speculation(
     prediction: Sequence[int] | None = None,
     margin: float = 0.0,
     learn: bool = True,
+    source: Source | None = None,
 ) -> Speculation | None:
     """The drafting of one answer under `--speculative MODE`, or None where nothing drafts."""
     if mode == "off" or most <= 0:
@@ -202,6 +214,7 @@ def speculation(
         greedy,
         Prediction(prediction) if prediction else None,
         margin,
+        source=source,
     )
 
 
