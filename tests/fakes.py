@@ -1,9 +1,8 @@
-"""A fake engine with the real engine's interface and threading, and a live server around it.
+"""A fake engine (the real Engine with a scripted runner), and a live server around it.
 
-FakeEngine runs every job on one background thread, in submit order, exactly as
-tholos_mlx.engine.Engine does: Started, Deltas, Finished (or an exception), then
-channel.close() and on_done via loop.call_soon_threadsafe. What each job does is
-scripted by a Script; what it got is recorded in a Job.
+FakeEngine is tholos_mlx.engine.Engine itself, its thread, queue, error handling and
+shutdown, with a runner that plays a Script instead of running a model: Started, Deltas,
+Finished (or an exception). What each job got is recorded in a Job.
 
 LiveServer runs create_app(...) with a FakeEngine on a real 127.0.0.1 port, in a
 background thread with its own event loop, so tests can talk to it with httpx
@@ -13,7 +12,6 @@ concurrently (sanic-testing's client is sequential).
 from __future__ import annotations
 
 import asyncio
-import queue
 import socket
 import threading
 import time
@@ -26,15 +24,18 @@ from typing import Any, Callable
 
 import httpx
 
+from tholos_mlx import timings
 from tholos_mlx.admission import Gate
 from tholos_mlx.app import create_app
-from tholos_mlx.channel import Channel
+from tholos_mlx.channel import Sink
 from tholos_mlx.config import Settings
+from tholos_mlx.engine import Engine
 from tholos_mlx.errors import NoModelLoaded
 from tholos_mlx.events import Delta, Event, Finished, FinishReason, Started
 from tholos_mlx.home import KeyStore, ensure_key
 from tholos_mlx.request import GenerationRequest, Usage
 from tholos_mlx.tiers import ModelEntry, TierTable
+from tholos_mlx.timings import Timings
 
 WAIT_S = 10.0  # generous bound for anything a test waits on; never a timing assert
 
@@ -66,6 +67,7 @@ class Job:
 
     request: GenerationRequest
     entry: ModelEntry | None
+    times: Timings  # the stamps the engine took for it (http, queue)
     started: threading.Event = field(default_factory=threading.Event)
     done: threading.Event = field(default_factory=threading.Event)
     pieces_sent: int = 0
@@ -73,34 +75,65 @@ class Job:
     dropped: bool = False  # cancelled before it started: nothing was generated
 
 
-class FakeEngine:
-    """Implements tholos_mlx.app.EngineLike on a real thread; tests script it and read its jobs."""
+class FakeSlot:
+    """The model slot as the engine sees it: which "model" is in memory, switch and unload."""
+
+    def __init__(self, loaded: str | None) -> None:
+        self.loaded_id = loaded
+        self.last_id = loaded  # the model in memory, else the one unload() freed
+
+    def switch(self, entry: ModelEntry) -> str:
+        """ "Load" the named model."""
+        self.loaded_id = self.last_id = entry.id
+        return entry.id
+
+    def unload(self, deadline: float | None = None) -> None:
+        """What idle unload does: nothing in memory, the last model remembered."""
+        self.loaded_id = None
+
+
+class WordCounter:
+    """A stand-in token count (words of every message, 10 per tool offered), on the loop.
+
+    Like the real counter it never queues a job, and with no model loaded, named or loaded
+    before (idle unload) it is 503."""
+
+    def __init__(self, slot: FakeSlot) -> None:
+        self._slot = slot
+        self.counted: list[tuple[GenerationRequest, ModelEntry | None]] = []
+
+    async def count(self, request: GenerationRequest, entry: ModelEntry | None) -> int:
+        """The request's "prompt length"."""
+        if entry is None and self._slot.last_id is None:
+            raise NoModelLoaded()
+        self.counted.append((request, entry))
+        tools = request.tools if request.tool_choice.mode != "none" else ()
+        return sum(len(m.content.split()) for m in request.messages) + 10 * len(tools)
+
+
+class FakeEngine(Engine[FakeSlot]):
+    """The real Engine (its thread, queue, errors and shutdown) with a scripted runner.
+
+    Tests script what each job does and read what it got; the thread starts at once."""
 
     def __init__(self, script: Script | None = None, loaded: str | None = "alpha") -> None:
         self.script = script or Script()
         self.scripts: list[Script] = []  # consumed one per job, before falling back to .script
         self.jobs: list[Job] = []  # in the order the engine thread ran them
-        self.counted: list[tuple[GenerationRequest, ModelEntry | None]] = []  # count_tokens calls
-        self._loaded = loaded
-        self._last = loaded
+        self.slot = FakeSlot(loaded)
+        self.words = WordCounter(self.slot)
         self._lock = threading.Lock()
-        self._queue: queue.Queue[Callable[[], None] | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._main, name="fake-engine", daemon=True)
-        self._thread.start()
+        super().__init__(self.slot, self._run, self.words)
+        self.start()
 
     @property
-    def loaded(self) -> str | None:
-        """The id of the "model in memory"."""
-        return self._loaded
-
-    @property
-    def last_loaded(self) -> str | None:
-        """The "model in memory", else the one unload() freed."""
-        return self._loaded or self._last
+    def counted(self) -> list[tuple[GenerationRequest, ModelEntry | None]]:
+        """Every count_tokens call, in order."""
+        return self.words.counted
 
     def unload(self) -> None:
         """What idle unload does: nothing in memory, the last model remembered."""
-        self._loaded = None
+        self.slot.unload()
 
     @property
     def requests(self) -> list[GenerationRequest]:
@@ -112,53 +145,9 @@ class FakeEngine:
         """The model entry each request came with (None: use the loaded one)."""
         return [j.entry for j in self.jobs]
 
-    def submit(
-        self,
-        request: GenerationRequest,
-        entry: ModelEntry | None,
-        on_done: Callable[[], None],
-        arrived: float | None = None,
-    ) -> Channel:
-        """Queue a job; its events arrive on the returned channel; on_done runs on the loop."""
-        loop = asyncio.get_running_loop()
-        channel = Channel(loop)
-        script = self.scripts.pop(0) if self.scripts else self.script
-
-        def job() -> None:
-            record = Job(request, entry)
-            with self._lock:
-                self.jobs.append(record)
-            try:
-                self._run(script, record, channel)
-            except BaseException as exc:  # the real engine turns these into events too
-                channel.put(exc)
-            finally:
-                channel.close()
-                record.done.set()
-                try:
-                    loop.call_soon_threadsafe(on_done)
-                except RuntimeError:  # the server stopped meanwhile, as engine._call_soon allows
-                    pass
-
-        self._queue.put(job)
-        return channel
-
-    async def count_tokens(self, request: GenerationRequest, entry: ModelEntry | None) -> int:
-        """A stand-in token count (words of every message, 10 per tool offered), on the loop.
-
-        Like the real engine it never queues a job, and with no model loaded, named or loaded
-        before (idle unload) it is 503.
-        """
-        if entry is None and self.last_loaded is None:
-            raise NoModelLoaded()
-        self.counted.append((request, entry))
-        tools = request.tools if request.tool_choice.mode != "none" else ()
-        return sum(len(m.content.split()) for m in request.messages) + 10 * len(tools)
-
-    def stop(self) -> None:
+    def stop(self, timeout: float = WAIT_S) -> None:
         """End the engine thread."""
-        self._queue.put(None)
-        self._thread.join(WAIT_S)
+        super().stop(timeout)
 
     def wait_jobs(self, n: int) -> list[Job]:
         """Block until the engine thread has received n jobs."""
@@ -169,27 +158,39 @@ class FakeEngine:
             time.sleep(0.005)
         return self.jobs[:n]
 
-    def _main(self) -> None:
-        while True:
-            job = self._queue.get()
-            if job is None:
-                return
-            job()
+    def _run(
+        self,
+        slot: FakeSlot,
+        request: GenerationRequest,
+        entry: ModelEntry | None,
+        channel: Sink,
+        times: Timings,
+    ) -> None:
+        """The runner: what answering.answer does, as the next script says."""
+        script = self.scripts.pop(0) if self.scripts else self.script
+        record = Job(request, entry, times)
+        with self._lock:
+            self.jobs.append(record)
+        try:
+            self._play(script, slot, record, channel)
+        finally:
+            record.done.set()
 
-    def _run(self, script: Script, record: Job, channel: Channel) -> None:
-        if channel.cancelled:  # like Engine._run: a request dropped before its turn does nothing
+    def _play(self, script: Script, slot: FakeSlot, record: Job, channel: Sink) -> None:
+        if channel.cancelled:  # like answering: a request dropped before its turn does nothing
             record.dropped = True
             return
         if script.error_before_start is not None:
             raise script.error_before_start
         if record.entry is not None:
-            self._loaded = record.entry.id  # "switch" to the named model
-        elif self._loaded is None:
-            self._loaded = self._last  # reload the model idle unload freed, as Engine does
-        self._last = self._loaded
-        if self._loaded is None:
-            raise AssertionError("the app submitted a request with no model loaded or named")
-        channel.put(Started(self._loaded, script.prompt_tokens, script.cached_tokens))
+            slot.switch(record.entry)
+        elif slot.loaded_id is None:
+            if slot.last_id is None:
+                raise AssertionError("the app submitted a request with no model loaded or named")
+            slot.loaded_id = slot.last_id  # reload the model idle unload freed, as answering does
+        assert slot.loaded_id is not None
+        record.times.started = timings.now()
+        channel.put(Started(slot.loaded_id, script.prompt_tokens, script.cached_tokens))
         record.started.set()
         events = script.events if script.events is not None else [Delta(p) for p in script.pieces]
         for i, event in enumerate(events):
@@ -208,7 +209,7 @@ class FakeEngine:
         channel.put(Finished(script.finish_reason, usage))
 
     @staticmethod
-    def _pause(script: Script, channel: Channel) -> bool:
+    def _pause(script: Script, channel: Sink) -> bool:
         """Wait before a piece as scripted; False if the request was cancelled meanwhile."""
         if script.delay:
             deadline = time.monotonic() + script.delay

@@ -9,7 +9,7 @@ import pytest
 
 from tholos_mlx.answer import AnswerSplitter, Markers, held_prefix
 from tholos_mlx.api.gathered import Gathered
-from tholos_mlx.events import Delta, Event, ToolCallDelta, ToolCallStart
+from tholos_mlx.events import Delta, Event, FinishReason, ToolCallDelta, ToolCallStart
 
 THINK = Markers(think_start="<think>", think_end="</think>", thinking_first=True)
 TOOLS = Markers(call_start="<tool_call>", call_end="</tool_call>")
@@ -209,3 +209,33 @@ def test_text_before_a_cut_marker_stays_and_only_the_marker_goes() -> None:
     splitter.feed("Let me look.\n<tool")
     splitter.finish(cut=True)
     assert gathered(events).text == "Let me look.\n"
+
+
+def ended(pieces: Sequence[str], reason: FinishReason, stops: tuple[str, ...] = ()) -> str:
+    """Feed pieces as generation would, then end() for `reason`: the finish reason it reports."""
+    splitter = AnswerSplitter(lambda ev: None, stops, TOOLS)
+    for piece in pieces:
+        if splitter.feed(piece):
+            break
+    return splitter.end(reason)
+
+
+def test_an_answer_ending_on_its_calls_finishes_with_tool_calls() -> None:
+    assert ended([CALL], "stop") == "tool_calls"
+
+
+def test_an_answer_without_calls_keeps_its_reason() -> None:
+    assert ended(["Just text."], "stop") == "stop"
+    assert ended(["Just text"], "length") == "length"
+
+
+def test_a_later_call_cut_by_max_tokens_leaves_whole_calls_so_the_answer_is_tool_calls() -> None:
+    assert ended([CALL, "\n", CALL.replace("Zürich", "Bern")[:-20]], "length") == "tool_calls"
+
+
+def test_a_first_call_cut_by_max_tokens_is_length() -> None:
+    assert ended([CALL[:-20]], "length") == "length"
+
+
+def test_a_stop_string_after_a_call_keeps_stop_not_tool_calls() -> None:
+    assert ended([CALL, "\nDONE"], "stop", stops=("DONE",)) == "stop"

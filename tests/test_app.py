@@ -24,6 +24,7 @@ from tests.fakes import (
     queue_len,
     wait_for,
 )
+from tholos_mlx import timings
 from tholos_mlx.errors import ContextLengthExceeded, ServiceUnavailable
 from tholos_mlx.home import rotate_key
 
@@ -1192,6 +1193,18 @@ def test_a_client_that_disconnects_from_a_non_streamed_answer_stops_it(tmp_path:
             r = c.post("/v1/chat/completions", json=HELLO)
             assert r.status_code == 200
             assert c.get("/health").json()["queue"] == 0
+
+
+def test_the_time_a_request_waits_in_line_is_queue_time_not_http_time(tmp_path: Path) -> None:
+    bodies = [chat(messages=[{"role": "user", "content": n}]) for n in ("1", "2")]
+    with engine_held(tmp_path / "home", send_chat, bodies) as s:
+        waiting = timings.now()  # request 2 is in line now
+    second = s.engine.jobs[1].times
+    assert second.arrived is not None
+    assert second.arrived <= second.queued < waiting < second.started
+    http_ms, queue_ms = (second.figures()[k] for k in ("http_ms", "queue_ms"))
+    assert http_ms is not None and queue_ms is not None
+    assert http_ms < (waiting - second.arrived) * 1e3 < queue_ms + http_ms
 
 
 # -- 10. SSE keepalive --

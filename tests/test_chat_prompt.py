@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -11,6 +12,7 @@ from tholos_mlx.chat_prompt import (
     FALLBACK_TEMPLATE,
     ToolFormat,
     call_text,
+    opens_thinking,
     prompt_ids,
     tool_format,
 )
@@ -128,6 +130,25 @@ def test_a_chatml_template_ends_the_prompt_with_the_begun_answer(tiny_folder: An
     assert begun.endswith("<|im_start|>assistant\n1, 2, 3,")
     closed = tok.decode(prompt_ids(tok, chat))
     assert closed.endswith("1, 2, 3,<|im_end|>\n<|im_start|>assistant\n")
+
+
+def thinker(has_thinking: bool = True) -> SimpleNamespace:
+    """A tokenizer that thinks between tokens 7 (start) and 8, 9 (end)."""
+    return SimpleNamespace(
+        has_thinking=has_thinking, think_start_tokens=[7], think_end_tokens=[8, 9]
+    )
+
+
+def test_a_prompt_that_opens_thinking_without_closing_it_starts_the_answer_inside_it() -> None:
+    assert opens_thinking(thinker(), [1, 2, 7])
+    assert opens_thinking(thinker(), [1, 7, 8, 9, 3, 7, 4])  # an earlier one closed, this one open
+    assert opens_thinking(thinker(), [1, 7, 8])  # half an end marker does not close it
+
+
+def test_a_closed_or_absent_thinking_block_starts_the_answer_outside() -> None:
+    assert not opens_thinking(thinker(), [1, 7, 3, 8, 9])
+    assert not opens_thinking(thinker(), [1, 2, 3])
+    assert not opens_thinking(thinker(has_thinking=False), [1, 2, 7])
 
 
 class OneSystemFirst(Recorder):

@@ -483,12 +483,33 @@ def refusal(call: Callable[[], object]) -> InvalidRequest:
 def test_a_schema_that_cannot_compile_is_a_400_on_response_format(
     schema: dict[str, Any], words: list[str], grammars: Grammars
 ) -> None:
-    fmt = ResponseFormat("json_schema", schema)
+    fmt = ResponseFormat("json_schema", schema, strict=True)
     e = refusal(lambda: grammars.check(fmt, (), ToolChoice("none"), True))
     assert e.status == 400 and e.param == "response_format"
     assert all(w in e.message for w in words), e.message
     assert "\n" not in e.message
     assert refusal(lambda: grammars.for_format(fmt)).param == "response_format"
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"type": "string", "format": "zipcode"},
+        {"type": "object", "not": {"required": ["a"]}},
+        {"type": "object", "propertyNames": {"pattern": "^[a-z]+$"}},
+    ],
+)
+def test_a_keyword_llguidance_cannot_enforce_is_left_out_of_a_schema_that_is_not_strict(
+    schema: dict[str, Any], grammars: Grammars, tokenizer: Any
+) -> None:
+    fmt = ResponseFormat("json_schema", schema)
+    grammars.check(fmt, (), ToolChoice("none"), True)
+    c = grammars.for_format(fmt)
+    assert c is not None and c.error() is None
+    tool = Tool("loose", None, {"type": "object", "properties": {"a": schema}})
+    grammars.check(ResponseFormat(), (tool,), ToolChoice("required"), True)
+    strict = Tool("tight", None, tool.parameters, strict=True)
+    refusal(lambda: grammars.check(ResponseFormat(), (strict,), ToolChoice("required"), True))
 
 
 @pytest.mark.parametrize(
@@ -511,7 +532,9 @@ def test_external_refs_are_found_but_data_and_local_ids_are_not_refs() -> None:
 def test_a_tool_whose_parameters_cannot_compile_is_named_in_the_error(
     grammars: Grammars,
 ) -> None:
-    bad = Tool("broken", None, {"type": "object", "properties": {"d": {"format": "nope"}}})
+    bad = Tool(
+        "broken", None, {"type": "object", "properties": {"d": {"format": "nope"}}}, strict=True
+    )
     tools = (*TOOLS, bad)
     for choice in (ToolChoice("auto"), ToolChoice("required")):
 

@@ -9,9 +9,11 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
+from tholos_mlx.channel import Sink
 from tholos_mlx.engine import Engine
 from tholos_mlx.request import GenerationRequest, Message
 from tholos_mlx.tiers import ModelEntry
+from tholos_mlx.timings import Timings
 
 WAIT_S = 10.0  # bound for what must happen; never a timing assert
 IDLE_S = 0.05
@@ -72,8 +74,19 @@ def wait_until(check: Callable[[], bool], what: str) -> None:
         time.sleep(0.005)
 
 
-def started(slot: Slot, idle: float = IDLE_S) -> Engine:
-    engine = Engine(idle_unload=idle, slot=slot)  # type: ignore[arg-type]
+def no_answer(
+    slot: Slot, request: GenerationRequest, entry: ModelEntry | None, out: Sink, times: Timings
+) -> None:
+    """The runner: these tests are about loading and unloading, not about answers."""
+
+
+class NoCounter:
+    async def count(self, request: GenerationRequest, entry: ModelEntry | None) -> int:
+        raise AssertionError("these tests count no tokens")
+
+
+def started(slot: Slot, idle: float = IDLE_S) -> Engine[Slot]:
+    engine = Engine(slot, no_answer, NoCounter(), idle_unload=idle)
     engine.start()
     return engine
 

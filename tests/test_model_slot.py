@@ -17,6 +17,7 @@ from tholos_mlx.model_slot import (
     KV_SLACK_TOKENS,
     Loaded,
     ModelSlot,
+    Wiring,
     kv_bytes_per_token,
     widest_float_bytes,
 )
@@ -224,3 +225,45 @@ def test_a_model_whose_cache_is_not_plain_kv_falls_back_to_the_config() -> None:
             return mx.zeros((1, tokens.shape[1], 8))
 
     assert model_slot.measured_kv_bytes_per_token(Windowed(), None) is None
+
+
+class WiredLimit:
+    """mx.set_wired_limit's stand-in: keeps the limit, returns the one before, records calls."""
+
+    def __init__(self) -> None:
+        self.limit = 5
+        self.calls: list[int] = []
+
+    def set(self, n: int) -> int:
+        old, self.limit = self.limit, n
+        self.calls.append(n)
+        return old
+
+
+def test_a_loaded_model_is_wired_as_mlx_lm_wires_it_and_unwired_at_unload(
+    tiny_folder: Path,
+) -> None:
+    wired = WiredLimit()
+    slot = ModelSlot(prompt_cache_mb=0, wiring=Wiring(lambda: 12 * GIB, wired.set))
+    slot.switch(ModelEntry("a", "fast", tiny_folder))
+    assert wired.calls == [12 * GIB]
+    slot.switch(ModelEntry("b", "other", tiny_folder))  # a unloaded, then b loaded
+    assert wired.calls == [12 * GIB, 5, 12 * GIB]
+    slot.unload()
+    slot.unload()  # nothing loaded: nothing more to undo
+    assert wired.calls == [12 * GIB, 5, 12 * GIB, 5] and wired.limit == 5
+
+
+def test_only_metal_has_a_working_set_to_wire(monkeypatch: pytest.MonkeyPatch) -> None:
+    info = {"max_recommended_working_set_size": 12 * GIB, "memory_size": 16 * GIB}
+    metal = SimpleNamespace(is_available=lambda: True, device_info=lambda: info)
+    monkeypatch.setattr(model_slot, "mx", SimpleNamespace(metal=metal, device_info=lambda: info))
+    assert model_slot.metal_working_set() == 12 * GIB
+    cpu = SimpleNamespace(is_available=lambda: False)
+    monkeypatch.setattr(model_slot, "mx", SimpleNamespace(metal=cpu, device_info=lambda: info))
+    assert model_slot.metal_working_set() is None
+    wired = WiredLimit()
+    wiring = Wiring(set_limit=wired.set)
+    wiring.wire()
+    wiring.unwire()
+    assert wired.calls == []  # off Metal, mx.set_wired_limit is never called

@@ -14,7 +14,14 @@ from typing import Any
 
 import orjson
 
-from tholos_mlx.events import Delta, Event, ReasoningDelta, ToolCallDelta, ToolCallStart
+from tholos_mlx.events import (
+    Delta,
+    Event,
+    FinishReason,
+    ReasoningDelta,
+    ToolCallDelta,
+    ToolCallStart,
+)
 from tholos_mlx.ids import alnum_id
 from tholos_mlx.stops import StopMatcher
 
@@ -116,6 +123,19 @@ class AnswerSplitter:
             self._spaces = ""
         else:
             self._content_text(buf, final=True)
+
+    def end(self, reason: FinishReason) -> FinishReason:
+        """Generation ended for `reason` ("stop": EOS or a stop string, "length": max_tokens):
+        send what was held back and say why the answer ended, as the client should read it.
+
+        Calls end the answer; a further call cut by max_tokens was dropped whole, so what the
+        client gets is complete calls, and it should act on them ("tool_calls"), not treat
+        them as cut."""
+        if self.stop_sequence is not None:
+            return reason
+        self.finish(cut=reason == "length")
+        whole_calls = reason == "stop" or (reason == "length" and self.dropped_cut_call)
+        return "tool_calls" if self.calls and whole_calls else reason
 
     # -- states --
     def _thinking(self) -> bool:

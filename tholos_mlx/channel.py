@@ -5,8 +5,21 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import deque
+from typing import Protocol
 
 from tholos_mlx.events import Event
+
+
+class Sink(Protocol):
+    """Where one request's events go from the engine thread: a Channel, or a wrapper of one."""
+
+    def put(self, item: Event) -> None: ...
+
+    @property
+    def cancelled(self) -> bool:
+        """The request is to stop (client gone, shutdown): read between tokens."""
+        ...
+
 
 _TIMED_OUT = object()  # the value a waiter is woken with when the keepalive timer fires
 

@@ -157,6 +157,24 @@ def _prompt_ids(
     return ids
 
 
+def opens_thinking(tokenizer: Any, prompt: list[int]) -> bool:
+    """The template opened a thinking block it did not close: the answer starts inside it."""
+    if not getattr(tokenizer, "has_thinking", False):
+        return False
+    starts = list(getattr(tokenizer, "think_start_tokens", None) or ())
+    ends = list(getattr(tokenizer, "think_end_tokens", None) or ())
+    return bool(starts) and _rfind(prompt, starts) > _rfind(prompt, ends)
+
+
+def _rfind(tokens: list[int], seq: list[int]) -> int:
+    """Where `seq` last starts in `tokens`, else -1."""
+    n = len(seq)
+    for i in range(len(tokens) - n, -1, -1):
+        if tokens[i : i + n] == seq:
+            return i
+    return -1
+
+
 def _has_template(tokenizer: Any) -> bool:
     """Whether the model renders chats itself: a Jinja template, or mlx-lm's renderer in code."""
     known = getattr(tokenizer, "has_chat_template", None)  # mlx-lm's TokenizerWrapper says

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -261,27 +262,36 @@ def _serve(settings: Settings) -> int:
     os.environ["HF_HUB_OFFLINE"] = "1"  # never reach a model hub
     os.environ["HF_DATASETS_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
-    from tholos_mlx import address
+    from tholos_mlx import address, answering
     from tholos_mlx.admission import Gate
     from tholos_mlx.app import create_app
     from tholos_mlx.drafting import Mode
     from tholos_mlx.engine import Engine
     from tholos_mlx.home import KeyStore
+    from tholos_mlx.model_slot import ModelSlot
     from tholos_mlx.tiers import TierTable
+    from tholos_mlx.token_count import TokenCounter
 
     log = logging.getLogger("tholos.serve")
     tiers = TierTable(settings.home)
     keys = KeyStore(settings.home)
-    engine = Engine(
+    slot = ModelSlot(
         prompt_cache_mb=settings.prompt_cache_mb,
-        log_prompts=settings.log_prompts,
-        idle_unload=settings.idle_unload,
         memory_limit=round(settings.memory_limit * 2**30) if settings.memory_limit else None,
         kv_bits=settings.kv_bits,
-        disk_cache=_disk_cache(settings),
+        disk=_disk_cache(settings),
+    )
+    options = answering.Options(
+        log_prompts=settings.log_prompts,
         default_max_tokens=settings.default_max_tokens,
         speculative=cast(Mode, settings.speculative),
         num_draft_tokens=settings.num_draft_tokens,
+    )
+    engine = Engine(
+        slot,
+        functools.partial(answering.answer, options=options),
+        TokenCounter(slot),
+        idle_unload=settings.idle_unload,
     )
     gate = Gate(max_queue=settings.max_queue, queue_timeout=settings.queue_timeout)
     _check_port(settings.port)  # fail in one line before loading anything

@@ -19,7 +19,7 @@ import numpy.typing as npt
 from llguidance.numpy import allocate_token_bitmask, fill_next_token_bitmask
 
 from tholos_mlx.errors import InvalidRequest
-from tholos_mlx.request import ResponseFormat, Tool, ToolChoice
+from tholos_mlx.request import GenerationRequest, ResponseFormat, Tool, ToolChoice
 from tholos_mlx.schema_check import (
     canonical,
     format_schema,
@@ -37,7 +37,15 @@ from tholos_mlx.tool_grammar import (
     lazy_grammar,
 )
 
-__all__ = ["Constraint", "Grammars", "ToolMarkers", "choose_mask", "metal_mask", "PlainMask"]
+__all__ = [
+    "Constraint",
+    "Grammars",
+    "ToolMarkers",
+    "choose",
+    "choose_mask",
+    "metal_mask",
+    "PlainMask",
+]
 
 Bitmask = npt.NDArray[np.int32]
 MaskFn = Callable[[mx.array, Bitmask], mx.array]
@@ -199,7 +207,7 @@ class Grammars:
     def _format_matcher(self, fmt: ResponseFormat) -> llguidance.LLMatcher | None:
         if fmt.kind == "text":
             return None
-        return self._schema_matcher(format_schema(fmt), "response_format", "response_format")
+        return self._schema_matcher(format_schema(fmt), fmt.path, fmt.path)
 
     def _schema_matcher(
         self, schema: dict[str, Any], param: str, label: str
@@ -290,3 +298,24 @@ class Grammars:
         while len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
         return result
+
+
+def choose(
+    request: GenerationRequest, grammars: Callable[[], Grammars], markers: ToolMarkers
+) -> Constraint | None:
+    """The grammar this request's answer must follow, if any (compiled once per schema).
+
+    `grammars()` gives the model's Grammars, made only when a request needs one (it reads the
+    whole vocabulary); InvalidRequest if what the request asks for cannot compile."""
+    fmt, choice = request.response_format, request.tool_choice
+    wants_tools = bool(request.tools) and choice.mode != "none"
+    if fmt.kind == "text" and not wants_tools:
+        return None
+    compiled = grammars()
+    tools = request.tools if wants_tools else ()
+    compiled.check(fmt, tools, choice, request.parallel_tool_calls, markers)
+    if wants_tools and choice.mode in ("required", "function"):
+        return compiled.for_tool_call(tools, choice, request.parallel_tool_calls, markers)
+    if wants_tools:  # "auto": free text (or the JSON format) until the model starts a call
+        return compiled.lazy_tool_call(tools, request.parallel_tool_calls, markers, fmt)
+    return compiled.for_format(fmt)

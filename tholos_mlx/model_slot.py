@@ -13,7 +13,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import mlx.core as mx
 from mlx_lm import load as mlx_load
@@ -21,7 +21,12 @@ from mlx_lm import load as mlx_load
 from tholos_mlx import machine
 from tholos_mlx.chat_prompt import ToolFormat, own_length_check, tool_format
 from tholos_mlx.detokenize import DetokenizerFactory
-from tholos_mlx.errors import InsufficientMemory, ServiceUnavailable
+from tholos_mlx.errors import (
+    ContextLengthExceeded,
+    InsufficientMemory,
+    NoModelLoaded,
+    ServiceUnavailable,
+)
 from tholos_mlx.generation import Prefill
 from tholos_mlx.prompt_cache import PromptCache
 from tholos_mlx.prompt_cache_disk import DiskCache, fingerprint
@@ -70,6 +75,41 @@ def memory_limit_bytes() -> int:
         if isinstance(value, int) and value > 0:
             return value
     return machine.total_memory_bytes()
+
+
+def metal_working_set() -> int | None:
+    """Metal's recommended working set, which mlx-lm wires for generation; None off Metal."""
+    metal = getattr(mx, "metal", None)
+    if metal is None or not metal.is_available():
+        return None
+    value = _device_info().get("max_recommended_working_set_size")
+    return value if isinstance(value, int) and value > 0 else None
+
+
+@dataclass
+class Wiring:
+    """mlx-lm's `wired_limit`, held from a model's load to its unload: on a Mac the weights stay
+    wired instead of paging out. A no-op off Metal. Used on the engine thread only."""
+
+    size: Callable[[], int | None] = metal_working_set  # the limit to wire; None: leave it
+    set_limit: Callable[[int], int] = field(default=lambda n: int(mx.set_wired_limit(n)))
+    restore: int | None = None  # the limit before ours, put back at unload
+
+    def wire(self) -> None:
+        """Raise the wired limit for the model just loaded (once; again only after unwire)."""
+        if self.restore is not None:
+            return
+        size = self.size()
+        if size is not None:
+            self.restore = self.set_limit(size)
+
+    def unwire(self) -> None:
+        """Put the limit back, once MLX has finished every queued computation (as mlx-lm does)."""
+        if self.restore is None:
+            return
+        mx.synchronize()
+        self.set_limit(self.restore)
+        self.restore = None
 
 
 def mlx_memory() -> str:
@@ -239,6 +279,7 @@ class Loaded:
     grammars: Any = None  # constrain.Grammars, made on first use (it reads the whole vocabulary)
     kv_per_token: int = 0  # KV cache bytes per token (kv_bytes_per_token)
     fingerprint: str | None = None  # of the weights, for the disk prompt cache (when it is on)
+    undraftable_said: bool = False  # the log said once why this model drafts nothing
 
 
 class ModelSlot:
@@ -251,6 +292,7 @@ class ModelSlot:
         memory_limit: int | None = None,
         kv_bits: int | None = None,
         disk: DiskCache | None = None,
+        wiring: Wiring | None = None,
     ) -> None:
         self.current: Loaded | None = None
         self.last: ModelEntry | None = None  # the model loaded most recently, kept after unload
@@ -259,6 +301,7 @@ class ModelSlot:
         self._prompt_cache_mb = prompt_cache_mb
         self._memory_limit = memory_limit
         self._disk = disk
+        self._wiring = wiring or Wiring()
 
     @property
     def loaded_id(self) -> str | None:
@@ -309,6 +352,7 @@ class ModelSlot:
             self.current = None
             gc.collect()
             mx.clear_cache()
+            self._wiring.unwire()
             if previous is not None:
                 try:
                     self._load(previous)
@@ -319,6 +363,32 @@ class ModelSlot:
                 + (f" `{previous.id}` is still loaded." if previous and self.current else ""),
                 code="model_load_failed",
             ) from None
+
+    def for_request(self, entry: ModelEntry | None) -> Loaded:
+        """The named model, else the loaded one, else the last one (idle unload freed it)."""
+        if entry is not None:
+            return self.switch(entry)
+        if self.current is not None:
+            return self.current
+        if self.last is not None:
+            return self.switch(self.last)
+        raise NoModelLoaded()
+
+    @staticmethod
+    def room(loaded: Loaded, prompt: int) -> int:
+        """Tokens left for the answer after a prompt this long; ContextLengthExceeded if none."""
+        room = loaded.context - prompt
+        if room < 1:
+            raise ContextLengthExceeded(
+                f"This model's maximum context length is {loaded.context} tokens, the answer "
+                f"included; your messages take {prompt}"
+                + (", which leaves no room for an answer" if room == 0 else "")
+                + ". Shorten them.",
+                param="messages",
+                tokens=prompt,
+                context=loaded.context,
+            )
+        return room
 
     def answer_tokens(self, loaded: Loaded, prompt: int, asked: int | None, room: int) -> int:
         """The max_tokens a request may have: as asked if it fits, a default clamped to what fits.
@@ -366,6 +436,7 @@ class ModelSlot:
         self.cache = PromptCache(0)
         gc.collect()
         mx.clear_cache()  # else MLX keeps the freed buffers (mlx-lm issue 1757)
+        self._wiring.unwire()
         log.info("unloaded %s; %s", model_id, mlx_memory())
 
     def _limit_name(self) -> str:
@@ -391,6 +462,7 @@ class ModelSlot:
         )
         self.current = loaded
         self.last = entry
+        self._wiring.wire()
         if self._prompt_cache_mb is None:
             budget = default_cache_budget(size, self.limit())
         else:

@@ -41,7 +41,9 @@ class Tool:
     name: str
     description: str | None = None
     parameters: dict[str, Any] = field(default_factory=lambda: {"type": "object"})
-    strict: bool = False
+    strict: bool = False  # the client asked for strict: its schema must be closed and whole
+    # Where the dialect's wire puts `parameters`, for errors ("tools[0].input_schema").
+    schema_path: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True)
@@ -51,7 +53,8 @@ class ResponseFormat:
     kind: FormatKind = "text"
     schema: dict[str, Any] | None = None
     name: str | None = None
-    strict: bool = False
+    strict: bool = False  # the client asked for strict: the schema must be closed and whole
+    path: str = field(default="response_format", compare=False)  # the wire's name, for errors
 
 
 @dataclass(frozen=True)

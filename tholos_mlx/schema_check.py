@@ -1,9 +1,13 @@
 """JSON schemas as llguidance sees them, checked before a request queues: no tokenizer, no MLX.
 
-A schema llguidance cannot compile (an unsupported keyword, a backreference in a pattern) or a
-`$ref` outside the schema is the client's error, answered at once with a 400 naming the field,
-even while another request holds the engine (CONTRACT: refusals answer at once). The engine
-still compiles the grammar with the model's tokenizer (`constrain.py`), from the same text.
+A schema llguidance cannot compile (a backreference in a pattern) or a `$ref` outside the
+schema is the client's error, answered at once with a 400 naming the field, even while another
+request holds the engine (CONTRACT: refusals answer at once). A keyword llguidance cannot
+enforce (`propertyNames`, which zod records produce) is a 400 only in a `strict: true` schema;
+otherwise the rest is enforced and `check` returns a warning for the
+`x-tholos-schema-warnings` header. A strict object schema must be closed
+(`additionalProperties: false`), as OpenAI requires. The engine still compiles the grammar with
+the model's tokenizer (`constrain.py`), from the same text.
 """
 
 from __future__ import annotations
@@ -18,54 +22,121 @@ import orjson
 
 from tholos_mlx.errors import InvalidRequest
 from tholos_mlx.request import GenerationRequest, ResponseFormat, Tool
-from tholos_mlx.tool_grammar import JSON_OPTIONS, arguments_schema, schema_for_grammar
+from tholos_mlx.tool_grammar import arguments_schema, schema_for_grammar
 
 ANY_OBJECT: dict[str, Any] = {"type": "object"}
+WARNINGS_HEADER = "x-tholos-schema-warnings"
 # Keywords whose values are data, not subschemas: a "$ref" key inside them is no reference.
 _DATA_KEYWORDS = frozenset({"const", "enum", "default", "examples"})
+# Keywords holding one subschema, or a map or list of them (for the closed-object rule).
+_ONE_SCHEMA = ("items", "additionalProperties", "not", "contains", "if", "then", "else")
+_SCHEMA_MAPS = ("properties", "$defs", "definitions", "patternProperties")
+_SCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
 _REASON_CHARS = 400
 _CHECKED_SIZE = 256  # schemas whose verdict is remembered: an agent sends the same tools a turn
-_checked: OrderedDict[str, str] = OrderedDict()  # canonical schema -> "" or llguidance's reason
+# canonical schema (with its options) -> (whether it cannot compile, llguidance's messages)
+_checked: OrderedDict[str, tuple[bool, tuple[str, ...]]] = OrderedDict()
 
 
-def check(req: GenerationRequest) -> None:
-    """InvalidRequest if the request's response_format or a tool's parameters cannot constrain."""
+def check(req: GenerationRequest) -> tuple[str, ...]:
+    """InvalidRequest if the response_format or a tool's parameters cannot constrain; else
+    the warnings about keywords of non-strict schemas that are not enforced."""
+    warnings: list[str] = []
     fmt = req.response_format
     if fmt.kind != "text":
-        _check_schema(format_schema(fmt), "response_format", "response_format")
+        warnings += _check_schema(format_schema(fmt), fmt.path, fmt.path)
+        if fmt.strict and fmt.schema is not None:
+            what = f"response_format {fmt.name or 'response'!r}"
+            _refuse_open_objects(fmt.schema, what, fmt.path)
     if req.tool_choice.mode != "none":
         for i, tool in enumerate(req.tools):
-            _check_schema(arguments_schema(tool), *tool_param(i, tool))
+            param, label = tool_param(i, tool)
+            warnings += _check_schema(arguments_schema(tool), param, label)
+            if tool.strict:
+                what = f"function {tool.name!r}"
+                _refuse_open_objects(tool.parameters, what, param, "invalid_function_parameters")
+    return tuple(warnings)
 
 
-def _check_schema(schema: dict[str, Any], param: str, label: str) -> None:
+def warnings_header(warnings: tuple[str, ...]) -> dict[str, str]:
+    """The response header that lists what was not enforced; {} when everything is."""
+    if not warnings:
+        return {}
+    text = "; ".join(dict.fromkeys(warnings))  # once each, in order
+    return {WARNINGS_HEADER: text.encode("ascii", "backslashreplace").decode()}
+
+
+def _check_schema(schema: dict[str, Any], param: str, label: str) -> list[str]:
     refuse_external_refs(schema, param, label)
     key = canonical(schema)
-    reason = _checked.get(key)
-    if reason is None:
+    verdict = _checked.get(key)
+    if verdict is None:
         try:
-            reason = one_line(llguidance.LLMatcher.validate_grammar(json_grammar(schema)))
+            failed, said = llguidance.LLMatcher.validate_grammar_with_warnings(json_grammar(schema))
+            verdict = failed, tuple(one_line(m) for m in said)
         except ValueError as e:  # grammar_from_json_schema refuses what is not a JSON object
-            reason = one_line(str(e))
-        _checked[key] = reason
+            verdict = True, (one_line(str(e)),)
+        _checked[key] = verdict
         while len(_checked) > _CHECKED_SIZE:
             _checked.popitem(last=False)
     else:
         _checked.move_to_end(key)
-    if reason:
+    failed, messages = verdict
+    if failed:
         raise InvalidRequest(
-            f"{label}: the JSON schema cannot constrain generation: {reason}", param=param
+            f"{label}: the JSON schema cannot constrain generation: {'; '.join(messages)}",
+            param=param,
+        )
+    return [f"{param}: {m} (not enforced)" for m in messages]
+
+
+def _refuse_open_objects(
+    schema: dict[str, Any], what: str, param: str, code: str | None = None
+) -> None:
+    """InvalidRequest, in OpenAI's words, for a strict schema with an object left open."""
+    context = open_object(schema)
+    if context is not None:
+        raise InvalidRequest(
+            f"Invalid schema for {what}: In context={context!r}, 'additionalProperties' is "
+            "required to be supplied and to be false.",
+            param=param,
+            code=code,
         )
 
 
+def open_object(schema: Any, context: tuple[str, ...] = ()) -> tuple[str, ...] | None:
+    """The path of the first object subschema without `additionalProperties: false`, if any."""
+    if not isinstance(schema, dict):
+        return None
+    is_object = schema.get("type") == "object" or ("type" not in schema and "properties" in schema)
+    if is_object and schema.get("additionalProperties") is not False:
+        return context
+    found: tuple[str, ...] | None = None
+    for key in _ONE_SCHEMA:
+        found = found or open_object(schema.get(key), (*context, key))
+    for key in _SCHEMA_MAPS:
+        sub = schema.get(key)
+        if isinstance(sub, dict):
+            for name, value in sub.items():
+                found = found or open_object(value, (*context, key, name))
+    for key in _SCHEMA_LISTS:
+        sub = schema.get(key)
+        if isinstance(sub, list):
+            for i, value in enumerate(sub):
+                found = found or open_object(value, (*context, key, str(i)))
+    return found
+
+
 def format_schema(fmt: ResponseFormat) -> dict[str, Any]:
-    """The schema a JSON response_format asks for: its own, or any object for json_object."""
-    return fmt.schema if fmt.kind == "json_schema" and fmt.schema is not None else ANY_OBJECT
+    """The schema a JSON response_format asks for (its own, or any object for json_object),
+    with its compile options."""
+    schema = fmt.schema if fmt.kind == "json_schema" and fmt.schema is not None else ANY_OBJECT
+    return schema_for_grammar(schema, fmt.strict or fmt.kind != "json_schema")
 
 
 def tool_param(i: int, tool: Tool) -> tuple[str, str]:
     """The param of a tool's parameters in errors, and how a message names it."""
-    param = f"tools[{i}].function.parameters"
+    param = tool.schema_path or f"tools[{i}].function.parameters"
     return param, f"{param} (function {tool.name!r})"
 
 
@@ -81,11 +152,8 @@ def refuse_external_refs(schema: dict[str, Any], param: str, label: str) -> None
 
 
 def json_grammar(schema: dict[str, Any]) -> str:
-    """llguidance's grammar of a JSON schema, compact, our options over the client's."""
-    return llguidance.LLMatcher.grammar_from_json_schema(
-        schema_for_grammar(schema),
-        overrides=JSON_OPTIONS,  # type: ignore[arg-type]
-    )
+    """llguidance's grammar of a schema that carries its options (`schema_for_grammar`)."""
+    return llguidance.LLMatcher.grammar_from_json_schema(schema)
 
 
 def canonical(schema: dict[str, Any]) -> str:

@@ -24,7 +24,7 @@ class Timings:
     """perf_counter stamps of one request; each taken by the thread that reaches that point."""
 
     arrived: float | None  # the HTTP layer had the whole request (before parsing its body)
-    queued: float  # handed to the engine's queue (parsed, validated, admitted)
+    queued: float  # asked for its turn (parsed, validated): the wait in line is queue_ms
     started: float = 0.0  # the engine thread took it up (and loaded its model, if it had to)
     prompted: float = 0.0  # chat template rendered and tokenized
     generating: float = 0.0  # generation began (prompt cache looked up, grammar compiled)

@@ -15,8 +15,10 @@ from typing import Any
 from tholos_mlx.request import Tool
 
 # Compact JSON: with llguidance's default free whitespace a small model spins on spaces and
-# newlines until max_tokens (issue 11). `lenient: false` refuses unsupported keywords.
+# newlines until max_tokens (issue 11). `lenient: false` refuses unsupported keywords: a strict
+# schema's; any other enforces the rest and reports them as warnings (issue 19).
 JSON_OPTIONS: dict[str, Any] = {"whitespace_flexible": False, "lenient": False}
+LENIENT_OPTIONS: dict[str, Any] = {**JSON_OPTIONS, "lenient": True}
 # Enough for any real parallel use; stops a small model chaining calls until max_tokens.
 MAX_PARALLEL_CALLS = 8
 
@@ -33,9 +35,10 @@ class ToolMarkers:
     end: str = "</tool_call>"
 
 
-def schema_for_grammar(schema: dict[str, Any]) -> dict[str, Any]:
+def schema_for_grammar(schema: dict[str, Any], strict: bool = True) -> dict[str, Any]:
     """The schema with our compile options in `x-guidance`, whatever the client put there."""
-    return {**{k: v for k, v in schema.items() if k != "x-guidance"}, "x-guidance": JSON_OPTIONS}
+    options = JSON_OPTIONS if strict else LENIENT_OPTIONS
+    return {**{k: v for k, v in schema.items() if k != "x-guidance"}, "x-guidance": options}
 
 
 def arguments_schema(tool: Tool) -> dict[str, Any]:
@@ -43,7 +46,7 @@ def arguments_schema(tool: Tool) -> dict[str, Any]:
     params = dict(tool.parameters)
     if "type" not in params:
         params["type"] = "object"
-    return schema_for_grammar(params)
+    return schema_for_grammar(params, tool.strict)
 
 
 def literal(text: str) -> str:
@@ -118,12 +121,14 @@ def answer_or_call_grammar(
     parallel: bool,
     answer: dict[str, Any],
 ) -> str:
-    """Lark text: a JSON answer of that schema, or calls (no text before them), then EOS."""
+    """Lark text: a JSON answer of that schema, or calls (no text before them), then EOS.
+
+    `answer` is the schema with its compile options (`schema_check.format_schema`)."""
     return "\n".join(
         [
             "%llguidance {}",
             f"start: answer | {_calls('call', parallel)}",
-            f"answer: %json {json.dumps(schema_for_grammar(answer), ensure_ascii=False)}",
+            f"answer: %json {json.dumps(answer, ensure_ascii=False)}",
             f"call: {marker_rule(start)} body {marker_rule(end)}",
             body_rules(tools),
         ]

@@ -458,10 +458,16 @@ def test_a_schema_that_cannot_constrain_is_refused_before_the_engine_sees_it(
     server: LiveServer, client: httpx.Client
 ) -> None:
     before = len(server.engine.requests)
-    fmt = {"format": {"type": "json_schema", "name": "a", "schema": {"not": {}}}}
+    backref = {"type": "object", "properties": {"a": {"type": "string", "pattern": "(a)\\1"}}}
+    fmt = {"format": {"type": "json_schema", "name": "a", "schema": backref}}
     r = client.post("/v1/responses", json={"input": "Hi", "text": fmt})
     err = error_of(r, 400, "invalid_request_error", None)
-    assert err["param"] == "text.format" and "not" in err["message"]
+    assert err["param"] == "text.format" and "backreferences" in err["message"]
+    assert err["message"].startswith("text.format:") and "response_format" not in err["message"]
+    strict = {"format": {"type": "json_schema", "name": "a", "schema": {"not": {}}, "strict": True}}
+    r = client.post("/v1/responses", json={"input": "Hi", "text": strict})
+    err = error_of(r, 400, "invalid_request_error", None)
+    assert err["param"] == "text.format" and '"not"' in err["message"]
     assert len(server.engine.requests) == before
 
 

@@ -1,23 +1,36 @@
-"""Tests for the chat chunk encoder and SSE frames: every frame kind parsed back and compared to OpenAI's shape."""
+"""SSE frames and the chat chunk encoder, checked against literal bytes and an SSE parser of the test's own."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
-import orjson
 import pytest
 
-from tholos_mlx.api.openai_chat import ChunkEncoder
-from tholos_mlx.api.sse import DONE, KEEPALIVE
-from tholos_mlx.api.sse import data as sse_data
-from tholos_mlx.errors import ServerError, ServiceUnavailable, TholosError
+from tholos_mlx.api import sse
+from tholos_mlx.api.openai_chat import ChatStream, ChunkEncoder
+from tholos_mlx.errors import ServerError, ServiceUnavailable
+from tholos_mlx.events import Started
 from tholos_mlx.request import Usage
 
 
-def error_frame(err: TholosError) -> bytes:
-    """An error after streaming started, as the chat stream sends it."""
-    return sse_data(err.body())
+def sse_events(stream: bytes) -> list[tuple[str, str]]:
+    """(event name, data) of each event, read as the SSE spec reads a stream (comments skipped)."""
+    out: list[tuple[str, str]] = []
+    name, data = "message", list[str]()
+    for line in stream.decode("utf-8").split("\n"):  # the server ends lines with LF only
+        if line == "":
+            if data:
+                out.append((name, "\n".join(data)))
+            name, data = "message", []
+        elif not line.startswith(":"):
+            field, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            if field == "event":
+                name = value
+            elif field == "data":
+                data.append(value)
+    return out
 
 
 ID = "chatcmpl-abc123"
@@ -33,11 +46,11 @@ TEXTS = [
 
 
 def parse(frame: bytes) -> Any:
-    """The JSON payload of one `data: ...\\n\\n` frame."""
-    assert frame.startswith(b"data: ")
-    assert frame.endswith(b"\n\n")
-    assert b"\n" not in frame[:-2]  # one line per event: SSE would split a raw newline
-    return json.loads(frame[len(b"data: ") : -2].decode("utf-8"))
+    """The JSON payload of a frame holding exactly one unnamed event of one data line."""
+    assert frame.endswith(b"\n\n") and frame.count(b"\n") == 2  # a raw newline would split it
+    [(name, data)] = sse_events(frame)
+    assert name == "message"
+    return json.loads(data)
 
 
 def chunk(choices: list[dict[str, Any]], include_usage: bool, usage: Any = None) -> dict[str, Any]:
@@ -80,11 +93,20 @@ def test_content_chunk_has_openai_shape(include_usage: bool, text: str) -> None:
     assert parse(frame) == expected
 
 
-@pytest.mark.parametrize("include_usage", [False, True])
-def test_content_fast_path_is_byte_identical_to_dumping_the_dict(include_usage: bool) -> None:
-    frame = encoder(include_usage).content("tok")
-    expected = chunk([choice({"content": "tok"})], include_usage)
-    assert frame == b"data: " + orjson.dumps(expected) + b"\n\n"
+def test_a_content_chunk_is_exactly_these_bytes_with_its_text_escaped() -> None:
+    enc = ChunkEncoder(id=ID, created=CREATED, model='m "q" é', include_usage=True)
+    assert enc.content('a"\\\n\u2028🎉') == (
+        b'data: {"id":"chatcmpl-abc123","object":"chat.completion.chunk","created":1700000000,'
+        b'"model":"m \\"q\\" \xc3\xa9","system_fingerprint":null,"choices":[{"index":0,'
+        b'"delta":{"content":"a\\"\\\\\\n\xe2\x80\xa8\xf0\x9f\x8e\x89"},"logprobs":null,'
+        b'"finish_reason":null}],"usage":null}\n\n'
+    )
+    no_usage = ChunkEncoder(id=ID, created=CREATED, model="m", include_usage=False)
+    assert no_usage.content("tok") == (
+        b'data: {"id":"chatcmpl-abc123","object":"chat.completion.chunk","created":1700000000,'
+        b'"model":"m","system_fingerprint":null,"choices":[{"index":0,"delta":{"content":"tok"},'
+        b'"logprobs":null,"finish_reason":null}]}\n\n'
+    )
 
 
 @pytest.mark.parametrize("include_usage", [False, True])
@@ -138,9 +160,17 @@ def test_chunks_validate_against_the_openai_sdk_types() -> None:
     assert last.usage.total_tokens == 7
 
 
-def test_error_frame_carries_the_openai_error_object() -> None:
+def error_frame(exc: BaseException) -> bytes:
+    """What a chat stream sends when the engine fails after streaming started."""
+    stream = ChatStream(Started(model=MODEL, prompt_tokens=3, cached_tokens=0), include_usage=True)
+    out, done = stream.render([exc])
+    assert done
+    return out
+
+
+def test_error_frame_carries_the_openai_error_object_and_no_done() -> None:
     err = ServiceUnavailable("engine stopped", param=None)
-    assert parse(error_frame(err)) == {
+    assert parse(error_frame(err)) == {  # one event: parse() refuses a frame with [DONE] after it
         "error": {
             "message": "engine stopped",
             "type": "service_unavailable",
@@ -149,11 +179,29 @@ def test_error_frame_carries_the_openai_error_object() -> None:
         }
     }
     assert parse(error_frame(ServerError("boom")))["error"]["type"] == "server_error"
+    internal = parse(error_frame(RuntimeError("secret path /Users/me")))["error"]
+    assert internal["type"] == "server_error" and "secret" not in internal["message"]
 
 
-def test_done_and_keepalive_are_sse_events() -> None:
-    assert DONE == b"data: [DONE]\n\n"
-    assert KEEPALIVE.startswith(b":") and KEEPALIVE.endswith(b"\n\n")
+def test_done_and_keepalive_are_exactly_what_sse_clients_expect() -> None:
+    assert sse.DONE == b"data: [DONE]\n\n"
+    assert sse_events(sse.DONE) == [("message", "[DONE]")]
+    assert sse.KEEPALIVE == b": keepalive\n\n"
+    assert sse_events(sse.KEEPALIVE) == []  # a comment: no event at all
+
+
+def test_data_and_named_event_frames_are_exactly_these_bytes() -> None:
+    assert sse.data({"a": "é\n", "b": [1, None]}) == b'data: {"a":"\xc3\xa9\\n","b":[1,null]}\n\n'
+    assert sse.event("ping", {"type": "ping"}) == b'event: ping\ndata: {"type":"ping"}\n\n'
+
+
+def test_a_stream_of_frames_reads_back_as_its_events_in_order() -> None:
+    stream = sse.event("message_start", {"n": 1}) + sse.KEEPALIVE + sse.data({"n": 2}) + sse.DONE
+    assert sse_events(stream) == [
+        ("message_start", '{"n":1}'),
+        ("message", '{"n":2}'),
+        ("message", "[DONE]"),
+    ]
 
 
 def test_concatenated_content_frames_rebuild_the_streamed_text() -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.bench import results
-from tests.conftest import CLI
+from tests.conftest import CLI, DEMO_ID
 from tests.tiny_model import TINY_ID
 from tholos_mlx.bench import synthetic
 from tholos_mlx.bench.sides.client import Endpoint, free_port
@@ -76,16 +76,18 @@ def test_an_unknown_shape_is_a_usage_error(tmp_path: Path) -> None:
 
 @pytest.mark.e2e
 def test_bench_on_a_synthetic_model_against_a_running_peer_measures_until_told_enough(
-    tiny_home: Path, tiny_model: Path, tmp_path: Path, cli: CLI
+    demo_home: Path, tmp_path: Path, cli: CLI
 ) -> None:
-    # Both sides on the tiny model's tokenizer: the synthetic model bench builds and the peer's.
+    # Both sides on the demo model's tokenizer, as a user runs it: the synthetic model bench
+    # builds and the peer's (its 49k-token embedding makes MLX's peak a figure above 0 MiB).
+    peer_model = synthetic.build("tiny", demo_home / "models" / DEMO_ID, tmp_path / "peer-model")
     peer = Endpoint("127.0.0.1", free_port())
-    args = ["mlx_lm", "server", "--model", str(tiny_model), "--port", str(peer.port)]
+    args = ["mlx_lm", "server", "--model", str(peer_model), "--port", str(peer.port)]
     with ServerProcess(args, peer, tmp_path / "peer.log"):
         out = cli(
             "bench",
             "--home",
-            tiny_home,
+            demo_home,
             "--synthetic",
             "tiny",
             "--peer-url",

@@ -222,16 +222,17 @@ COUNT_UNLOADED = textwrap.dedent(
     from pathlib import Path
     from mlx_lm.tokenizer_utils import load
     from tholos_mlx.chat_prompt import prompt_ids
-    from tholos_mlx.engine import Engine
+    from tholos_mlx.model_slot import ModelSlot
     from tholos_mlx.request import GenerationRequest, Message
     from tholos_mlx.tiers import ModelEntry
+    from tholos_mlx.token_count import TokenCounter
 
     folder = Path(sys.argv[1])
     request = GenerationRequest(messages=(Message("user", "What is the capital of France?"),))
-    engine = Engine(prompt_cache_mb=0)  # never started: a count must not need the engine thread
-    counted = asyncio.run(engine.count_tokens(request, ModelEntry("demo", "fast", folder)))
+    slot = ModelSlot(prompt_cache_mb=0)  # no engine thread: a count must not need one
+    counted = asyncio.run(TokenCounter(slot).count(request, ModelEntry("demo", "fast", folder)))
     expected = len(prompt_ids(load(folder), request.messages))
-    print(json.dumps({"counted": counted, "expected": expected, "loaded": engine.loaded}))
+    print(json.dumps({"counted": counted, "expected": expected, "loaded": slot.loaded_id}))
     sys.stdout.flush()
     os._exit(0)
     """

@@ -20,14 +20,17 @@ SWITCH = textwrap.dedent(
     import json, os, sys
     from pathlib import Path
     import mlx.core as mx
+    from tholos_mlx.answering import answer
     from tholos_mlx.engine import Engine
     from tholos_mlx.machine import rss_bytes
-    from tholos_mlx.model_slot import weights_bytes
+    from tholos_mlx.model_slot import ModelSlot, weights_bytes
     from tholos_mlx.tiers import ModelEntry
+    from tholos_mlx.token_count import TokenCounter
 
     folder = Path(sys.argv[1])
     a, b = ModelEntry("a", "fast", folder), ModelEntry("b", "other", folder)
-    engine = Engine(prompt_cache_mb=0)
+    slot = ModelSlot(prompt_cache_mb=0)
+    engine = Engine(slot, answer, TokenCounter(slot))
     engine.start()
     engine.load(a)
     before, rss_before = mx.get_active_memory(), rss_bytes()

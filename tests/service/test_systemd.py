@@ -1,4 +1,5 @@
-"""systemd.py: the `systemd --user` unit, printed, installed and removed with a fake systemctl."""
+"""systemd.py: the `systemd --user` unit with a fake systemctl; what it does alike with launchd is in
+test_manager.py."""
 
 from __future__ import annotations
 
@@ -7,18 +8,26 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import pytest
 
-from tests.service.fakes import FakeClock, FakeHealth, flags, settings_for
-from tholos_mlx import home as home_module
+from tests.service.fakes import (
+    UNIT,
+    FakeHealth,
+    FakeSystemctl,
+    flags,
+    linux,
+    settings_for,
+    systemd_words,
+    unit_file,
+    value,
+)
 from tholos_mlx.errors import UsageError
 from tholos_mlx.service import systemd
 from tholos_mlx.service.manager import Host
 
 REPO = Path(__file__).resolve().parents[2]
-UNIT = "tholos-mlx.service"
 AWKWARD = 'it\'s "R&D" 100% $HOME \\ back;slash'  # everything systemd would otherwise rewrite
 
 
@@ -33,96 +42,10 @@ def run(action: str, home: Path, given: dict[str, Any], host: Host | None = None
     return systemd.command(action, settings_for(home, given), given, host)
 
 
-class FakeSystemctl:
-    """`systemctl --user` that succeeds (unless told otherwise) and records every call."""
-
-    def __init__(self) -> None:
-        self.calls: list[list[str]] = []
-        self.fail: dict[str, tuple[int, str]] = {}  # verb -> answer
-        self.pid = 0  # the unit's MainPID: 0 when nothing runs
-
-    def __call__(self, argv: Sequence[str]) -> tuple[int, str]:
-        self.calls.append(list(argv))
-        assert list(argv[:2]) == ["systemctl", "--user"]
-        if argv[2] == "show" and argv[2] not in self.fail:
-            assert list(argv[3:]) == ["--property=MainPID", "--value", UNIT]
-            return 0, f"{self.pid}\n"
-        return self.fail.get(argv[2], (0, ""))
-
-
-def linux(
-    tmp_path: Path,
-    runner: FakeSystemctl,
-    health: FakeHealth | None = None,
-    env: dict[str, str] | None = None,
-) -> Host:
-    """A pretend Linux box whose user home is a temp folder, so the real ~/.config is untouched."""
-    clock = FakeClock()
-    return Host(
-        runner=runner,
-        health=health or FakeHealth(),
-        user_home=tmp_path / "user",
-        env={} if env is None else env,
-        macos=False,
-        uid=1000,
-        clock=clock,
-        sleep=clock.sleep,
-    )
-
-
-def unit_file(tmp_path: Path) -> Path:
-    """The unit's path inside the pretend user home."""
-    return tmp_path / "user" / ".config" / "systemd" / "user" / UNIT
-
-
 def printed(capsys: pytest.CaptureFixture[str], home: Path, given: dict[str, Any]) -> str:
     """What `tholos-mlx systemd print` writes for these flags."""
     assert run("print", home, given) == 0
     return capsys.readouterr().out
-
-
-def entries(text: str) -> list[tuple[str, str, str]]:
-    """(section, key, value) for each setting of a unit file, in order."""
-    out: list[tuple[str, str, str]] = []
-    section = ""
-    for line in text.splitlines():
-        if not line.strip() or line.startswith(("#", ";")):
-            continue
-        if line.startswith("["):
-            section = line.strip("[]")
-            continue
-        key, _, value = line.partition("=")
-        out.append((section, key, value))
-    return out
-
-
-def value(text: str, section: str, key: str) -> list[str]:
-    """Every value a key has in a section (Environment= may repeat)."""
-    return [v for s, k, v in entries(text) if (s, k) == (section, key)]
-
-
-def systemd_words(line: str) -> list[str]:
-    """Split a command line as systemd does: quotes and backslashes, then %% and $$ undoubled."""
-    words: list[str] = []
-    i = 0
-    while i < len(line):
-        if line[i] == " ":
-            i += 1
-            continue
-        chars: list[str] = []
-        quoted = False
-        while i < len(line) and (quoted or line[i] != " "):
-            if line[i] == "\\":
-                chars.append(line[i + 1])
-                i += 2
-            elif line[i] == '"':
-                quoted = not quoted
-                i += 1
-            else:
-                chars.append(line[i])
-                i += 1
-        words.append("".join(chars).replace("%%", "%").replace("$$", "$"))
-    return words
 
 
 # --- print ---------------------------------------------------------------------------------
@@ -153,19 +76,11 @@ def test_print_writes_a_user_unit_with_every_required_setting(
     assert value(text, "Install", "WantedBy") == ["default.target"]
 
 
-def test_print_without_flags_runs_plain_serve_with_the_home(
+def test_exec_start_without_flags_has_no_empty_word(
     capsys: pytest.CaptureFixture[str], home: Path
 ) -> None:
-    text = printed(capsys, home, flags())
-    exec_start = value(text, "Service", "ExecStart")[0]
-    assert "  " not in exec_start
-    assert systemd_words(exec_start)[1:] == ["-m", "tholos_mlx", "serve", "--home", str(home)]
-
-
-def test_the_systemd_folder_holds_the_template_the_module_fills() -> None:
-    assert (REPO / "systemd" / UNIT).read_text(encoding="utf-8") == systemd.TEMPLATE, (
-        "systemd/tholos-mlx.service and systemd.TEMPLATE differ: copy one onto the other"
-    )
+    exec_start = value(printed(capsys, home, flags()), "Service", "ExecStart")[0]
+    assert "  " not in exec_start  # where @SERVE_FLAGS@ stood
 
 
 def test_the_printed_unit_is_the_template_with_its_fields_filled_in(
@@ -243,43 +158,6 @@ def test_a_python_path_with_a_dollar_is_refused(
         run("print", home, flags())
 
 
-def test_python_m_tholos_mlx_systemd_print_writes_the_unit(tmp_path: Path) -> None:
-    where = tmp_path / "x"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tholos_mlx",
-            "systemd",
-            "print",
-            "--home",
-            str(where),
-            "--port",
-            "9000",
-            "--model",
-            "fast",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    assert systemd_words(value(done.stdout, "Service", "ExecStart")[0]) == [
-        os.path.abspath(sys.executable),
-        "-m",
-        "tholos_mlx",
-        "serve",
-        "--port",
-        "9000",
-        "--model",
-        "fast",
-        "--home",
-        str(where),
-    ]
-    assert not where.exists(), "print must not create anything"
-
-
 # --- install / uninstall -------------------------------------------------------------------
 
 
@@ -316,24 +194,6 @@ def test_install_reloads_enables_and_restarts_the_unit(
     assert str(unit_file(tmp_path)) in capsys.readouterr().out
 
 
-def test_install_writes_the_unit_atomically(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path, home: Path
-) -> None:
-    given = flags(port=9000)
-    text = printed(capsys, home, given)
-    writes: list[tuple[Path, bytes]] = []
-    real = home_module.write_atomic
-
-    def spy(path: Path, data: bytes, mode: int = 0o644) -> None:
-        writes.append((path, data))
-        real(path, data, mode)
-
-    monkeypatch.setattr("tholos_mlx.service.manager.write_atomic", spy)
-    assert run("install", home, given, linux(tmp_path, FakeSystemctl())) == 0
-    assert writes == [(unit_file(tmp_path), text.encode())]
-    assert [p.name for p in unit_file(tmp_path).parent.iterdir()] == [UNIT], "no temp file left"
-
-
 def test_installing_twice_restarts_with_the_new_flags(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, home: Path
 ) -> None:
@@ -363,21 +223,6 @@ def test_uninstall_disables_stops_removes_and_reloads(
     assert not unit_file(tmp_path).exists()
 
 
-def test_uninstalling_twice_is_fine(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path, home: Path
-) -> None:
-    runner = FakeSystemctl()
-    host = linux(tmp_path, runner)
-    run("install", home, flags(), host)
-    assert run("uninstall", home, flags(), host) == 0
-    runner.calls.clear()
-
-    assert run("uninstall", home, flags(), host) == 0
-
-    assert runner.calls == [], "no unit file: nothing for systemd to stop"
-    assert "not installed" in capsys.readouterr().out
-
-
 def test_a_failing_systemctl_is_one_line_with_its_message(tmp_path: Path, home: Path) -> None:
     runner = FakeSystemctl()
     runner.fail["daemon-reload"] = (1, "Failed to connect to bus:\nNo medium found")
@@ -390,36 +235,6 @@ def test_a_failing_systemctl_is_one_line_with_its_message(tmp_path: Path, home: 
         "`systemctl --user daemon-reload` failed: Failed to connect to bus: No medium found"
     )
     assert health.calls == []
-
-
-def test_install_that_never_gets_healthy_exits_1_and_points_at_the_log(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path, home: Path
-) -> None:
-    host = linux(tmp_path, FakeSystemctl(), FakeHealth(healthy=False))
-    assert run("install", home, flags(port=9002), host) == 1
-    err = capsys.readouterr().err
-    assert "/health" in err and "9002" in err
-    assert str(home / "logs" / "serve.err.log") in err
-
-
-@pytest.mark.parametrize("action", ["install", "uninstall"])
-def test_install_and_uninstall_on_macos_say_to_use_launchd(
-    action: str, tmp_path: Path, home: Path
-) -> None:
-    runner = FakeSystemctl()
-    mac = Host(
-        runner=runner,
-        health=FakeHealth(),
-        user_home=tmp_path / "user",
-        env={},
-        macos=True,
-        uid=501,
-    )
-    with pytest.raises(UsageError) as caught:
-        run(action, home, flags(), mac)
-    message = str(caught.value)
-    assert "Linux" in message and "tholos-mlx launchd install" in message and "\n" not in message
-    assert runner.calls == [] and not (tmp_path / "user").exists()
 
 
 def test_systemctl_show_gives_the_main_pid_of_a_running_unit_only(tmp_path: Path) -> None:

@@ -402,7 +402,9 @@ def _output_format(data: Mapping[str, object]) -> ResponseFormat:
             f"'{param}.schema' must be a JSON Schema object; got {f.kind(schema)}.",
             param=f"{param}.schema",
         )
-    return ResponseFormat("json_schema", schema=schema, strict=True)
+    # Not strict: Anthropic's format has no such switch, and a keyword llguidance cannot
+    # enforce (a zod record's propertyNames) is reported in a header rather than refused.
+    return ResponseFormat("json_schema", schema=schema, path=param)
 
 
 def _thinking(raw: object) -> bool:

@@ -11,7 +11,7 @@ from typing import Callable, Protocol
 from sanic import Request
 from sanic.response import HTTPResponse
 
-from tholos_mlx import schema_check
+from tholos_mlx import schema_check, timings
 from tholos_mlx.admission import Gate
 from tholos_mlx.api import sse
 from tholos_mlx.api.gathered import Gathered
@@ -41,8 +41,10 @@ class EngineLike(Protocol):
         entry: ModelEntry | None,
         on_done: Callable[[], None],
         arrived: float | None = None,
+        queued: float | None = None,
     ) -> Channel:
-        """Queue a generation; `arrived` is when the request reached the server (timings.now())."""
+        """Queue a generation; `arrived` is when the request reached the server, `queued` when
+        it asked for its turn (timings.now()): the wait in line is queue time, not HTTP's."""
         ...
 
     async def count_tokens(self, request: GenerationRequest, entry: ModelEntry | None) -> int:
@@ -87,18 +89,24 @@ async def run(request: Request, req: GenerationRequest, reply: Reply) -> HTTPRes
     entry = tiers.resolve(req.model) if req.model else None
     if entry is None and engine.last_loaded is None:
         raise NoModelLoaded()  # never had a model; after idle unload the engine reloads the last
-    schema_check.check(req)  # a schema that cannot constrain: 400 now, not after the queue
+    # A schema that cannot constrain: 400 now, not after the queue; keywords not enforced
+    # in a non-strict schema: said in a header.
+    extra = schema_check.warnings_header(schema_check.check(req))
+    queued = timings.now()  # parsed and checked: from here on it waits for the engine
     turn = await gate.acquire()
     try:
-        channel = engine.submit(req, entry, turn.release, getattr(request.ctx, "arrived", None))
+        arrived = getattr(request.ctx, "arrived", None)
+        channel = engine.submit(req, entry, turn.release, arrived, queued)
     except BaseException:
         turn.release()
         raise
     try:
         started, batch = await _first(channel)
         if not req.stream:
-            return await _complete(request, channel, started, batch, reply)
-        await _stream(request, channel, batch, reply.stream(started), ctx.keepalive_s)
+            response = await _complete(request, channel, started, batch, reply)
+            response.headers.update(extra)
+            return response
+        await _stream(request, channel, batch, reply.stream(started), ctx.keepalive_s, extra)
         return None
     finally:
         channel.cancel()  # the client left, or we are done: the engine stops within a token
@@ -133,11 +141,16 @@ async def _complete(
 
 
 async def _stream(
-    request: Request, channel: Channel, batch: list[Event], stream: Stream, keepalive_s: float
+    request: Request,
+    channel: Channel,
+    batch: list[Event],
+    stream: Stream,
+    keepalive_s: float,
+    headers: dict[str, str],
 ) -> None:
     response = await request.respond(
         content_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **headers},
     )
     out, done = stream.render(batch)
     await response.send(stream.head() + out)

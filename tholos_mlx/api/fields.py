@@ -243,4 +243,10 @@ def tool(
         raise InvalidRequest(
             f"'{where}.strict' must be true or false; got {kind(strict)}.", param=f"{where}.strict"
         )
-    return Tool(name=name, description=description, parameters=parameters, strict=bool(strict))
+    return Tool(
+        name=name,
+        description=description,
+        parameters=parameters,
+        strict=bool(strict),
+        schema_path=f"{where}.{schema_field}",
+    )

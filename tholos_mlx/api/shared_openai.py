@@ -99,4 +99,6 @@ def json_schema_format(schema: object, name: object, strict: object, param: str)
         )
     if name is not None and not isinstance(name, str):
         raise InvalidRequest(f"'{param}' name must be a string; got {f.kind(name)}.", param=param)
-    return ResponseFormat("json_schema", schema=schema, name=name, strict=strict is True)
+    return ResponseFormat(
+        "json_schema", schema=schema, name=name, strict=strict is True, path=param
+    )

@@ -20,7 +20,6 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,12 +36,14 @@ from tholos_mlx.bench.results import (
 from tholos_mlx.bench.sides.client import BenchError, Endpoint, Stream, free_port
 from tholos_mlx.bench.sides.server import ServerProcess
 from tholos_mlx.bench.stats import summary
-from tholos_mlx.channel import Channel
+from tholos_mlx.channel import Channel, Sink
+from tholos_mlx.engine import Engine
 from tholos_mlx.events import Delta, Event, Finished, Started
 from tholos_mlx.home import ensure_key
 from tholos_mlx.request import GenerationRequest as ChatRequest
 from tholos_mlx.request import Usage
 from tholos_mlx.tiers import ModelEntry
+from tholos_mlx.timings import Timings
 
 MODES = ("flood", "lockstep")
 MODULE = "tholos_mlx.bench.cases.ceiling"  # run as the server's subprocess
@@ -59,21 +60,24 @@ class _MeteredChannel(Channel):
 
     It is created in submit() and cancelled in the handler's `finally`, both on the loop's
     thread, so the thread CPU time between them is everything the loop spent on this request.
+    The engine's runner says which mode and size the request has before its first event.
     """
 
-    def __init__(
-        self, loop: asyncio.AbstractEventLoop, lockstep: bool, report: Callable[[float], None]
-    ):
+    def __init__(self, loop: asyncio.AbstractEventLoop, stats: Path | None) -> None:
         super().__init__(loop)
-        self._lockstep = lockstep
-        self._report: Callable[[float], None] | None = report
+        self._stats = stats
+        self._reported = False
+        self.mode = "flood"
+        self.tokens = 0
+        self.lockstep = False
+        self.engine_cpu: float | None = None
         # A bare lock as a binary semaphore: release() costs the loop far less than Event.set().
         self.turn = threading.Lock()
         self._cpu0 = time.thread_time()
 
     async def next_batch(self, timeout: float | None = None) -> list[Event] | None:
         batch = await super().next_batch(timeout)
-        if self._lockstep:
+        if self.lockstep:
             try:
                 self.turn.release()
             except RuntimeError:  # already free: the producer has not taken its turn yet
@@ -82,84 +86,81 @@ class _MeteredChannel(Channel):
 
     def cancel(self) -> None:
         super().cancel()
-        report, self._report = self._report, None
-        if report is not None:
-            report(time.thread_time() - self._cpu0)
+        if not self._reported:
+            self._reported = True
+            self._report(time.thread_time() - self._cpu0)
         try:
             self.turn.release()  # a producer waiting for its turn sees `cancelled` at once
         except RuntimeError:
             pass
 
+    def _report(self, loop_cpu: float) -> None:
+        if self._stats is not None:
+            line = {
+                "mode": self.mode,
+                "tokens": self.tokens,
+                "loop_cpu_s": loop_cpu,
+                "engine_cpu_s": self.engine_cpu,
+            }
+            with open(self._stats, "ab") as f:
+                f.write(orjson.dumps(line) + b"\n")
 
-class FakeEngine:
-    """The engine interface of app.EngineLike, producing tokens from a thread at no cost."""
+
+class _Modes:
+    """The engine's model slot: the "model" is the mode last asked for."""
+
+    def __init__(self) -> None:
+        self.loaded_id: str | None = "flood"
+        self.last_id: str | None = "flood"
+
+    def switch(self, entry: ModelEntry) -> str:
+        self.loaded_id = self.last_id = entry.id
+        return entry.id
+
+    def unload(self, deadline: float | None = None) -> None:
+        """Nothing to free: the modes cost no memory."""
+
+
+class _OneToken:
+    """The prompt length its completions report (the benchmark never asks)."""
+
+    async def count(self, request: ChatRequest, entry: ModelEntry | None) -> int:
+        return 1
+
+
+class FakeEngine(Engine[_Modes]):
+    """The real engine thread with a runner that produces tokens at no cost."""
 
     def __init__(self, stats: Path | None = None) -> None:
-        self._loaded: str | None = "flood"
-        self._stats = stats
+        super().__init__(
+            _Modes(),
+            _produce,
+            _OneToken(),
+            channels=lambda loop: _MeteredChannel(loop, stats),
+        )
 
-    @property
-    def loaded(self) -> str | None:
-        """The mode last asked for, as the loaded model id."""
-        return self._loaded
 
-    @property
-    def last_loaded(self) -> str | None:
-        """Never unloaded: the same as loaded."""
-        return self._loaded
-
-    def submit(
-        self,
-        request: ChatRequest,
-        entry: ModelEntry | None,
-        on_done: Callable[[], None],
-        arrived: float | None = None,
-    ) -> Channel:
-        """Start one completion on its own thread, as engine.py's thread would run it."""
-        loop = asyncio.get_running_loop()
-        if entry is not None:
-            self._loaded = entry.id
-        mode = self._loaded or "flood"
-        tokens = request.max_tokens or 16
-        lockstep = mode == "lockstep"
-        engine_cpu: list[float] = []
-
-        def report(loop_cpu: float) -> None:
-            if self._stats is not None:
-                line = {
-                    "mode": mode,
-                    "tokens": tokens,
-                    "loop_cpu_s": loop_cpu,
-                    "engine_cpu_s": engine_cpu[0] if engine_cpu else None,
-                }
-                with open(self._stats, "ab") as f:
-                    f.write(orjson.dumps(line) + b"\n")
-
-        channel = _MeteredChannel(loop, lockstep, report)
-
-        def run() -> None:
-            cpu0 = time.thread_time()
-            try:
-                channel.put(Started(mode, 1, 0))
-                turn, put, words = channel.turn, channel.put, itertools.cycle(WORDS)
-                for _ in range(tokens):
-                    if lockstep:
-                        turn.acquire()
-                    if channel.cancelled:
-                        return
-                    put(Delta(next(words)))
-                engine_cpu.append(time.thread_time() - cpu0)  # before the app can see the end
-                put(Finished("length", Usage(1, tokens, 0)))
-            finally:
-                channel.close()
-                loop.call_soon_threadsafe(on_done)
-
-        threading.Thread(target=run, name="bench-fake-engine", daemon=True).start()
-        return channel
-
-    async def count_tokens(self, request: ChatRequest, entry: ModelEntry | None) -> int:
-        """The prompt length its completions report (the benchmark never asks)."""
-        return 1
+def _produce(
+    slot: _Modes, request: ChatRequest, entry: ModelEntry | None, out: Sink, times: Timings
+) -> None:
+    """The runner: the request's tokens as fast as the mode lets them go."""
+    assert isinstance(out, _MeteredChannel)
+    if entry is not None:
+        slot.switch(entry)
+    out.mode = mode = slot.loaded_id or "flood"
+    out.tokens = tokens = request.max_tokens or 16
+    out.lockstep = lockstep = mode == "lockstep"
+    cpu0 = time.thread_time()
+    out.put(Started(mode, 1, 0))
+    turn, put, words = out.turn, out.put, itertools.cycle(WORDS)
+    for _ in range(tokens):
+        if lockstep:
+            turn.acquire()
+        if out.cancelled:
+            return
+        put(Delta(next(words)))
+    out.engine_cpu = time.thread_time() - cpu0  # before the app can see the end
+    put(Finished("length", Usage(1, tokens, 0)))
 
 
 def stats_file(home: Path) -> Path:
@@ -188,7 +189,9 @@ def serve(home: Path, port: int, profile: Path | None) -> int:
 
     settings = Settings(home=home, port=port)
     gate = Gate(max_queue=settings.max_queue, queue_timeout=settings.queue_timeout)
-    app = create_app(settings, FakeEngine(stats_file(home)), gate, TierTable(home), KeyStore(home))
+    engine = FakeEngine(stats_file(home))
+    engine.start()
+    app = create_app(settings, engine, gate, TierTable(home), KeyStore(home))
     profiler = cProfile.Profile() if profile else None
     if profiler is not None:
         profiler.enable()  # the event loop's thread: every per-request and per-frame call

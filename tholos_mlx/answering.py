@@ -1,0 +1,210 @@
+"""One request's answer, on the engine thread: from the model slot and a request to events.
+
+The engine's runner (engine.Runner): the model, the prompt, the context check, the prompt
+cache taken and put back, the token budget, the grammar, thinking, generation, the finish
+reason, and the one summary line with the request's timings.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import mlx.core as mx
+from mlx_lm.models.cache import make_prompt_cache
+from mlx_lm.sample_utils import make_sampler
+
+from tholos_mlx import timings
+from tholos_mlx.answer import AnswerSplitter, Markers
+from tholos_mlx.channel import Sink
+from tholos_mlx.chat_prompt import opens_thinking, prompt_ids
+from tholos_mlx.constrain import Grammars, ToolMarkers, choose
+from tholos_mlx.drafting import MARGIN, Mode, prediction_usage, speculation
+from tholos_mlx.errors import TholosError
+from tholos_mlx.events import Delta, Event, Finished, Started
+from tholos_mlx.generation import AfterThinking, Constraint, Generation, generate
+from tholos_mlx.model_slot import Loaded, ModelSlot
+from tholos_mlx.prompt_cache import cache_tokens
+from tholos_mlx.request import GenerationRequest, Usage
+from tholos_mlx.tiers import ModelEntry
+from tholos_mlx.timings import Timings
+
+log = logging.getLogger("tholos.engine")
+
+
+@dataclass(frozen=True)
+class Options:
+    """How every answer is made, fixed at start (serve's flags)."""
+
+    log_prompts: bool = False  # log the prompt and answer text (never by default)
+    default_max_tokens: int | None = (
+        None  # the cap of an answer that names none; None: all that fits
+    )
+    speculative: Mode = "ngram"  # where drafts come from (--speculative)
+    num_draft_tokens: int = 4  # the deepest draft verified in one pass
+
+
+def answer(
+    slot: ModelSlot,
+    request: GenerationRequest,
+    entry: ModelEntry | None,
+    out: Sink,
+    times: Timings,
+    options: Options = Options(),
+) -> None:
+    """Answer `request` with the model it names (None: the loaded one): Started, the answer's
+    events, then Finished on `out`; nothing after a cancel; a TholosError raised as its refusal."""
+    if out.cancelled:  # dropped before its turn came: nothing to do
+        return
+    loaded = slot.for_request(entry)
+    tools = request.tools if request.tool_choice.mode != "none" else ()
+    times.started = timings.now()  # after any model load: queue_ms includes it
+    prompt = prompt_ids(
+        loaded.tokenizer, request.messages, tools, loaded.tools, request.continue_final
+    )
+    times.prompted = timings.now()
+    room = slot.room(loaded, len(prompt))
+    # The matching cache first: the memory guard may then evict others, never this one.
+    cache, cached = slot.cache.take(prompt)
+    try:
+        # A request that names no limit stops at the cap (issue 19: a 2,186-token runaway).
+        cap = options.default_max_tokens if request.max_tokens is None else None
+        max_tokens = slot.answer_tokens(
+            loaded, len(prompt), request.max_tokens, room if cap is None else min(room, cap)
+        )
+        constraint = _constraint(loaded, request)  # a schema it cannot compile: a 400, here
+    except TholosError:
+        if cache is not None:  # refused: the conversation keeps its cache
+            slot.cache.put(prompt[:cached], cache)
+        raise
+    thinking = opens_thinking(loaded.tokenizer, prompt)
+    if constraint is not None and thinking:
+        tok = loaded.tokenizer
+        constraint = AfterThinking(constraint, tok.think_end_tokens, tok.eos_token_ids)
+    if cache is None:
+        cache = make_prompt_cache(loaded.model)
+    out.put(Started(loaded.entry.id, len(prompt), cached))
+    if options.log_prompts:
+        log.info("prompt: %r", [(m.role, m.content) for m in request.messages])
+    answer: list[str] = []  # kept only with --log-prompts
+    put = _keeping(out, answer) if options.log_prompts else out.put
+    # A JSON answer ends where its grammar does: a stop string must not cut it short.
+    stops = request.stop if request.response_format.kind == "text" else ()
+    splitter = AnswerSplitter(put, stops, _markers(loaded, request, thinking))
+    if request.seed is not None:
+        mx.random.seed(request.seed & (2**64 - 1))
+    times.generating = timings.now()
+    predicted = _tokens(loaded, request.prediction)
+    spec = speculation(
+        options.speculative,
+        options.num_draft_tokens,
+        greedy=request.temperature == 0,
+        prediction=predicted,
+        margin=MARGIN,
+    )
+    gen = None
+    try:
+        gen = generate(
+            loaded.model,
+            prompt,
+            cache,
+            cached=cached,
+            detokenizer=loaded.detokenizers(),
+            emit=splitter.feed,
+            sampler=make_sampler(
+                temp=request.temperature, top_p=request.top_p, top_k=request.top_k
+            ),
+            max_tokens=max_tokens,
+            eos=loaded.tokenizer.eos_token_ids,
+            constraint=constraint,
+            cancelled=lambda: out.cancelled,
+            prefill=loaded.prefill,
+            kv_bits=slot.kv_bits,
+            speculation=spec,
+        )
+    finally:
+        if gen is not None and cache_tokens(cache) == len(gen.cache_tokens):
+            slot.cache.put(gen.cache_tokens, cache)
+    reason = gen.finish
+    if reason == "cancelled" or out.cancelled:
+        log.info("%s: cancelled after %d tokens", loaded.entry.id, len(gen.generated))
+        return
+    finish = splitter.end(reason)
+    accepted, rejected = prediction_usage(predicted, gen.generated)
+    usage = Usage(len(prompt), len(gen.generated), cached, accepted, rejected)
+    if spec is not None:
+        times.drafted, times.accepted = spec.drafted, spec.accepted
+        if spec.notes and not loaded.undraftable_said:
+            loaded.undraftable_said = True
+            log.info("%s: drafts nothing: %s", loaded.entry.id, spec.notes[0])
+    _log_summary(loaded, usage, gen, finish, times)
+    if options.log_prompts:
+        log.info("answer: %r", "".join(answer))
+    out.put(Finished(finish, usage, splitter.stop_sequence))
+
+
+def _tokens(loaded: Loaded, text: str | None) -> list[int]:
+    """A prediction's token ids, as the answer would spell it (no special tokens)."""
+    if not text:
+        return []
+    return list(loaded.tokenizer.encode(text, add_special_tokens=False))
+
+
+def _keeping(out: Sink, answer: list[str]) -> Callable[[Event], None]:
+    """out.put that also keeps the answer's text, for --log-prompts."""
+
+    def put(ev: Event) -> None:
+        if isinstance(ev, Delta):
+            answer.append(ev.text)
+        out.put(ev)
+
+    return put
+
+
+def _log_summary(loaded: Loaded, usage: Usage, gen: Generation, finish: str, t: Timings) -> None:
+    """The request's one line: sizes, time, finish and the timing figures (never any text)."""
+    t.first_token, t.last_token, t.tokens = (
+        gen.first_token_at,
+        gen.last_token_at,
+        len(gen.generated),
+    )
+    log.info(
+        "%s: %d prompt tokens (%d cached), %d generated, %.1f s, finish %s; %s",
+        loaded.entry.id,
+        usage.prompt_tokens,
+        usage.cached_tokens,
+        usage.completion_tokens,
+        timings.now() - t.generating,
+        finish,
+        t.line(),
+    )
+
+
+def _constraint(loaded: Loaded, request: GenerationRequest) -> Constraint | None:
+    """The request's grammar, from the model's Grammars (made on first use)."""
+
+    def grammars() -> Grammars:
+        if loaded.grammars is None:
+            loaded.grammars = Grammars(loaded.tokenizer)
+        made: Grammars = loaded.grammars
+        return made
+
+    return choose(request, grammars, ToolMarkers(loaded.tools.start, loaded.tools.end))
+
+
+def _markers(loaded: Loaded, request: GenerationRequest, thinking_first: bool) -> Markers:
+    """What the splitter watches for in this answer: thinking, and tool calls when tools are on."""
+    tok: Any = loaded.tokenizer
+    thinking = bool(getattr(tok, "has_thinking", False))
+    calls = request.tools and request.tool_choice.mode != "none"
+    parser = getattr(tok, "tool_parser", None) if loaded.tools.native else None
+    return Markers(
+        think_end=tok.think_end if thinking else None,
+        thinking_first=thinking_first,
+        think_start=tok.think_start if thinking else None,
+        call_start=loaded.tools.start if calls else None,
+        call_end=loaded.tools.end if calls else None,
+        one_call=not request.parallel_tool_calls,
+        parse_call=(lambda text: parser(text, None)) if parser is not None else None,
+    )
