@@ -20,7 +20,8 @@ from tholos_mlx.answer import AnswerSplitter, Markers
 from tholos_mlx.channel import Sink
 from tholos_mlx.chat_prompt import opens_thinking, prompt_ids
 from tholos_mlx.constrain import Grammars, ToolMarkers, choose
-from tholos_mlx.drafting import MARGIN, Mode, prediction_usage, speculation
+from tholos_mlx.draft_model import DraftSlot
+from tholos_mlx.drafting import MARGIN, Mode, Speculation, prediction_usage, speculation
 from tholos_mlx.errors import TholosError
 from tholos_mlx.events import Delta, Event, Finished, Started
 from tholos_mlx.generation import AfterThinking, Constraint, Generation, generate
@@ -43,6 +44,7 @@ class Options:
     )
     speculative: Mode = "ngram"  # where drafts come from (--speculative)
     num_draft_tokens: int = 4  # the deepest draft verified in one pass
+    draft: DraftSlot | None = None  # --draft-model, with --speculative draft
 
 
 def answer(
@@ -96,13 +98,7 @@ def answer(
         mx.random.seed(request.seed & (2**64 - 1))
     times.generating = timings.now()
     predicted = _tokens(loaded, request.prediction)
-    spec = speculation(
-        options.speculative,
-        options.num_draft_tokens,
-        greedy=request.temperature == 0,
-        prediction=predicted,
-        margin=MARGIN,
-    )
+    spec = _speculation(slot, loaded, request, predicted, options)
     gen = None
     try:
         gen = generate(
@@ -142,6 +138,37 @@ def answer(
     if options.log_prompts:
         log.info("answer: %r", "".join(answer))
     out.put(Finished(finish, usage, splitter.stop_sequence))
+
+
+def _speculation(
+    slot: ModelSlot,
+    loaded: Loaded,
+    request: GenerationRequest,
+    predicted: list[int],
+    options: Options,
+) -> Speculation | None:
+    """This answer's drafting under --speculative: prompt lookup, or the draft model (where its
+    vocabulary is this model's); a prediction is drafted from first either way."""
+    source = None
+    if options.speculative == "draft" and options.draft is not None:
+        source = options.draft.for_answer(slot, loaded.tokenizer)
+        if source is None:
+            if not loaded.undraftable_said:
+                loaded.undraftable_said = True
+                log.warning(
+                    "%s: drafts nothing: draft model %s has another vocabulary",
+                    loaded.entry.id,
+                    options.draft.entry.id,
+                )
+            return None
+    return speculation(
+        options.speculative,
+        options.num_draft_tokens,
+        greedy=request.temperature == 0,
+        prediction=predicted,
+        margin=MARGIN,
+        source=source,
+    )
 
 
 def _tokens(loaded: Loaded, text: str | None) -> list[int]:

@@ -8,10 +8,17 @@ caches stay in step. Runs on the engine thread, like every MLX call.
 
 from __future__ import annotations
 
+import logging
 from typing import Any, cast
 
 import mlx.core as mx
+from mlx_lm import load as mlx_load
 from mlx_lm.models.cache import can_trim_prompt_cache, make_prompt_cache, trim_prompt_cache
+
+from tholos_mlx.model_slot import ModelSlot, weights_bytes
+from tholos_mlx.tiers import ModelEntry
+
+log = logging.getLogger("tholos.engine")
 
 CHUNK = 512  # prompt tokens per forward pass when the draft model catches up
 
@@ -21,6 +28,29 @@ def same_vocabulary(tokenizer: Any, other: Any) -> bool:
     mine: dict[str, int] = tokenizer.get_vocab()
     theirs: dict[str, int] = other.get_vocab()
     return mine == theirs
+
+
+class DraftSlot:
+    """The draft model of `--speculative draft`: loaded on the engine thread at first use, then
+    held beside whichever model answers (the memory guard counts its weights)."""
+
+    def __init__(self, entry: ModelEntry) -> None:
+        self.entry = entry
+        self._model: Any = None
+        self._tokenizer: Any = None
+        self._fits: dict[int, bool] = {}  # by the answering tokenizer's id(): same vocabulary?
+
+    def for_answer(self, slot: ModelSlot, tokenizer: Any) -> DraftModel | None:
+        """A drafter for one answer of the model with this tokenizer; None where the draft
+        model's vocabulary is another (its ids would be other tokens)."""
+        if self._model is None:
+            self._model, self._tokenizer = mlx_load(str(self.entry.path))[:2]
+            slot.beside_bytes = weights_bytes(self.entry.path)
+            log.info("loaded draft model %s", self.entry.id)
+        fits = self._fits.get(id(tokenizer))
+        if fits is None:
+            fits = self._fits[id(tokenizer)] = same_vocabulary(tokenizer, self._tokenizer)
+        return DraftModel(self._model) if fits else None
 
 
 class DraftModel:

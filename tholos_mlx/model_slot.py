@@ -298,6 +298,7 @@ class ModelSlot:
         self.last: ModelEntry | None = None  # the model loaded most recently, kept after unload
         self.cache = PromptCache(0)
         self.kv_bits = kv_bits
+        self.beside_bytes = 0  # weights held beside the loaded model (a draft model): guarded too
         self._prompt_cache_mb = prompt_cache_mb
         self._memory_limit = memory_limit
         self._disk = disk
@@ -397,7 +398,9 @@ class ModelSlot:
         held; raises InsufficientMemory when it cannot fit even with the prompt cache emptied
         (on Metal, running out would abort the process instead of raising).
         """
-        plan = MemoryPlan(loaded.weights_bytes, loaded.kv_per_token, self.limit())
+        plan = MemoryPlan(
+            loaded.weights_bytes + self.beside_bytes, loaded.kv_per_token, self.limit()
+        )
         fits = plan.most_tokens() - prompt  # answer tokens that fit with the prompt cache emptied
         if asked is None:
             # Beside the prompt cache as it is, unless that leaves nothing.

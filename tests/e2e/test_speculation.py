@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from tests import server as srv
+from tests.conftest import run_cli
 from tholos_mlx import timings
 
 CODE = "def area(w, h):\n    return w * h\n\ndef perimeter(w, h):\n    return 2 * (w + h)\n"
@@ -41,9 +42,9 @@ SCHEMA = {
 Case = Callable[[srv.Server], str]
 
 
-def chat(**fields: Any) -> Case:
+def chat(messages: list[dict[str, str]] = COPY, **fields: Any) -> Case:
     def run(server: srv.Server) -> str:
-        r = server.chat(fields.pop("messages", COPY), max_tokens=48, **fields)
+        r = server.chat(messages, max_tokens=48, **fields)
         assert r.status_code == 200, r.text
         return str(r.json()["choices"][0]["message"]["content"])
 
@@ -164,3 +165,43 @@ def test_a_prediction_that_is_the_answer_is_accepted_and_changes_nothing(
         "accepted_prediction_tokens": 0,
         "rejected_prediction_tokens": 0,
     }
+
+
+def test_a_draft_model_with_the_same_tokenizer_drafts_and_changes_nothing(
+    demo_home: Path, off: tuple[dict[str, str], str, dict[str, Any]]
+) -> None:
+    # The demo model drafting for itself: the simplest draft model with the same tokenizer.
+    flags = ("--speculative", "draft", "--draft-model", "fast")
+    with srv.running(demo_home, "--model", "fast", "--prompt-cache-mb", "0", *flags) as s:
+        with s.client() as c:
+            assert c.get("/health").json()["speculative"] == "draft"
+        assert CASES["chat"](s) == off[0]["chat"]
+        log = s.log_text()
+    assert "loaded draft model smollm2-135m" in log
+    ((drafted, accepted),) = drafts(log)
+    assert drafted > 0 and accepted > 0
+
+
+def test_speculative_draft_without_a_draft_model_is_refused_in_one_line(demo_home: Path) -> None:
+    out = run_cli(
+        "serve", "--home", demo_home, "--port", str(srv.free_port()), "--speculative", "draft"
+    )
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [out.stderr.strip()]
+    assert "--draft-model" in out.stderr
+
+
+def test_a_draft_model_that_is_not_installed_is_refused_in_one_line(demo_home: Path) -> None:
+    out = run_cli(
+        "serve",
+        "--home",
+        demo_home,
+        "--port",
+        str(srv.free_port()),
+        "--speculative",
+        "draft",
+        "--draft-model",
+        "nonesuch",
+    )
+    assert out.returncode == 2
+    assert "--draft-model nonesuch: no such model" in out.stderr
