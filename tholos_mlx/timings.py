@@ -31,8 +31,8 @@ class Timings:
     first_token: float | None = None  # the first answer token was read back from MLX
     last_token: float | None = None
     tokens: int = 0  # answer tokens between first_token and last_token, both included
-    drafted: int = 0  # draft tokens the model verified...
-    accepted: int = 0  # ...and those it kept
+    drafted: int | None = None  # draft tokens the model verified (None: no speculation)...
+    accepted: int | None = None  # ...and those it kept
 
     def figures(self) -> dict[str, float | None]:
         """Milliseconds per phase, and the decode rate between the first and the last token."""
@@ -50,10 +50,12 @@ class Timings:
         }
 
     def line(self) -> str:
-        """`timing http_ms=0.41 ... decode_tps=38.90 drafted=12 accepted=9` (a dash for a figure
-        unknown)."""
-        pairs = (f"{k}={'-' if v is None else f'{v:.2f}'}" for k, v in self.figures().items())
-        return " ".join((PREFIX, *pairs, f"drafted={self.drafted}", f"accepted={self.accepted}"))
+        """`timing http_ms=0.41 ... decode_tps=38.90` (a dash for a figure unknown), then
+        `drafted=12 accepted=9` where the answer was speculated."""
+        pairs = [f"{k}={'-' if v is None else f'{v:.2f}'}" for k, v in self.figures().items()]
+        if self.drafted is not None:
+            pairs += [f"drafted={self.drafted}", f"accepted={self.accepted or 0}"]
+        return " ".join((PREFIX, *pairs))
 
 
 def now() -> float:
