@@ -11,13 +11,16 @@ import pytest
 
 from tholos_mlx import machine, model_slot
 from tholos_mlx.errors import InsufficientMemory, ServiceUnavailable
+from tholos_mlx.generation import PREFILL_CHUNK_MAX, Prefill
 from tholos_mlx.model_slot import (
     FALLBACK_LAYERS,
     FALLBACK_WIDTH,
     KV_SLACK_TOKENS,
     Loaded,
+    MemoryPlan,
     ModelSlot,
     Wiring,
+    activation_bytes_per_token,
     kv_bytes_per_token,
     widest_float_bytes,
 )
@@ -267,3 +270,61 @@ def test_only_metal_has_a_working_set_to_wire(monkeypatch: pytest.MonkeyPatch) -
     wiring.wire()
     wiring.unwire()
     assert wired.calls == []  # off Metal, mx.set_wired_limit is never called
+
+
+# -- the guard counts the prefill's activations (issue 18 bug 6) --
+
+
+def test_a_prefill_chunk_takes_at_most_mlx_lms_2048_tokens() -> None:
+    plan = Prefill(size=1024)
+    plan.learn(1024, 1e-6)  # very fast: it would grow without bound
+    assert plan.size == PREFILL_CHUNK_MAX == 2048
+
+
+def test_activations_are_two_hidden_widths_and_three_mlp_widths_per_token() -> None:
+    config = {"hidden_size": 576, "intermediate_size": 1536}
+    assert activation_bytes_per_token(config, 2) == (2 * 576 + 3 * 1536) * 2
+    assert activation_bytes_per_token({"text_config": config}, 4) == (2 * 576 + 3 * 1536) * 4
+    assert activation_bytes_per_token({"hidden_size": 100}, 2) == (2 * 100 + 3 * 400) * 2
+
+
+def prefilling(per_token: int) -> Loaded:
+    """loaded() whose prefill chunks need `per_token` activation bytes per prompt token."""
+    model = loaded()
+    model.prefill_per_token = per_token
+    return model
+
+
+def test_a_long_prompt_whose_prefill_cannot_fit_is_refused_though_its_kv_cache_would() -> None:
+    # The KV cache for 3000 tokens and the answer fits; a 2048-token chunk's activations do not.
+    slot = slot_fitting(3000)
+    with pytest.raises(InsufficientMemory) as caught:
+        slot.answer_tokens(prefilling(4 * PER_TOKEN), 2900, 10, CONTEXT - 2900)
+    err = caught.value
+    assert (err.code, err.param) == ("insufficient_memory", "messages")
+    assert "prefill activations" in err.message and "Shorten the messages" in err.message
+    assert slot.answer_tokens(prefilling(0), 2900, 10, CONTEXT - 2900) == 10  # as before
+
+
+def test_the_prefill_counts_one_chunk_however_long_the_prompt() -> None:
+    plan = MemoryPlan(WEIGHTS, PER_TOKEN, 10**12, prefill_per_token=7)
+    assert plan.activations(100) == 700
+    assert plan.activations(PREFILL_CHUNK_MAX * 3) == 7 * PREFILL_CHUNK_MAX
+    # The KV cache while reading is what MLX allocates: whole steps of 256 tokens.
+    assert plan.prefill(300) == WEIGHTS + PER_TOKEN * 512 + 7 * 300
+
+
+def test_a_short_prompt_with_a_few_answer_tokens_left_is_still_answered() -> None:
+    # A small prompt's activations fit in the room its KV cache's last 256-token step leaves.
+    assert slot_fitting(104).answer_tokens(prefilling(PER_TOKEN), 100, 4, CONTEXT - 100) == 4
+
+
+def test_the_prompt_cache_is_shrunk_to_leave_room_for_the_prefill_too() -> None:
+    slot = slot_fitting(3000)
+    slot.cache = PromptCache(10**9)
+    for start in (1, 10, 20):
+        slot.cache.put([start, start + 1], [Layer(100 * PER_TOKEN)])
+    # The answer's KV cache alone leaves room for all three entries; the prefill, for one.
+    prefill = prefilling(554)  # 2048 tokens of KV + 2000 x 554 bytes: 100 tokens' worth left
+    assert slot.answer_tokens(prefill, 2000, 10, CONTEXT - 2000) == 10
+    assert len(slot.cache) == 1

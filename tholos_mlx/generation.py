@@ -25,6 +25,8 @@ LogitsProcessor = Callable[[mx.array, mx.array], mx.array]
 Sampler = Callable[[mx.array], mx.array]
 Outcome = Literal["stop", "length", "cancelled"]
 
+# mlx-lm's prefill_step_size: a chunk's activations are counted by the memory guard (model_slot).
+PREFILL_CHUNK_MAX = 2048
 CLEAR_EVERY = 256  # tokens between mx.clear_cache() calls, as mlx-lm does
 _async_eval = cast(Callable[..., None], mx.async_eval)  # untyped in mlx's stubs
 
@@ -475,7 +477,7 @@ class Prefill:
 
     size: int = 64
     smallest: int = 32
-    largest: int = 4096
+    largest: int = PREFILL_CHUNK_MAX
     target_s: float = 0.5
 
     def learn(self, tokens: int, seconds: float) -> None:

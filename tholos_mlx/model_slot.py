@@ -27,7 +27,7 @@ from tholos_mlx.errors import (
     NoModelLoaded,
     ServiceUnavailable,
 )
-from tholos_mlx.generation import Prefill
+from tholos_mlx.generation import PREFILL_CHUNK_MAX, Prefill
 from tholos_mlx.prompt_cache import PromptCache
 from tholos_mlx.prompt_cache_disk import DiskCache, fingerprint
 from tholos_mlx.tiers import ModelEntry
@@ -185,6 +185,18 @@ def kv_bytes_per_token(config: dict[str, Any], dtype_bytes: int, kv_bits: int | 
     return math.ceil(2 * layers * width * element)
 
 
+def activation_bytes_per_token(config: dict[str, Any], dtype_bytes: int) -> int:
+    """Transient bytes one prompt token takes while its prefill chunk runs through a layer.
+
+    At a layer's widest point: the residual and the normed input (2 x hidden) and the MLP's
+    gate, up and their product (3 x intermediate). Layers run one after another, so it does
+    not grow with depth; the chunk's logits are never computed (only the KV cache is read)."""
+    c = _text_config(config)
+    hidden = _first_int(c, "hidden_size", "n_embd", "d_model", "dim") or FALLBACK_WIDTH
+    inner = _first_int(c, "intermediate_size", "ffn_dim", "n_inner") or 4 * hidden
+    return (2 * hidden + 3 * inner) * dtype_bytes
+
+
 def measured_kv_bytes_per_token(model: Any, kv_bits: int | None) -> int | None:
     """KV bytes per token as the model really caches them: one token through a fresh cache.
 
@@ -234,10 +246,25 @@ class MemoryPlan:
     weights: int
     per_token: int
     limit: int
+    prefill_per_token: int = 0  # activation bytes per token of a prefill chunk
 
     def need(self, tokens: int) -> int:
         """Bytes for the weights and a KV cache holding `tokens` tokens."""
         return self.weights + self.kv(tokens)
+
+    def prefill(self, prompt: int) -> int:
+        """Bytes while the prompt is read: the weights, its KV cache as MLX allocates it (in
+        steps of 256 tokens) and the activations of the largest chunk it is read in."""
+        steps = math.ceil(prompt / KV_SLACK_TOKENS) * KV_SLACK_TOKENS
+        return self.weights + self.per_token * steps + self.activations(prompt)
+
+    def activations(self, prompt: int) -> int:
+        """Bytes of one prefill chunk's activations (chunks of at most PREFILL_CHUNK_MAX)."""
+        return self.prefill_per_token * min(prompt, PREFILL_CHUNK_MAX)
+
+    def peak(self, prompt: int, answer: int) -> int:
+        """The most this request holds at once: while its prompt is read, or at its last token."""
+        return max(self.prefill(prompt), self.need(prompt + answer))
 
     def kv(self, tokens: int) -> int:
         """Bytes of a KV cache holding `tokens` tokens, with MLX's spare room."""
@@ -278,6 +305,7 @@ class Loaded:
     prefill: Prefill = field(default_factory=Prefill)
     grammars: Any = None  # constrain.Grammars, made on first use (it reads the whole vocabulary)
     kv_per_token: int = 0  # KV cache bytes per token (kv_bytes_per_token)
+    prefill_per_token: int = 0  # activation bytes per prompt token in a prefill chunk
     fingerprint: str | None = None  # of the weights, for the disk prompt cache (when it is on)
     undraftable_said: bool = False  # the log said once why this model drafts nothing
 
@@ -399,8 +427,20 @@ class ModelSlot:
         (on Metal, running out would abort the process instead of raising).
         """
         plan = MemoryPlan(
-            loaded.weights_bytes + self.beside_bytes, loaded.kv_per_token, self.limit()
+            loaded.weights_bytes + self.beside_bytes,
+            loaded.kv_per_token,
+            self.limit(),
+            loaded.prefill_per_token,
         )
+        if plan.prefill(prompt) > plan.limit:  # reading the prompt alone would run out
+            raise InsufficientMemory(
+                f"This request needs about {_gib(plan.prefill(prompt))} while its {prompt} "
+                f"prompt tokens are read (weights {_gib(plan.weights)} + KV cache "
+                f"{_gib(plan.prefill(prompt) - plan.weights - plan.activations(prompt))} + "
+                f"prefill activations {_gib(plan.activations(prompt))}), more than the "
+                f"{_gib(plan.limit)} {self._limit_name()}. Shorten the messages.",
+                param="messages",
+            )
         fits = plan.most_tokens() - prompt  # answer tokens that fit with the prompt cache emptied
         if asked is None:
             # Beside the prompt cache as it is, unless that leaves nothing.
@@ -409,7 +449,7 @@ class ModelSlot:
         else:
             want = min(asked, room)
         if 1 <= want <= fits:
-            self.cache.shrink(plan.limit - plan.need(prompt + want))
+            self.cache.shrink(plan.limit - plan.peak(prompt, want))
             return want
         tokens = prompt + max(want, 1)
         hint = (
@@ -452,6 +492,7 @@ class ModelSlot:
         model, tokenizer = mlx_load(str(entry.path))[:2]
         own_length_check(tokenizer)
         size = weights_bytes(entry.path)
+        config, dtype = read_config(entry.path), widest_float_bytes(model)
         loaded = Loaded(
             entry=entry,
             model=model,
@@ -461,7 +502,8 @@ class ModelSlot:
             detokenizers=DetokenizerFactory(tokenizer),
             tools=tool_format(tokenizer),
             kv_per_token=measured_kv_bytes_per_token(model, self.kv_bits)
-            or kv_bytes_per_token(read_config(entry.path), widest_float_bytes(model), self.kv_bits),
+            or kv_bytes_per_token(config, dtype, self.kv_bits),
+            prefill_per_token=activation_bytes_per_token(config, dtype),
         )
         self.current = loaded
         self.last = entry

@@ -422,13 +422,17 @@ def test_the_store_keeps_only_the_most_recent_responses(
 @pytest.mark.parametrize(
     "kind", ["web_search", "web_search_preview", "file_search", "computer_use_preview", "mcp"]
 )
-def test_a_built_in_tool_type_gets_400_naming_it(
+def test_a_hosted_tool_is_left_out_and_forcing_it_is_a_400_naming_it(
     server: LiveServer, client: httpx.Client, kind: str
 ) -> None:
     r = client.post("/v1/responses", json={"input": "Hi", "tools": [WEATHER, {"type": kind}]})
-    err = error_of(r, 400, "invalid_request_error", None)
-    assert err["param"] == "tools[1].type" and repr(kind) in err["message"]
-    assert server.engine.jobs == []
+    assert r.status_code == 200, r.text
+    assert [t.name for t in server.engine.wait_jobs(1)[0].request.tools] == ["get_weather"]
+    assert [t["name"] for t in r.json()["tools"]] == ["get_weather"]
+    forced = {"input": "Hi", "tools": [WEATHER, {"type": kind}], "tool_choice": {"type": kind}}
+    err = error_of(client.post("/v1/responses", json=forced), 400, "invalid_request_error", None)
+    assert err["param"] == "tool_choice" and repr(kind) in err["message"]
+    assert len(server.engine.jobs) == 1
 
 
 def test_bad_json_and_a_missing_input_get_400_in_openais_shape(client: httpx.Client) -> None:
@@ -534,3 +538,113 @@ def test_a_stopped_engine_mid_stream_is_an_error_event(
     )
     events = named_events(client.post("/v1/responses", json={"input": "Hi", "stream": True}).text)
     assert events[-1]["type"] == "error" and events[-1]["code"] == "service_unavailable"
+
+
+# -- what Codex sends --
+
+SPAWN: dict[str, Any] = {
+    "type": "function",
+    "name": "spawn_agent",
+    "description": "Start a sub-agent.",
+    "strict": False,
+    "parameters": {
+        "type": "object",
+        "properties": {"task": {"type": "string"}},
+        "required": ["task"],
+        "additionalProperties": False,
+    },
+}
+MULTI_AGENT = {
+    "type": "namespace",
+    "name": "multi_agent_v1",
+    "description": "Tools for spawning and managing sub-agents.",
+    "tools": [SPAWN],
+}
+SPAWN_EVENTS = (ToolCallStart(0, "call_ns1", "spawn_agent"), ToolCallDelta(0, '{"task":"x"}'))
+
+
+def codex_body(**fields: Any) -> dict[str, Any]:
+    """A turn shaped as Codex 0.171 sends it (its fields beside input and tools)."""
+    return {
+        "model": "alpha",
+        "input": [
+            {
+                "type": "message",
+                "role": "developer",
+                "content": [{"type": "input_text", "text": "Be a coding agent."}],
+            },
+            {
+                "type": "message",
+                "role": "user",
+                "content": [{"type": "input_text", "text": "Say hello."}],
+            },
+        ],
+        "tools": [WEATHER, MULTI_AGENT, {"type": "web_search", "external_web_access": False}],
+        "tool_choice": "auto",
+        "parallel_tool_calls": True,
+        "reasoning": {"summary": "auto"},
+        "store": False,
+        "include": ["reasoning.encrypted_content"],
+        "prompt_cache_key": "01a24a44-3d00-7143-b924-d5a6aabb88e2",
+        "client_metadata": {"x-codex-installation-id": "c7be3a8f"},
+        "text": {"verbosity": "low"},
+        **fields,
+    }
+
+
+def test_a_call_to_a_namespaced_function_names_it_with_its_namespace_as_openai_does(
+    server: LiveServer, client: httpx.Client
+) -> None:
+    server.engine.scripts = [Script(events=SPAWN_EVENTS, finish_reason="tool_calls")] * 2
+    r = client.post("/v1/responses", json=codex_body())
+    assert r.status_code == 200, r.text
+    (call,) = r.json()["output"]
+    assert (call["type"], call["name"], call["namespace"]) == (
+        "function_call",
+        "spawn_agent",
+        "multi_agent_v1",
+    )
+    Response.model_validate(r.json())
+    offered = server.engine.wait_jobs(1)[0].request.tools
+    assert [t.name for t in offered] == ["get_weather", "spawn_agent"]
+    events = named_events(client.post("/v1/responses", json=codex_body(stream=True)).text)
+    validated(events)
+    added = [e["item"] for e in events if e["type"] == "response.output_item.added"]
+    done = [e["item"] for e in events if e["type"] == "response.output_item.done"]
+    assert added[0]["namespace"] == done[0]["namespace"] == "multi_agent_v1"
+    assert len(server.app.ctx.responses) == 0  # store: false
+
+
+def test_codexs_next_turn_sends_the_namespaced_call_and_its_output_back(
+    server: LiveServer, client: httpx.Client
+) -> None:
+    call = {
+        "type": "function_call",
+        "name": "spawn_agent",
+        "namespace": "multi_agent_v1",
+        "arguments": '{"task":"x"}',
+        "call_id": "call_ns1",
+    }
+    output = {"type": "function_call_output", "call_id": "call_ns1", "output": "agent a1 started"}
+    body = codex_body()
+    body["input"] = [*body["input"], call, output]
+    r = client.post("/v1/responses", json=body)
+    assert r.status_code == 200, r.text
+    messages = server.engine.wait_jobs(1)[0].request.messages
+    assert messages[-2].tool_calls == (ToolCall("call_ns1", "spawn_agent", '{"task":"x"}'),)
+    assert (messages[-1].role, messages[-1].name) == ("tool", "spawn_agent")
+
+
+def test_the_sdk_sends_a_namespace_tool_through_extra_body(
+    server: LiveServer, sdk: openai.OpenAI
+) -> None:
+    server.engine.scripts = [Script(events=SPAWN_EVENTS, finish_reason="tool_calls")]
+    response = sdk.responses.create(
+        model="alpha",
+        input="Start an agent.",
+        tools=[{"type": "web_search"}],
+        extra_body={"tools": [MULTI_AGENT, {"type": "web_search"}], "client_metadata": {"a": "b"}},
+    )
+    (item,) = response.output
+    assert item.type == "function_call" and item.name == "spawn_agent"
+    assert getattr(item, "namespace", None) == "multi_agent_v1"

@@ -101,6 +101,52 @@ def test_a_tool_result_finds_its_function_name_in_the_stored_conversation() -> N
     assert parse(input=[result]).generation(history).messages[-1].name == "lookup"
 
 
+def test_hosted_tools_are_left_out_and_a_namespaces_functions_offered_as_functions() -> None:
+    spawn = {"type": "function", "name": "spawn_agent", "parameters": {"type": "object"}}
+    namespace = {
+        "type": "namespace",
+        "name": "multi_agent_v1",
+        "description": "Sub-agents.",
+        "tools": [spawn],
+    }
+    hosted = [
+        {"type": "web_search", "external_web_access": False},
+        {"type": "web_search_preview"},
+        {"type": "web_search_2025_08_26"},
+        {"type": "file_search", "vector_store_ids": ["v"]},
+        {"type": "code_interpreter", "container": {"type": "auto"}},
+        {"type": "computer_use_preview", "display_width": 1, "display_height": 1},
+        {"type": "image_generation"},
+        {"type": "mcp", "server_label": "x"},
+        {"type": "local_shell"},
+    ]
+    parsed = parse(tools=[FN, *hosted, namespace])
+    req = parsed.generation()
+    assert [t.name for t in req.tools] == ["get_weather", "spawn_agent"]
+    assert req.tools[1].schema_path == "tools[10].tools[0].parameters"
+    assert parsed.echo.namespaces == {"spawn_agent": "multi_agent_v1"}
+    assert req.tool_choice == ToolChoice("auto")
+    forced = parse(tools=[namespace], tool_choice={"type": "function", "name": "spawn_agent"})
+    assert forced.generation().tool_choice == ToolChoice("function", "spawn_agent")
+    assert parse(tools=hosted).generation().tools == ()
+
+
+def test_what_codex_sends_beside_its_input_is_accepted_and_changes_nothing() -> None:
+    plain = parse(tools=[FN], store=False).generation()
+    codex = parse(
+        tools=[FN],
+        store=False,
+        include=["reasoning.encrypted_content"],
+        reasoning={"effort": "medium", "summary": "auto"},
+        prompt_cache_key="01a24a44-3d00-7143-b924-d5a6aabb88e2",
+        client_metadata={"x-codex-installation-id": "c7be3a8f"},
+        text={"verbosity": "low"},
+        tool_choice="auto",
+        parallel_tool_calls=True,
+    ).generation()
+    assert codex == plain
+
+
 def test_the_settings_reach_the_internal_request() -> None:
     schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
     parsed = parse(
@@ -196,9 +242,36 @@ BAD: list[tuple[dict[str, Any], str | None, str | None]] = [
     ({"input": [{"type": "function_call_output", "output": "x"}]}, "input[0].call_id", None),
     ({"input": [{"type": "function_call_output", "call_id": "c"}]}, "input[0].output", None),
     ({"input": "Hi", "instructions": ["x"]}, "instructions", None),
-    ({"input": "Hi", "tools": [{"type": "web_search"}]}, "tools[0].type", None),
-    ({"input": "Hi", "tools": [FN, {"type": "file_search"}]}, "tools[1].type", None),
-    ({"input": "Hi", "tools": [{"type": "computer_use_preview"}]}, "tools[0].type", None),
+    ({"input": "Hi", "tools": [{"type": "bogus"}]}, "tools[0].type", None),
+    ({"input": "Hi", "tools": [FN, {"type": "custom_thing", "name": "x"}]}, "tools[1].type", None),
+    ({"input": "Hi", "tools": [{"type": "namespace", "tools": [FN]}]}, "tools[0].name", None),
+    (
+        {"input": "Hi", "tools": [{"type": "namespace", "name": "n", "tools": [{"type": "x"}]}]},
+        "tools[0].tools[0].type",
+        None,
+    ),
+    (
+        {
+            "input": "Hi",
+            "tools": [{"type": "namespace", "name": "n", "tools": [{**FN, "name": 1}]}],
+        },
+        "tools[0].tools[0].name",
+        None,
+    ),
+    (
+        {"input": "Hi", "tools": [FN, {"type": "namespace", "name": "n", "tools": [FN]}]},
+        "tools",
+        None,
+    ),
+    (
+        {
+            "input": "Hi",
+            "tools": [FN, {"type": "web_search"}],
+            "tool_choice": {"type": "web_search"},
+        },
+        "tool_choice",
+        None,
+    ),
     ({"input": "Hi", "tools": ["get_weather"]}, "tools[0].type", None),
     ({"input": "Hi", "tools": [{"type": "function"}]}, "tools[0].name", None),
     (
@@ -265,9 +338,10 @@ def test_bad_requests_get_a_400_naming_the_param(
     assert err.message and "Traceback" not in err.message
 
 
-def test_a_built_in_tool_is_refused_by_its_type() -> None:
-    err = refused({"input": "Hi", "tools": [{"type": "web_search_preview"}]})
-    assert "'web_search_preview'" in err.message
+def test_forcing_a_hosted_tool_is_refused_by_its_type() -> None:
+    hosted = [{"type": "web_search_preview"}]
+    err = refused({"input": "Hi", "tools": hosted, "tool_choice": {"type": "web_search_preview"}})
+    assert "'web_search_preview'" in err.message and "cannot run" in err.message
 
 
 def test_a_body_that_is_not_json_is_refused() -> None:

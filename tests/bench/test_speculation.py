@@ -58,3 +58,22 @@ def test_edit_prompts_hold_what_the_answer_should_copy_and_prose_prompts_do_not(
         assert len(kind.build("Run 1.")[-1]["content"]) < 200, kind.name
     nonced = WORKLOADS["edit"][0].build("Run abc.")
     assert nonced[0]["content"].startswith("Run abc.\n")
+
+
+def test_the_overall_ratio_is_not_widened_by_kinds_that_decode_at_different_rates() -> None:
+    def runs(rates: list[float]) -> list[speculation.Run]:
+        return [speculation.Run({**fig(20), "decode_tps": r}, None, "x") for r in rates]
+
+    seen = {
+        "quote": {"on": runs([40.0, 41.0, 39.0]), "off": runs([20.0, 20.5, 19.5])},
+        "json": {"on": runs([10.0, 10.2, 9.8]), "off": runs([5.0, 5.1, 4.9])},
+    }
+    on, off = speculation._normalized(seen)
+    ci = speculation.ratio_ci(on, off)
+    assert ci["value"] == 2.0
+    assert ci["half_width"] is not None and ci["half_width"] < 0.05
+    raw = speculation.ratio_ci(
+        [r.fig["decode_tps"] for k in seen.values() for r in k["on"]],
+        [r.fig["decode_tps"] for k in seen.values() for r in k["off"]],
+    )
+    assert raw["half_width"] is not None and raw["half_width"] > ci["half_width"]

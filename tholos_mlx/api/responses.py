@@ -16,6 +16,7 @@ from sanic.response import HTTPResponse
 from tholos_mlx.api import Dialect, exchange, sse
 from tholos_mlx.api.coalesce import coalesced
 from tholos_mlx.api.gathered import Gathered
+from tholos_mlx.api.responses_items import page
 from tholos_mlx.api.responses_output import Output, WireEvent, new_id, response_object
 from tholos_mlx.api.responses_request import ResponsesRequest, parse_responses, wire_param
 from tholos_mlx.api.responses_store import MAX_RESPONSES, ResponseStore, Stored
@@ -39,6 +40,7 @@ class _Reply:
         self.created_at = int(time.time())
         self.echo = parsed.echo
         self._conversation = history + parsed.input
+        self._items = parsed.items
         self._store = store
 
     def body(self, model: str, output: Output, finished: Finished) -> bytes:
@@ -58,12 +60,13 @@ class _Reply:
             )
         )
         if self.echo.store:
-            self._store.put(self.id, Stored(body, (*self._conversation, output.turn())))
+            conversation = (*self._conversation, output.turn())
+            self._store.put(self.id, Stored(body, conversation, self._items))
         return body
 
     def complete(self, request: Request, started: Started, answer: Gathered) -> HTTPResponse:
         assert answer.finished is not None
-        body = self.body(started.model, Output.of(answer), answer.finished)
+        body = self.body(started.model, Output.of(answer, self.echo.namespaces), answer.finished)
         return HTTPResponse(body, content_type="application/json")
 
     def stream(self, started: Started) -> ResponsesStream:
@@ -76,7 +79,7 @@ class ResponsesStream:
     def __init__(self, reply: _Reply, model: str) -> None:
         self._reply = reply
         self._model = model
-        self._output = Output()
+        self._output = Output(reply.echo.namespaces)
         self._seq = 0
         pending = response_object(
             id=reply.id,
@@ -178,6 +181,16 @@ async def _retrieve(request: Request, response_id: str) -> HTTPResponse:
     return HTTPResponse(stored.body, content_type="application/json")
 
 
+async def _input_items(request: Request, response_id: str) -> HTTPResponse:
+    """A stored response's input items, a page at a time (`limit`, `order`, `after`)."""
+    stored = request.app.ctx.responses.get(response_id)
+    if stored is None:
+        raise _not_found(response_id)
+    query = {k: v[0] for k, v in request.args.items() if v}
+    body = page(stored.input_items, query)
+    return HTTPResponse(orjson.dumps(body), content_type="application/json")
+
+
 async def _delete(request: Request, response_id: str) -> HTTPResponse:
     if not request.app.ctx.responses.delete(response_id):
         raise _not_found(response_id)
@@ -190,6 +203,12 @@ def _mount(app: Any) -> None:
     app.add_route(_create, PATH, methods=["POST"], name="responses_create")
     app.add_route(_retrieve, PATH + "/<response_id:str>", methods=["GET"], name="responses_get")
     app.add_route(_delete, PATH + "/<response_id:str>", methods=["DELETE"], name="responses_delete")
+    app.add_route(
+        _input_items,
+        PATH + "/<response_id:str>/input_items",
+        methods=["GET"],
+        name="responses_input_items",
+    )
 
 
 DIALECT = Dialect("openai_responses", (PATH,), _mount, TholosError.body)  # OpenAI's own shape

@@ -9,6 +9,7 @@ tool call a `function_call` item, in the order they arrive.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -56,6 +57,7 @@ class Echo:
     tool_choice: ToolChoice = ToolChoice("none")
     text_format: ResponseFormat = ResponseFormat()
     metadata: dict[str, str] = field(default_factory=dict)
+    namespaces: dict[str, str] = field(default_factory=dict)  # function -> its namespace tool
 
 
 def tool_object(tool: Tool) -> dict[str, Any]:
@@ -154,6 +156,7 @@ class _Item:
     parts: list[str] = field(default_factory=list)  # text, reasoning or arguments so far
     call_id: str = ""
     name: str = ""
+    namespace: str | None = None  # a call to a function of a `namespace` tool
     status: Status = "in_progress"
 
     @property
@@ -168,7 +171,7 @@ class _Item:
     def body(self, *, opening: bool = False) -> dict[str, Any]:
         """The item as the output lists it; `opening`: as first announced, with nothing in it."""
         if self.kind == "function_call":
-            return {
+            call = {
                 "id": self.id,
                 "type": "function_call",
                 "status": self.status,
@@ -176,6 +179,9 @@ class _Item:
                 "call_id": self.call_id,
                 "name": self.name,
             }
+            if self.namespace is not None:  # as OpenAI names it: the function and its namespace
+                call["namespace"] = self.namespace
+            return call
         content = [] if opening else [self.part(self.text)]
         if self.kind == "reasoning":
             return {
@@ -208,10 +214,11 @@ def _whole_call(item: _Item | None) -> bool:
 class Output:
     """The output items of one answer, and the stream events that announce, fill and close them."""
 
-    def __init__(self) -> None:
+    def __init__(self, namespaces: Mapping[str, str] | None = None) -> None:
         self._items: list[_Item] = []
         self._open: _Item | None = None
         self._calls: dict[int, _Item] = {}  # the engine's call index -> its item
+        self._namespaces = namespaces or {}  # a function's namespace tool, where it has one
 
     def add(self, ev: Event) -> list[WireEvent]:
         """The stream events for one engine event (Started and exceptions are not output)."""
@@ -262,10 +269,10 @@ class Output:
         return Message("assistant", text, tool_calls=calls)
 
     @classmethod
-    def of(cls, answer: Gathered) -> Output:
+    def of(cls, answer: Gathered, namespaces: Mapping[str, str] | None = None) -> Output:
         """The output of a whole gathered answer: reasoning, then text, then calls."""
         assert answer.finished is not None
-        out = cls()
+        out = cls(namespaces)
         if answer.reasoning:
             out.add(ReasoningDelta(answer.reasoning))
         if answer.text:
@@ -305,6 +312,7 @@ class Output:
     ) -> _Item:
         prefix = {"message": "msg", "reasoning": "rs", "function_call": "fc"}[kind]
         item = _Item(kind, len(self._items), new_id(prefix), call_id=call_id, name=name)
+        item.namespace = self._namespaces.get(name) if kind == "function_call" else None
         self._items.append(item)
         self._open = item
         events.append(

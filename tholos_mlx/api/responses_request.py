@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from tholos_mlx.api import fields as f
+from tholos_mlx.api.responses_items import input_items
 from tholos_mlx.api.responses_output import Echo
 from tholos_mlx.api.shared_openai import json_schema_format, response_format, tool_choice
 from tholos_mlx.errors import InvalidRequest, Unsupported
@@ -33,6 +34,21 @@ ROLES: dict[str, Role] = {
     "developer": "system",  # OpenAI's newer name for the system role
 }
 TEXT_PARTS = {"input_text": "text", "output_text": "text", "refusal": "refusal"}
+# OpenAI's hosted tools: this server cannot run them, so they are left out of the prompt.
+HOSTED_TOOLS = frozenset(
+    {
+        "web_search",
+        "web_search_preview",
+        "file_search",
+        "code_interpreter",
+        "computer_use_preview",
+        "computer_use",
+        "image_generation",
+        "mcp",
+        "local_shell",
+    }
+)
+HOSTED_PREFIXES = ("web_search_", "computer_use_")  # dated versions: web_search_2025_08_26
 _EXAMPLE = '{"input": "Hello"}'
 
 
@@ -43,6 +59,7 @@ class ResponsesRequest:
     input: tuple[Message, ...]
     echo: Echo
     base: GenerationRequest  # every setting; its messages are filled in by generation()
+    items: tuple[dict[str, Any], ...] = ()  # `input` as sent, with ids: for input_items
 
     def generation(self, history: tuple[Message, ...] = ()) -> GenerationRequest:
         """The request to run: instructions, the stored conversation, then this turn's input."""
@@ -57,7 +74,7 @@ def parse_responses(body: bytes) -> ResponsesRequest:
     """Validate a raw /v1/responses body; InvalidRequest names the offending param."""
     data = f.load_object(body, _EXAMPLE)
     _refuse_unsupported(data)
-    tools = _tools(data.get("tools"))
+    tools, namespaces = _tools(data.get("tools"))
     previous = data.get("previous_response_id")
     if previous is not None and (not isinstance(previous, str) or not previous):
         raise InvalidRequest(
@@ -81,6 +98,7 @@ def parse_responses(body: bytes) -> ResponsesRequest:
         tool_choice=_tool_choice(data.get("tool_choice"), tools),
         text_format=_text_format(data.get("text")),
         metadata=_metadata(data.get("metadata")),
+        namespaces=namespaces,
     )
     base = GenerationRequest(
         messages=(),
@@ -95,7 +113,8 @@ def parse_responses(body: bytes) -> ResponsesRequest:
         parallel_tool_calls=echo.parallel_tool_calls,
         stream=f.boolean(data, "stream"),
     )
-    return ResponsesRequest(_input(data.get("input")), echo, base)
+    turns = _input(data.get("input"))
+    return ResponsesRequest(turns, echo, base, input_items(data.get("input")))
 
 
 def _refuse_unsupported(data: Mapping[str, object]) -> None:
@@ -236,23 +255,56 @@ def _named_results(messages: tuple[Message, ...]) -> tuple[Message, ...]:
     return tuple(named)
 
 
-def _tools(raw: object) -> tuple[Tool, ...]:
-    tools = []
+def _tools(raw: object) -> tuple[tuple[Tool, ...], dict[str, str]]:
+    """The function tools, a namespace's ones flattened, and which namespace each of those is
+    in; hosted tools this server cannot run are left out (Codex offers `web_search`)."""
+    tools: list[Tool] = []
+    namespaces: dict[str, str] = {}
     for i, item in enumerate(f.array(raw, "tools", "function tools")):
         where = f"tools[{i}]"
-        kind = item.get("type") if isinstance(item, dict) else item
-        if not isinstance(item, dict) or kind != "function":
-            got = repr(kind) if isinstance(kind, str) else f.kind(kind)
+        kind = _tool_type(item, where)
+        if kind in HOSTED_TOOLS or kind.startswith(HOSTED_PREFIXES):
+            continue  # the model is never told of it, so it never calls it
+        if kind == "namespace":
+            name = item.get("name")
+            if not isinstance(name, str) or not name:
+                raise InvalidRequest(
+                    f"'{where}.name' must be a non-empty string.", param=f"{where}.name"
+                )
+            for j, inner in enumerate(f.array(item.get("tools"), f"{where}.tools", "functions")):
+                at = f"{where}.tools[{j}]"
+                if _tool_type(inner, at) != "function":
+                    raise InvalidRequest(
+                        f"'{at}.type' must be \"function\" inside a namespace.", param=f"{at}.type"
+                    )
+                tools.append(_function(inner, at))
+                namespaces[tools[-1].name] = name
+            continue
+        if kind != "function":
             raise InvalidRequest(
-                f"'{where}.type' must be \"function\": this server has no built-in tools "
-                f"(web search, file search, computer use...); got {got}.",
+                f'\'{where}.type\' must be "function" or "namespace" (hosted tools such as '
+                f"web_search are left out: this server cannot run them); got {kind!r}.",
                 param=f"{where}.type",
             )
-        get = item.get
-        tools.append(
-            f.tool(get("name"), get("description"), get("parameters"), get("strict"), where)
+        tools.append(_function(item, where))
+    return f.distinct_names(tools, "name"), namespaces
+
+
+def _tool_type(item: object, where: str) -> str:
+    kind = item.get("type") if isinstance(item, dict) else None
+    if not isinstance(kind, str):
+        raise InvalidRequest(
+            f'\'{where}\' must be a tool such as {{"type": "function", "name": ...}}; got '
+            + (f"type {f.kind(kind)}" if isinstance(item, dict) else f.kind(item))
+            + ".",
+            param=f"{where}.type",
         )
-    return f.distinct_names(tools, "name")
+    return kind
+
+
+def _function(item: Mapping[str, Any], where: str) -> Tool:
+    get = item.get
+    return f.tool(get("name"), get("description"), get("parameters"), get("strict"), where)
 
 
 def _tool_choice(raw: object, tools: tuple[Tool, ...]) -> Any:
@@ -262,10 +314,19 @@ def _tool_choice(raw: object, tools: tuple[Tool, ...]) -> Any:
     if raw is None:
         return ToolChoice("auto")
     if isinstance(raw, dict) and raw.get("type") != "function":
+        kind = raw.get("type")
+        hosted = isinstance(kind, str) and (
+            kind in HOSTED_TOOLS or kind.startswith(HOSTED_PREFIXES)
+        )
         raise InvalidRequest(
-            '\'tool_choice\' must be "none", "auto", "required" or '
-            '{"type": "function", "name": ...}: this server has no built-in tools; got '
-            f"type {raw.get('type')!r}.",
+            (
+                f"'tool_choice' forces {kind!r}, a hosted tool this server cannot run; "
+                if hosted
+                else '\'tool_choice\' must be "none", "auto", "required" or '
+                '{"type": "function", "name": ...}: this server has no built-in tools; got '
+                f"type {kind!r}."
+            )
+            + ('use "auto", "required" or a function.' if hosted else ""),
             param="tool_choice",
         )
     return tool_choice(raw, tools, "tool_choice")

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any
+
+import orjson
 
 from tholos_mlx.request import Message
 
@@ -21,6 +24,7 @@ class Stored:
 
     body: bytes
     conversation: tuple[Message, ...]
+    input_items: tuple[dict[str, Any], ...] = ()  # this request's input as sent, with ids
 
     @property
     def chars(self) -> int:
@@ -29,7 +33,7 @@ class Stored:
             len(m.content) + sum(len(c.name) + len(c.arguments) for c in m.tool_calls)
             for m in self.conversation
         )
-        return len(self.body) + turns
+        return len(self.body) + turns + sum(len(orjson.dumps(i)) for i in self.input_items)
 
 
 class ResponseStore:

@@ -2,8 +2,8 @@
 
 "edit" answers copy much of their prompt (a file rewritten with one change, a JSON document
 echoed with a field added, a long quote), which is where drafting from the prompt pays; "prose"
-is free writing with little to copy, where drafting must not cost. Each prompt opens with a
-nonce line, so no prompt cache holds an earlier run of it.
+is free writing with little to copy, where drafting must not cost. A prompt may open with a
+nonce line, so that no prompt cache holds an earlier run of it.
 """
 
 from __future__ import annotations
@@ -83,11 +83,9 @@ class Kind:
 
 
 def _ask(nonce: str, text: str) -> Messages:
+    system = "You are a careful assistant. Reply with the result only."
     return [
-        {
-            "role": "system",
-            "content": f"{nonce}\nYou are a careful assistant. Reply with the result only.",
-        },
+        {"role": "system", "content": f"{nonce}\n{system}" if nonce else system},
         {"role": "user", "content": text},
     ]
 
