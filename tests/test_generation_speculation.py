@@ -147,11 +147,13 @@ def ids(tokenizer: Any, text: str) -> list[int]:
     return list(tokenizer.encode(text, add_special_tokens=False))
 
 
-def spec(depth: int = 4, prediction: Sequence[int] | None = None) -> Speculation:
+def spec(
+    depth: int = 4, prediction: Sequence[int] | None = None, margin: float = 0.05
+) -> Speculation:
     """N-gram drafting for a greedy answer, as the server sets it up, at the CPU's usual price
     of a wider pass (not learned from this busy machine's times, so the depths are repeatable)."""
     found = speculation(
-        "ngram", depth, greedy=True, prediction=prediction, margin=0.05, learn=False
+        "ngram", depth, greedy=True, prediction=prediction, margin=margin, learn=False
     )
     assert found is not None
     return found
@@ -323,7 +325,9 @@ def test_a_prediction_that_is_the_answer_is_accepted_nearly_whole(
 ) -> None:
     prompt = ids(tokenizer, PROMPTS[0])
     off = Answer(model, tokenizer, prompt, None, max_tokens=40)
-    predicted = spec(prediction=off.gen.generated)
+    # No margin check: a random model's near-ties would leave rows to one-token steps, and on
+    # a CPU a wide pass agrees exactly with them (the answer is compared all the same).
+    predicted = spec(prediction=off.gen.generated, margin=0.0)
     on = Answer(model, tokenizer, prompt, predicted, max_tokens=40)
     same(on, off)
     assert predicted.predicted_kept >= len(off.gen.generated) // 2

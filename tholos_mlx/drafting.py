@@ -77,18 +77,23 @@ class Prediction:
             for n in range(1, LONGEST + 1):
                 if end >= n:
                     self._at.setdefault(tuple(self.tokens[end - n : end]), []).append(end)
-        self._cursor = 0  # where the answer was last found to continue the prediction
+        self._end = 0  # the prediction's index that the answer's end lines up with...
+        self._seen = 0  # ...for the answer this long
 
     def draft(self, answer: Sequence[int], depth: int) -> list[int]:
-        """The prediction's tokens after the answer's tail, nearest the last match first."""
-        if not answer:
-            return self.tokens[:depth]
+        """The prediction's tokens after the answer: where the answer went on as predicted,
+        from there; else from the nearest place its last tokens are found (ahead first)."""
+        new = list(answer[self._seen :])
+        self._seen = len(answer)
+        if self.tokens[self._end : self._end + len(new)] == new:
+            self._end += len(new)
+            return self.tokens[self._end : self._end + depth]
         for n in range(min(LONGEST, len(answer)), 0, -1):
             starts = self._at.get(tuple(answer[-n:]))
             if starts:
-                ahead = [s for s in starts if s >= self._cursor]
-                self._cursor = ahead[0] if ahead else starts[0]
-                return self.tokens[self._cursor : self._cursor + depth]
+                ahead = [s for s in starts if s >= self._end]
+                self._end = ahead[0] if ahead else starts[0]
+                return self.tokens[self._end : self._end + depth]
         return []
 
 
