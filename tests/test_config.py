@@ -203,7 +203,7 @@ def test_speculation_defaults_to_prompt_lookup_four_tokens_deep(tholos_home: Pat
 @pytest.mark.parametrize(
     ("text", "says"),
     [
-        ('speculative = "eagle"', "--speculative must be ngram, draft, off, not 'eagle'"),
+        ('speculative = "eagle"', "--speculative must be ngram or draft or off, not 'eagle'"),
         ("num-draft-tokens = 0", "--num-draft-tokens must be a positive number of tokens"),
     ],
 )

@@ -161,9 +161,9 @@ def _one_of(*allowed: int) -> Check:
     return check
 
 
-def _word_of(*allowed: str) -> Check:
+def _named(*allowed: str) -> Check:
     def check(v: str) -> str | None:
-        return None if v in allowed else f"must be {', '.join(allowed)}, not {v!r}"
+        return None if v in allowed else f"must be {' or '.join(allowed)}, not {v!r}"
 
     return check
 
@@ -316,7 +316,7 @@ class Settings:
         "draft tokens and verify them in one pass: from the prompt and answer (ngram), a "
         "small model (draft), or not at all (off)",
         metavar="ngram|draft|off",
-        check=_word_of("ngram", "draft", "off"),
+        check=_named("ngram", "draft", "off"),
     )
     draft_model: str | None = _setting(
         None,
@@ -333,6 +333,24 @@ class Settings:
         "most tokens drafted ahead per verify pass (the depth adapts below it)",
         metavar="N",
         check=_positive("tokens"),
+    )
+    hostfile: str | None = _setting(
+        None,
+        "--hostfile",
+        TEXT,
+        "serve one model across the hosts of this mlx.launch hostfile, one rank each "
+        '([{"ssh": HOST, "ips": [IP]}, ...]; 127.0.0.1 runs here without ssh)',
+        metavar="FILE",
+        shown="one process",
+    )
+    backend: str = _setting(
+        "ring",
+        "--backend",
+        TEXT,
+        "how the ranks of --hostfile talk: ring (TCP over Ethernet or Thunderbolt) or jaccl "
+        "(Thunderbolt RDMA)",
+        metavar="ring|jaccl",
+        check=_named("ring", "jaccl"),
     )
     max_body_bytes: int = 4 * 1024 * 1024
 
