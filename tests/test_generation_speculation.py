@@ -1,6 +1,6 @@
 """Speculation inside the generation loop: drafts verified in one pass change nothing but the speed.
 
-Tiny random-weight llamas with the demo model's tokenizer: their greedy answers loop, so prompt
+Tiny random-weight llamas with the tiny test model's tokenizer: their greedy answers loop, so prompt
 lookup finds drafts and both the accepting and the rejecting paths run. Every test compares an
 answer with speculation on against the same answer with it off, token for token and byte for byte.
 """
@@ -18,7 +18,6 @@ from mlx_lm.models.cache import RotatingKVCache, make_prompt_cache
 from mlx_lm.sample_utils import make_sampler
 from mlx_lm.tokenizer_utils import load as load_tokenizer
 
-from tests.conftest import DEMO_ID
 from tholos_mlx.constrain import Grammars, ToolMarkers
 from tholos_mlx.detokenize import DetokenizerFactory
 from tholos_mlx.draft_model import DraftModel, same_vocabulary
@@ -28,7 +27,6 @@ from tholos_mlx.prompt_cache import cache_tokens
 from tholos_mlx.request import ResponseFormat, Tool, ToolChoice
 from tholos_mlx.stops import StopMatcher
 
-VOCAB = 49152
 PROMPTS = [
     "Tell me something.",
     "def add(a, b):\n    return a + b\n\nRewrite add with type hints.",
@@ -40,12 +38,13 @@ PROMPTS = [
 
 
 @pytest.fixture(scope="module")
-def tokenizer(demo_home: Path) -> Any:
-    """The demo model's tokenizer (byte-level BPE, 49152 tokens)."""
-    return load_tokenizer(demo_home / "models" / DEMO_ID)
+def tokenizer(tiny_folder: Path) -> Any:
+    """The tiny model's tokenizer (byte-level BPE, a few hundred tokens; made in the test)."""
+    return load_tokenizer(tiny_folder)
 
 
-def _llama(seed: int) -> Any:
+def _llama(seed: int, tokenizer: Any) -> Any:
+    """Two random layers over the tokenizer's vocabulary (added tokens included)."""
     mx.random.seed(seed)
     args = llama.ModelArgs(
         model_type="llama",
@@ -55,7 +54,7 @@ def _llama(seed: int) -> Any:
         num_attention_heads=4,
         num_key_value_heads=2,
         rms_norm_eps=1e-5,
-        vocab_size=VOCAB,
+        vocab_size=len(tokenizer.get_vocab()),
         tie_word_embeddings=True,
     )
     m = llama.Model(args)
@@ -64,9 +63,9 @@ def _llama(seed: int) -> Any:
 
 
 @pytest.fixture(scope="module", params=[0, 1])
-def model(request: pytest.FixtureRequest) -> Any:
+def model(request: pytest.FixtureRequest, tokenizer: Any) -> Any:
     """Two-layer llamas with random weights (two seeds: two different answer shapes)."""
-    return _llama(request.param)
+    return _llama(request.param, tokenizer)
 
 
 class Counting:
@@ -185,7 +184,7 @@ def test_drafting_is_exercised_and_saves_forward_passes_on_an_answer_that_repeat
     tokenizer: Any,
 ) -> None:
     # A random model's greedy answer falls into a loop: prompt lookup predicts it.
-    model = _llama(0)
+    model = _llama(0, tokenizer)
     prompt = ids(tokenizer, PROMPTS[-1])
     off = Answer(model, tokenizer, prompt, None, max_tokens=80)
     on = Answer(model, tokenizer, prompt, spec(), max_tokens=80)
@@ -307,7 +306,7 @@ def test_a_sliding_window_that_fills_stops_drafting_and_changes_nothing(
 def test_a_client_that_leaves_mid_draft_frees_the_engine_within_one_verify_pass(
     tokenizer: Any,
 ) -> None:
-    model = _llama(0)
+    model = _llama(0, tokenizer)
     prompt = ids(tokenizer, PROMPTS[-1])
     full = Answer(model, tokenizer, prompt, spec(), max_tokens=80)
     assert full.spec is not None and full.spec.accepted > 0
@@ -372,7 +371,7 @@ def draft_spec(drafter: Any, margin: float = 0.05) -> Speculation:
 
 
 def test_a_draft_model_identical_to_the_model_has_every_draft_kept(tokenizer: Any) -> None:
-    model = _llama(0)
+    model = _llama(0, tokenizer)
     prompt = ids(tokenizer, PROMPTS[1])
     off = Answer(model, tokenizer, prompt, None, max_tokens=40)
     # No margin check: on a CPU a wide pass agrees exactly with one-token steps, and a random
@@ -389,12 +388,12 @@ def test_a_draft_model_that_disagrees_changes_nothing_in_the_answer(
 ) -> None:
     prompt = ids(tokenizer, PROMPTS[0])
     off = Answer(model, tokenizer, prompt, None, max_tokens=30)
-    on = Answer(model, tokenizer, prompt, draft_spec(_llama(7)), max_tokens=30)
+    on = Answer(model, tokenizer, prompt, draft_spec(_llama(7, tokenizer)), max_tokens=30)
     same(on, off)
 
 
 def test_the_draft_models_cache_holds_exactly_what_it_was_fed(tokenizer: Any) -> None:
-    drafter = DraftModel(_llama(7))
+    drafter = DraftModel(_llama(7, tokenizer))
     history = ids(tokenizer, PROMPTS[1])
     first = drafter.draft(list(history), 3)
     assert len(first) == 3 and cache_tokens(drafter.cache) == len(drafter.fed)

@@ -1,7 +1,7 @@
 """Lines agents change every request are dropped before templating, so the prompt cache holds.
 
 Replays the two consecutive Claude Code requests recorded from the CLI (tests/fixtures/agents/)
-through the real Anthropic parser and the demo model's template and tokenizer.
+through the real Anthropic parser and the tiny test model's template and tokenizer.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 from mlx_lm.tokenizer_utils import load as load_tokenizer
 
-from tests.conftest import DEMO_ID
 from tholos_mlx.api.anthropic_request import parse_messages
 from tholos_mlx.chat_prompt import prompt_ids, tool_format
 from tholos_mlx.request import GenerationRequest, Message
@@ -43,9 +42,9 @@ def common(a: list[int], b: list[int]) -> int:
 
 
 @pytest.fixture(scope="module")
-def tokenizer(demo_home: Path) -> Any:
-    """The demo model's tokenizer and chat template."""
-    return load_tokenizer(demo_home / "models" / DEMO_ID)
+def tokenizer(tiny_folder: Path) -> Any:
+    """The tiny test model's tokenizer and chat template."""
+    return load_tokenizer(tiny_folder)
 
 
 def ids(tokenizer: Any, request: GenerationRequest) -> list[int]:
