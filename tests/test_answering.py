@@ -24,7 +24,15 @@ from tholos_mlx.answering import Options, answer
 from tholos_mlx.chat_prompt import tool_format
 from tholos_mlx.detokenize import DetokenizerFactory
 from tholos_mlx.errors import ContextLengthExceeded, InsufficientMemory
-from tholos_mlx.events import Delta, Event, Finished, Started, ToolCallDelta, ToolCallStart
+from tholos_mlx.events import (
+    Delta,
+    Event,
+    Finished,
+    ReasoningDelta,
+    Started,
+    ToolCallDelta,
+    ToolCallStart,
+)
 from tholos_mlx.model_slot import Loaded, ModelSlot, measured_kv_bytes_per_token
 from tholos_mlx.prompt_cache import PromptCache
 from tholos_mlx.request import (
@@ -240,3 +248,40 @@ def test_an_answer_naming_no_limit_stops_at_the_default_cap_and_one_naming_more_
     assert capped.finished.usage.completion_tokens == 3
     asked = run(slot, greedy(5), default_max_tokens=3)
     assert asked.finished.usage.completion_tokens == 5
+
+
+class Thinker:
+    """The tiny tokenizer, as a thinking model's: <think> ... </think> around its reasoning."""
+
+    has_thinking = True
+    think_start, think_end = "<think>", "</think>"
+
+    def __init__(self, tokenizer: Any) -> None:
+        self._wrapped = tokenizer
+        self.think_start_tokens = list(tokenizer.encode("<think>", add_special_tokens=False))
+        self.think_end_tokens = list(tokenizer.encode("</think>", add_special_tokens=False))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._wrapped, name)
+
+
+def test_a_forced_call_waits_while_the_model_thinks_and_the_reasoning_is_free(
+    loaded: Loaded,
+) -> None:
+    thinker = dataclasses.replace(loaded, tokenizer=Thinker(loaded.tokenizer), grammars=None)
+    slot = slot_with(thinker)
+    city: dict[str, Any] = {"type": "object", "properties": {"city": {"enum": ["Paris"]}}}
+    request = GenerationRequest(
+        # The answer begun inside an open thinking block: the model goes on thinking.
+        messages=(Message("user", "Weather in Paris?"), Message("assistant", "<think>\n")),
+        continue_final=True,
+        temperature=0.0,
+        max_tokens=6,
+        tools=(Tool("get_weather", "The weather.", city),),
+        tool_choice=ToolChoice("function", "get_weather"),
+    )
+    out = run(slot, request)
+    reasoning = "".join(e.text for e in out.events if isinstance(e, ReasoningDelta))
+    assert reasoning and not reasoning.lstrip().startswith("<tool_call>")  # nothing forced yet
+    assert not [e for e in out.events if isinstance(e, (Delta, ToolCallStart))]
+    assert out.finished.finish_reason == "length"  # cut while thinking: no call came
