@@ -21,6 +21,7 @@ def install(packages: tuple[str, ...] = PACKAGES, timeout: float = 600) -> Path:
     modules = NPM_DIR / "node_modules"
     if all((modules / p / "package.json").is_file() for p in packages):
         return modules
+    node = shutil.which("node")
     npm = shutil.which("npm")
     if npm is None:
         raise NpmMissing("npm is not on PATH: install Node.js to run the real agent CLIs")
@@ -35,7 +36,18 @@ def install(packages: tuple[str, ...] = PACKAGES, timeout: float = 600) -> Path:
         capture_output=True,
         timeout=timeout,
     )
+    claude = modules / "@anthropic-ai" / "claude-code"
+    if node is not None and (claude / "install.cjs").is_file():
+        # npm 11 runs no install scripts: this puts the native binary where `.bin/claude` points.
+        subprocess.run(
+            [node, "install.cjs"], cwd=claude, check=True, capture_output=True, timeout=timeout
+        )
     return modules
+
+
+def bin_dir(modules: Path) -> Path:
+    """node_modules/.bin: `claude` and `codex` as a user's PATH has them after a global install."""
+    return modules / ".bin"
 
 
 def claude_binary(modules: Path) -> Path:

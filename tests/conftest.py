@@ -19,6 +19,7 @@ DEMO_ID = "smollm2-135m"
 DEMO_TIER = "fast"
 
 CLI = Callable[..., "subprocess.CompletedProcess[str]"]
+pytest_plugins = ["pytester"]  # tests/test_fast_lane.py tries its check on a made-up suite
 
 
 def run_cli(

@@ -18,10 +18,10 @@ import pytest
 from mlx_lm.models import llama
 from mlx_lm.tokenizer_utils import load as load_tokenizer
 
-from tests.tiny_model import TINY_ID
+from tests.tiny_model import EOS_ID, TINY_ID, write_tokenizer
 from tholos_mlx import timings
 from tholos_mlx.answering import Options, answer
-from tholos_mlx.chat_prompt import tool_format
+from tholos_mlx.chat_prompt import prompt_ids, tool_format
 from tholos_mlx.detokenize import DetokenizerFactory
 from tholos_mlx.errors import ContextLengthExceeded, InsufficientMemory
 from tholos_mlx.events import (
@@ -250,38 +250,83 @@ def test_an_answer_naming_no_limit_stops_at_the_default_cap_and_one_naming_more_
     assert asked.finished.usage.completion_tokens == 5
 
 
-class Thinker:
-    """The tiny tokenizer, as a thinking model's: <think> ... </think> around its reasoning."""
-
-    has_thinking = True
-    think_start, think_end = "<think>", "</think>"
-
-    def __init__(self, tokenizer: Any) -> None:
-        self._wrapped = tokenizer
-        self.think_start_tokens = list(tokenizer.encode("<think>", add_special_tokens=False))
-        self.think_end_tokens = list(tokenizer.encode("</think>", add_special_tokens=False))
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._wrapped, name)
+# --- a thinking model: the grammar waits for the end of the thinking -----------------------------
 
 
-def test_a_forced_call_waits_while_the_model_thinks_and_the_reasoning_is_free(
-    loaded: Loaded,
-) -> None:
-    thinker = dataclasses.replace(loaded, tokenizer=Thinker(loaded.tokenizer), grammars=None)
-    slot = slot_with(thinker)
-    city: dict[str, Any] = {"type": "object", "properties": {"city": {"enum": ["Paris"]}}}
-    request = GenerationRequest(
-        # The answer begun inside an open thinking block: the model goes on thinking.
-        messages=(Message("user", "Weather in Paris?"), Message("assistant", "<think>\n")),
-        continue_final=True,
-        temperature=0.0,
-        max_tokens=6,
-        tools=(Tool("get_weather", "The weather.", city),),
-        tool_choice=ToolChoice("function", "get_weather"),
+class Scripted:
+    """A model that says `script` (token ids) after the prompt, then whatever its logits like.
+
+    It wraps the tiny llama, so the cache is real; each position's logits get a bias towards the
+    script's token for the position that follows it.
+    """
+
+    def __init__(self, model: Any, prompt_tokens: int, script: list[int]) -> None:
+        self.inner, self.layers = model, model.layers
+        self.prompt_tokens, self.script = prompt_tokens, script
+
+    def __call__(self, inputs: mx.array, cache: Any = None) -> mx.array:
+        start = cache[0].offset if cache else 0
+        logits: mx.array = self.inner(inputs, cache=cache)
+        bias = mx.zeros(logits.shape[1:], dtype=logits.dtype)
+        for i in range(inputs.shape[1]):
+            k = start + i + 1 - self.prompt_tokens
+            if 0 <= k < len(self.script):
+                bias[i, self.script[k]] = 1e4
+        return logits + bias
+
+
+@pytest.fixture(scope="module")
+def thinker(tmp_path_factory: pytest.TempPathFactory, loaded: Loaded) -> Loaded:
+    """The tiny model with a tokenizer that thinks first (<think> opened by the template)."""
+    folder = tmp_path_factory.mktemp("thinker")
+    write_tokenizer(folder, thinking=True)
+    tokenizer = load_tokenizer(folder)
+    assert tokenizer.has_thinking
+    args = llama.ModelArgs(
+        model_type="llama",
+        hidden_size=64,
+        num_hidden_layers=2,
+        intermediate_size=128,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        rms_norm_eps=1e-5,
+        vocab_size=len(tokenizer.get_vocab()),
+        tie_word_embeddings=True,
     )
-    out = run(slot, request)
+    mx.random.seed(0)
+    model = llama.Model(args)
+    mx.eval(model.parameters())
+    return dataclasses.replace(
+        loaded,
+        model=model,
+        tokenizer=tokenizer,
+        detokenizers=DetokenizerFactory(tokenizer),
+        tools=tool_format(tokenizer),
+    )
+
+
+def test_a_thinking_model_thinks_freely_then_answers_in_its_grammar(thinker: Loaded) -> None:
+    tok = thinker.tokenizer
+    prompt = len(prompt_ids(tok, HELLO))
+    # Thinking that breaks the schema, then the end of thinking; the grammar writes the rest.
+    script = tok.encode('{"ok": 1 hmm.</think>\n', add_special_tokens=False)
+    slot = slot_with(dataclasses.replace(thinker, model=Scripted(thinker.model, prompt, script)))
+    schema: dict[str, Any] = {"type": "object", "properties": {"ok": {"type": "boolean"}}}
+    schema |= {"required": ["ok"], "additionalProperties": False}
+    out = run(slot, greedy(40, response_format=ResponseFormat("json_schema", schema)))
     reasoning = "".join(e.text for e in out.events if isinstance(e, ReasoningDelta))
-    assert reasoning and not reasoning.lstrip().startswith("<tool_call>")  # nothing forced yet
-    assert not [e for e in out.events if isinstance(e, (Delta, ToolCallStart))]
-    assert out.finished.finish_reason == "length"  # cut while thinking: no call came
+    assert reasoning.strip() == '{"ok": 1 hmm.'  # no mask while it thinks
+    assert orjson.loads(out.text) in ({"ok": True}, {"ok": False})
+    assert out.finished.finish_reason == "stop"
+
+
+def test_a_thinking_model_with_no_grammar_ends_at_eos_with_stop(thinker: Loaded) -> None:
+    tok = thinker.tokenizer
+    prompt = len(prompt_ids(tok, HELLO))
+    script = [*tok.encode("hmm.</think>\nHello", add_special_tokens=False), EOS_ID]
+    slot = slot_with(dataclasses.replace(thinker, model=Scripted(thinker.model, prompt, script)))
+    out = run(slot, greedy(40))
+    reasoning = "".join(e.text for e in out.events if isinstance(e, ReasoningDelta))
+    assert reasoning.strip() == "hmm." and out.text.strip() == "Hello"
+    assert out.finished.finish_reason == "stop" and out.finished.stop_sequence is None
+    assert out.finished.usage.completion_tokens == len(script) - 1  # EOS is not part of it

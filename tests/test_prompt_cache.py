@@ -227,3 +227,40 @@ def test_a_partial_match_copies_only_the_shared_prefix_not_the_whole_entry() -> 
     copy.update_and_fetch(mx.zeros((1, 2, 1, 8)), mx.zeros((1, 2, 1, 8)))
     assert mx.array_equal(layer.keys[0, 0, :100], before)  # the stored entry is untouched
     assert store.take(tokens + [5])[1] == 4096  # and still whole for its own conversation
+
+
+class OtherRank:
+    """`least` as one rank sees it: the other rank's numbers, in the order it gives them."""
+
+    def __init__(self, *theirs: int) -> None:
+        self.theirs = list(theirs)
+        self.asked: list[int] = []
+
+    def __call__(self, mine: int) -> int:
+        self.asked.append(mine)
+        return min(mine, self.theirs.pop(0))
+
+
+def test_across_ranks_a_longer_cached_prefix_is_trimmed_to_what_every_rank_holds() -> None:
+    other = OtherRank(4, 1)  # the other rank holds 4 tokens of the prefix, and can use them
+    pc = PromptCache(1000, other)
+    pc.put([1, 2, 3, 4, 5, 6], kv([1, 2, 3, 4, 5, 6]))
+    cache, cached = pc.take([1, 2, 3, 4, 5, 6, 7])
+    assert cached == 4 and offsets(cache) == [4, 4]
+    assert other.asked == [6, 1]
+
+
+def test_across_ranks_nothing_is_reused_when_one_rank_has_nothing_and_ours_is_kept() -> None:
+    other = OtherRank(0, 1)
+    pc = PromptCache(1000, other)
+    pc.put([1, 2, 3], kv([1, 2, 3]))
+    assert pc.take([1, 2, 3, 4]) == (None, 0)
+    assert len(pc) == 1  # stored again for a later request
+
+
+def test_across_ranks_a_prefix_one_rank_cannot_trim_is_dropped_by_every_rank() -> None:
+    other = OtherRank(5, 0)  # the other rank had to drop its cache
+    pc = PromptCache(1000, other)
+    pc.put([1, 2, 3, 4, 5], kv([1, 2, 3, 4, 5]))
+    assert pc.take([1, 2, 3, 4, 5, 6]) == (None, 0)
+    assert other.asked == [5, 1]

@@ -16,6 +16,7 @@ VOCAB = 512  # small enough to write in milliseconds, large enough to merge comm
 CONTEXT = 4096
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]  # ids 0, 1, 2 as in SmolLM2
 EOS_ID = 2
+THINK = ["<think>", "</think>"]  # added by write_tokenizer(thinking=True)
 TEMPLATE = (
     "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
     "{{ '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}{% endif %}"
@@ -36,9 +37,21 @@ CORPUS = [
 ]
 
 
-def write_tokenizer(folder: Path) -> None:
-    """tokenizer.json and tokenizer_config.json as transformers and mlx-lm read them."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+def write_tokenizer(folder: Path, thinking: bool = False) -> None:
+    """tokenizer.json and tokenizer_config.json as transformers and mlx-lm read them.
+
+    thinking: <think> and </think> are tokens of their own and the template opens a thinking
+    block for the answer, as Qwen3's does (mlx-lm then sets has_thinking).
+    """
+    from tokenizers import (
+        AddedToken,
+        Tokenizer,
+        decoders,
+        models,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -51,6 +64,8 @@ def write_tokenizer(folder: Path) -> None:
         show_progress=False,
     )
     tok.train_from_iterator(CORPUS * 4, trainer=trainer)
+    if thinking:
+        tok.add_tokens([AddedToken(t, special=False) for t in THINK])
     folder.mkdir(parents=True, exist_ok=True)
     tok.save(str(folder / "tokenizer.json"))
     config = {
@@ -63,7 +78,9 @@ def write_tokenizer(folder: Path) -> None:
         "add_eos_token": False,
         "clean_up_tokenization_spaces": False,
         "model_max_length": CONTEXT,
-        "chat_template": TEMPLATE,
+        "chat_template": TEMPLATE.replace("assistant\\n' }}", "assistant\\n<think>\\n' }}")
+        if thinking
+        else TEMPLATE,
     }
     (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
 
@@ -97,7 +114,7 @@ def write_model(folder: Path, seed: int = 0) -> Path:
     vocab = len(json.loads((folder / "tokenizer.json").read_text())["model"]["vocab"])
     config = model_args(vocab)
     mx.random.seed(seed)
-    model = llama.Model(llama.ModelArgs.from_dict(config))
+    model = llama.Model(llama.ModelArgs.from_dict(config))  # type: ignore[no-untyped-call]
     weights = dict(tree_flatten(model.parameters()))
     mx.save_safetensors(str(folder / "model.safetensors"), weights, metadata={"format": "mlx"})
     (folder / "config.json").write_text(json.dumps(config, indent=2))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
@@ -79,6 +79,7 @@ def create_app(
     *,
     keepalive_s: float = KEEPALIVE_S,
     dialects: Sequence[Dialect] = DIALECTS,
+    ranks: Callable[[], dict[str, object]] | None = None,
 ) -> Sanic[Any, Any]:
     """Build the Sanic app: routes and error rendering only, every dependency injected."""
     app = Sanic(f"tholos_{next(_names)}")
@@ -96,6 +97,7 @@ def create_app(
     app.ctx.keys = keys
     app.ctx.keepalive_s = keepalive_s
     app.ctx.dialects = tuple(dialects)
+    app.ctx.ranks = ranks  # serve --hostfile: how many ranks, and which are up, for /health
     app.ctx.allowed_hosts = frozenset(
         f"{host}:{settings.port}" for host in ("127.0.0.1", "localhost", "[::1]")
     )
@@ -208,7 +210,13 @@ async def _root(request: Request) -> HTTPResponse:
 async def _health(request: Request) -> HTTPResponse:
     ctx = request.app.ctx
     engine: EngineLike = ctx.engine
-    body = {"status": "ok", "model": engine.loaded, "last_model": engine.last_loaded}
+    body: dict[str, object] = {
+        "status": "ok",
+        "model": engine.loaded,
+        "last_model": engine.last_loaded,
+    }
+    if ctx.ranks is not None:
+        body.update(ctx.ranks())
     return _json({**body, "queue": ctx.gate.waiting})
 
 

@@ -216,7 +216,12 @@ def _dispatch(args: argparse.Namespace, home: Path) -> int:
 
         return gguf.import_command(Path(args.file), home, args.model_id, args.tier, args.force)
     if cmd == "serve":
-        return _serve(_settings(args, home))
+        from tholos_mlx import launch
+
+        settings = _settings(args, home)
+        if settings.hostfile and not launch.launched():
+            return _launch_group(settings, args)
+        return _serve(settings)
     if cmd == "launchd":
         from tholos_mlx.service import launchd
 
@@ -257,12 +262,112 @@ def _clear_cache(home: Path, model_id: str | None, port: int) -> int:
     return 0
 
 
+def _launch_group(settings: Settings, args: argparse.Namespace) -> int:
+    """serve --hostfile: mlx.launch starts this same command on every host, as one rank each."""
+    from tholos_mlx import launch
+    from tholos_mlx.service.manager import flag_argv
+
+    flags = {k: v for k, v in serve_flags(args).items() if k not in ("hostfile", "backend")}
+    rank = [sys.executable, "-m", "tholos_mlx", "serve", "--home", str(settings.home)]
+    assert settings.hostfile is not None
+    launch.read_hosts(Path(settings.hostfile))  # a bad hostfile: one line, before anything
+    _check_port(settings.port)  # rank 0 listens here: fail in one line before any host starts
+    return launch.run(Path(settings.hostfile), settings.backend, [*rank, *flag_argv(flags)])
+
+
+class _Group:
+    """This process as one rank of the group mlx.launch started: its Ranks, Shards and Leader."""
+
+    def __init__(self) -> None:
+        self.ranks: Any = None
+        self.leader: Any = None
+
+    def join(self) -> Any:
+        """This rank (ranks.Ranks), or None when the group is this process alone."""
+        import mlx.core as mx
+
+        from tholos_mlx.ranks import Ranks, Watchdog
+
+        try:
+            group = mx.distributed.init(strict=True)
+        except RuntimeError as exc:
+            raise UsageError(f"cannot join the group of ranks: {exc}") from None
+        if group.size() < 2:
+            return None
+        self.ranks = Ranks(group, Watchdog(self._tripped))
+        for handler in logging.getLogger().handlers:  # ranks share one terminal or log
+            handler.setFormatter(
+                logging.Formatter(
+                    f"%(asctime)s %(levelname)s rank{self.ranks.rank} %(name)s: %(message)s"
+                )
+            )
+        return self.ranks
+
+    def shards(self) -> Any:
+        """This rank's part of every model it loads."""
+        from tholos_mlx.sharding import Shards
+
+        return Shards(self.ranks)
+
+    def lead(self, slot: Any, runner: Any) -> Any:
+        """Rank 0: the slot and runner that send every job to the other ranks first."""
+        from tholos_mlx.ranks import Leader
+
+        self.leader = Leader(self.ranks, slot, runner)
+        return self.leader
+
+    def _tripped(self) -> None:
+        """A step waited too long on a peer: rank 0 answers 503 and exits; the others exit."""
+        if self.leader is not None:
+            self.leader.break_group()
+        else:
+            logging.shutdown()
+            os._exit(1)
+
+
+def _exit_when_broken(app: Any, leader: Any, gate: Any) -> None:
+    """Once the group breaks: waiting requests get 503 now, and the server exits 1 soon after."""
+    import asyncio
+
+    from tholos_mlx.ranks import exit_soon
+
+    loops: list[asyncio.AbstractEventLoop] = []
+
+    async def keep(_app: Any, loop: asyncio.AbstractEventLoop) -> None:
+        loops.append(loop)
+
+    def broken() -> None:
+        for loop in loops:
+            loop.call_soon_threadsafe(gate.close)
+        exit_soon(1)
+
+    app.register_listener(keep, "before_server_start")
+    leader.watch(broken)
+
+
+def _follow(ranks: Any, slot: Any, runner: Any) -> int:
+    """A rank other than 0: no HTTP, only rank 0's jobs, until it sends stop or the group breaks."""
+    from tholos_mlx.ranks import follow
+
+    log = logging.getLogger("tholos.serve")
+    code = 0
+    try:
+        follow(ranks, slot, runner)
+    except Exception as exc:  # rank 0 gone, or this rank out of step: the group must restart
+        log.error("rank %d leaves the group: %s: %s", ranks.rank, exc.__class__.__name__, exc)
+        code = 1
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def _serve(settings: Settings) -> int:
     """Build the engine thread, the admission gate and the app, then serve until a signal."""
     os.environ["HF_HUB_OFFLINE"] = "1"  # never reach a model hub
     os.environ["HF_DATASETS_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
-    from tholos_mlx import address, answering
+    from tholos_mlx import address, answering, launch
     from tholos_mlx.admission import Gate
     from tholos_mlx.app import create_app
     from tholos_mlx.engine import Engine
@@ -274,18 +379,25 @@ def _serve(settings: Settings) -> int:
     log = logging.getLogger("tholos.serve")
     tiers = TierTable(settings.home)
     keys = KeyStore(settings.home)
+    group = _Group() if launch.launched() else None
+    ranks = group.join() if group else None
     slot = ModelSlot(
         prompt_cache_mb=settings.prompt_cache_mb,
         memory_limit=round(settings.memory_limit * 2**30) if settings.memory_limit else None,
         kv_bits=settings.kv_bits,
         disk=_disk_cache(settings),
+        shards=group.shards() if group and ranks else None,
     )
     options = answering.Options(
         log_prompts=settings.log_prompts, default_max_tokens=settings.default_max_tokens
     )
+    runner: Any = functools.partial(answering.answer, options=options)
+    if ranks is not None and ranks.rank > 0:
+        return _follow(ranks, slot, runner)
+    leader = group.lead(slot, runner) if group and ranks else None
     engine = Engine(
-        slot,
-        functools.partial(answering.answer, options=options),
+        leader or slot,
+        leader.run if leader else runner,
         TokenCounter(slot),
         idle_unload=settings.idle_unload,
     )
@@ -297,7 +409,11 @@ def _serve(settings: Settings) -> int:
         with _stop_on_sigterm():  # until app.run installs Sanic's own handlers
             if settings.model:
                 _load_first(engine, tiers, settings.model)
-        app = create_app(settings, engine, gate, tiers, keys)
+        app = create_app(
+            settings, engine, gate, tiers, keys, ranks=leader.health if leader else None
+        )
+        if leader is not None:
+            _exit_when_broken(app, leader, gate)
 
         async def _stopping(*_: Any) -> None:
             gate.close()  # waiting requests get 503 now

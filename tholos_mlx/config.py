@@ -161,6 +161,13 @@ def _one_of(*allowed: int) -> Check:
     return check
 
 
+def _named(*allowed: str) -> Check:
+    def check(v: str) -> str | None:
+        return None if v in allowed else f"must be {' or '.join(allowed)}, not {v!r}"
+
+    return check
+
+
 @dataclass(frozen=True)
 class Setting:
     """One row of the table: a serve setting's flag, reading, check and help."""
@@ -301,6 +308,24 @@ class Settings:
         "most tokens an answer may have when the request names no limit (or the room left)",
         metavar="N",
         check=_positive("tokens"),
+    )
+    hostfile: str | None = _setting(
+        None,
+        "--hostfile",
+        TEXT,
+        "serve one model across the hosts of this mlx.launch hostfile, one rank each "
+        '([{"ssh": HOST, "ips": [IP]}, ...]; 127.0.0.1 runs here without ssh)',
+        metavar="FILE",
+        shown="one process",
+    )
+    backend: str = _setting(
+        "ring",
+        "--backend",
+        TEXT,
+        "how the ranks of --hostfile talk: ring (TCP over Ethernet or Thunderbolt) or jaccl "
+        "(Thunderbolt RDMA)",
+        metavar="ring|jaccl",
+        check=_named("ring", "jaccl"),
     )
     max_body_bytes: int = 4 * 1024 * 1024
 

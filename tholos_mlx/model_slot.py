@@ -13,7 +13,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import mlx.core as mx
 from mlx_lm import load as mlx_load
@@ -291,6 +291,25 @@ def precheck(folder: Path) -> None:
         raise ValueError("no tokenizer.json or tokenizer.model in the folder")
 
 
+class Sharding(Protocol):
+    """This process's part of a model split across ranks (sharding.Shards)."""
+
+    count: int  # ranks sharing each model
+    name: str  # which part this is, e.g. "rank1of2": its disk prompt cache is its own
+
+    def check(self, folder: Path) -> None:
+        """ValueError (one line) when the model cannot be split."""
+        ...
+
+    def load(self, folder: Path) -> tuple[Any, Any]:
+        """The model holding only this rank's part, and the tokenizer."""
+        ...
+
+    def least(self, n: int) -> int:
+        """The smallest n across the ranks: the tightest rank decides for all."""
+        ...
+
+
 @dataclass
 class Loaded:
     """A model in memory and everything derived from it once, at load."""
@@ -320,6 +339,7 @@ class ModelSlot:
         kv_bits: int | None = None,
         disk: DiskCache | None = None,
         wiring: Wiring | None = None,
+        shards: Sharding | None = None,
     ) -> None:
         self.current: Loaded | None = None
         self.last: ModelEntry | None = None  # the model loaded most recently, kept after unload
@@ -329,6 +349,7 @@ class ModelSlot:
         self._memory_limit = memory_limit
         self._disk = disk
         self._wiring = wiring or Wiring()
+        self._shards = shards
 
     @property
     def loaded_id(self) -> str | None:
@@ -352,7 +373,7 @@ class ModelSlot:
         if current is not None and (current.entry.id, current.entry.path) == (entry.id, entry.path):
             current.entry = entry  # a new tier in tiers.toml needs no reload
             return current
-        need = weights_bytes(entry.path)
+        need = weights_bytes(entry.path) // (self._shards.count if self._shards else 1)
         limit = self.limit()
         if limit and need > limit:
             raise ServiceUnavailable(
@@ -362,6 +383,8 @@ class ModelSlot:
             )
         try:
             precheck(entry.path)
+            if self._shards is not None:
+                self._shards.check(entry.path)
         except ValueError as exc:
             raise ServiceUnavailable(
                 f"Model `{entry.id}` cannot be loaded: {exc}.", code="model_load_failed"
@@ -418,6 +441,24 @@ class ModelSlot:
         return room
 
     def answer_tokens(self, loaded: Loaded, prompt: int, asked: int | None, room: int) -> int:
+        """The max_tokens a request may have; across ranks, what every rank's memory allows."""
+        if self._shards is None:
+            return self._answer_tokens(loaded, prompt, asked, room)
+        try:
+            mine = self._answer_tokens(loaded, prompt, asked, room)
+        except InsufficientMemory:
+            self._shards.least(0)  # the others wait for this rank's word: give it, then refuse
+            raise
+        agreed = self._shards.least(mine)
+        if agreed < 1:
+            raise InsufficientMemory(
+                "This request does not fit in the memory of another rank of this server's "
+                "group. Shorten the messages or ask for fewer tokens in max_tokens.",
+                param="messages",
+            )
+        return agreed
+
+    def _answer_tokens(self, loaded: Loaded, prompt: int, asked: int | None, room: int) -> int:
         """The max_tokens a request may have: as asked if it fits, a default clamped to what fits.
 
         The reservation is the weights + the KV cache for prompt and answer + the prompt cache
@@ -484,9 +525,15 @@ class ModelSlot:
 
     def _load(self, entry: ModelEntry) -> Loaded:
         started = time.perf_counter()
-        model, tokenizer = mlx_load(str(entry.path))[:2]
+        if self._shards is None:
+            model, tokenizer = mlx_load(str(entry.path))[:2]
+            size = weights_bytes(entry.path)
+        else:
+            from tholos_mlx.sharding import PREFILL_CHUNK, params_bytes
+
+            model, tokenizer = self._shards.load(entry.path)
+            size = params_bytes(model)
         own_length_check(tokenizer)
-        size = weights_bytes(entry.path)
         config, dtype = read_config(entry.path), widest_float_bytes(model)
         loaded = Loaded(
             entry=entry,
@@ -500,6 +547,8 @@ class ModelSlot:
             or kv_bytes_per_token(config, dtype, self.kv_bits),
             prefill_per_token=activation_bytes_per_token(config, dtype),
         )
+        if self._shards is not None:  # every rank must cut the prompt alike: no learned size
+            loaded.prefill = Prefill(PREFILL_CHUNK, PREFILL_CHUNK, PREFILL_CHUNK)
         self.current = loaded
         self.last = entry
         self._wiring.wire()
@@ -507,7 +556,7 @@ class ModelSlot:
             budget = default_cache_budget(size, self.limit())
         else:
             budget = self._prompt_cache_mb * _MB
-        self.cache = PromptCache(budget)
+        self.cache = PromptCache(budget, self._shards.least if self._shards else None)
         if self._disk is not None and budget > 0:
             self._restore(loaded, budget)
         log.info(
@@ -527,6 +576,8 @@ class ModelSlot:
         assert self._disk is not None
         try:
             loaded.fingerprint = fingerprint(loaded.entry.path, self.kv_bits)
+            if self._shards is not None:  # each rank keeps the cache of its own shard
+                loaded.fingerprint += f"-{self._shards.name}"
         except OSError as exc:
             log.warning("%s: no disk prompt cache: %s", loaded.entry.id, exc.strerror)
             return

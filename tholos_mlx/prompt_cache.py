@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 
 def cache_tokens(cache: Sequence[Any]) -> int | None:
@@ -57,8 +57,11 @@ class _Entry:
 class PromptCache:
     """Caches of earlier prompts; take() hands out a cache no stored entry shares."""
 
-    def __init__(self, budget_bytes: int) -> None:
+    def __init__(self, budget_bytes: int, least: Callable[[int], int] | None = None) -> None:
         self.budget_bytes = budget_bytes
+        # Across ranks: the smallest of every rank's number. Each rank's own memory evicts its
+        # own entries, so their caches may differ; they must reuse the same prefix.
+        self._least = least
         self._entries: OrderedDict[int, _Entry] = OrderedDict()
         self._next = 0
 
@@ -86,7 +89,29 @@ class PromptCache:
         self._entries.clear()
 
     def take(self, prompt: Sequence[int]) -> tuple[list[Any] | None, int]:
-        """The cache covering the longest stored prefix of prompt (never all of it), and its length."""
+        """The cache covering the longest stored prefix of prompt (never all of it), and its length.
+
+        Across ranks, the prefix every rank holds: a longer one is trimmed to it, or dropped
+        (by all) when a rank cannot trim its own."""
+        cache, n = self._take(prompt)
+        if self._least is None:
+            return cache, n
+        agreed = self._least(n)
+        if cache is not None and agreed == 0:
+            self.put(prompt[:n], cache)  # another rank has nothing: keep ours for later
+            cache = None
+        elif cache is not None and agreed < n:
+            if all(c.is_trimmable() for c in cache):
+                for c in cache:
+                    c.trim(n - agreed)
+            else:
+                cache = None
+        ok = self._least(int(cache is not None or agreed == 0))
+        if not ok or agreed == 0:
+            return None, 0
+        return cache, agreed
+
+    def _take(self, prompt: Sequence[int]) -> tuple[list[Any] | None, int]:
         best_key, best_len = None, 0
         limit = len(prompt) - 1  # the last prompt token must be computed to get logits
         for key, entry in self._entries.items():

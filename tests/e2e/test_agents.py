@@ -17,11 +17,10 @@ import pytest
 from tests import agent_clis
 from tests import server as srv
 from tests.conftest import DEMO_ID
+from tests.long_model import LONG_ID, write_agents_home
 
 pytestmark = pytest.mark.e2e
 
-LONG_ID = "long-llama"
-LONG_CONTEXT = 131072
 RUN_TIMEOUT = 300  # seconds: a CLI that hangs fails the test instead of the lane
 
 
@@ -33,53 +32,10 @@ def modules() -> Path:
     return agent_clis.install()
 
 
-def write_long_context_model(folder: Path, tokenizer_from: Path) -> Path:
-    """A tiny random-weight llama with a 128k context and the demo model's tokenizer.
-
-    Random weights would write until max_tokens (Claude Code asks for 32,000); this one ends
-    every answer at once: its final norm keeps one hidden dimension and the output head maps it
-    to the two end tokens with opposite signs, so one of them always wins by a wide margin.
-    """
-    import mlx.core as mx
-    from mlx.utils import tree_flatten
-    from mlx_lm.models import llama
-
-    from tests.tiny_model import model_args
-
-    folder.mkdir(parents=True)
-    for name in ("tokenizer.json", "tokenizer_config.json"):
-        shutil.copy(tokenizer_from / name, folder / name)
-    vocab = int(json.loads((tokenizer_from / "config.json").read_text())["vocab_size"])
-    config = {
-        **model_args(vocab),
-        "max_position_embeddings": LONG_CONTEXT,
-        "tie_word_embeddings": False,
-        "eos_token_id": [0, 2],  # SmolLM2's <|endoftext|> and <|im_end|>
-    }
-    mx.random.seed(0)
-    model = llama.Model(llama.ModelArgs.from_dict(config))
-    hidden = int(config["hidden_size"])  # type: ignore[call-overload]
-    keep = mx.zeros((hidden,)).at[0].add(1.0)
-    head = mx.zeros((vocab, hidden)).at[0, 0].add(1e4).at[2, 0].add(-1e4)
-    model.model.norm.weight = keep
-    model.lm_head.weight = head
-    weights = dict(tree_flatten(model.parameters()))
-    mx.save_safetensors(str(folder / "model.safetensors"), weights, metadata={"format": "mlx"})
-    (folder / "config.json").write_text(json.dumps(config, indent=2))
-    return folder
-
-
 @pytest.fixture(scope="module")
 def agents_home(demo_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The demo model (8k context) beside the long-context tiny llama."""
-    home = tmp_path_factory.mktemp("agents-home")
-    shutil.copytree(demo_home / "models", home / "models")
-    write_long_context_model(home / "models" / LONG_ID, home / "models" / DEMO_ID)
-    (home / "tiers.toml").write_text(
-        f'[models.{DEMO_ID}]\npath = "models/{DEMO_ID}"\ntier = "fast"\n\n'
-        f'[models.{LONG_ID}]\npath = "models/{LONG_ID}"\ntier = "long"\n'
-    )
-    return home
+    return write_agents_home(tmp_path_factory.mktemp("agents-home"), demo_home)
 
 
 @pytest.fixture(scope="module")
@@ -172,4 +128,51 @@ def test_codex_with_its_default_tools_completes_a_turn_through_responses(
     said = out.stdout + out.stderr
     assert out.returncode == 0, said
     assert "tokens used" in said, said
+    assert "Traceback" not in served.log_text()
+
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "agents"
+
+
+def replay(server: srv.Server, fixture: str, model: str) -> tuple[int, str]:
+    """POST a recorded request as the agent sent it (its headers, query and body; our key)."""
+    recorded = json.loads((FIXTURES / fixture).read_text())
+    headers = {
+        k: v
+        for k, v in recorded["headers"].items()
+        if k not in ("host", "content-length", "connection", "accept-encoding")
+        and k not in ("x-api-key", "authorization")
+    }
+    body = {**recorded["body"], "model": model}
+    with server.client(timeout=RUN_TIMEOUT) as c:
+        r = c.post(
+            recorded["path"], params=recorded["query"], json=body, headers=headers | server.headers
+        )
+    return r.status_code, r.text
+
+
+def test_claude_codes_recorded_turn_with_a_tool_result_is_answered_as_a_stream(
+    served: srv.Server,
+) -> None:
+    status, text = replay(served, "claude-code-turn2.json", LONG_ID)
+    assert status == 200, text[:2000]
+    assert text.startswith("event: message_start") and "event: message_stop" in text
+
+
+def test_codexs_recorded_first_request_is_answered_as_a_completed_stream(
+    served: srv.Server,
+) -> None:
+    status, text = replay(served, "codex-turn1.json", LONG_ID)
+    assert status == 200, text[:2000]
+    assert "event: response.created" in text and "event: response.completed" in text
+
+
+def test_codex_on_an_8k_model_shows_the_context_error_and_exits_non_zero(
+    modules: Path, served: srv.Server, tmp_path: Path
+) -> None:
+    out = run_codex(modules, served, tmp_path, DEMO_ID)
+    said = out.stdout + out.stderr
+    assert out.returncode != 0, said
+    # code context_length_exceeded is what Codex recognises and explains in its own words
+    assert "ran out of room in the model's context window" in said, said
     assert "Traceback" not in served.log_text()

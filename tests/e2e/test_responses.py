@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -181,3 +182,32 @@ def test_a_required_function_call_round_trips_to_a_text_answer(sdk: openai.OpenA
     )
     assert [o.type for o in second.output] == ["message"]
     assert second.output_text.strip()
+
+
+def test_a_forced_custom_tool_gets_input_its_regex_allows_and_codex_tools_are_served(
+    sdk: openai.OpenAI,
+) -> None:
+    postcode = {
+        "type": "custom",
+        "name": "postcode",
+        "description": "A Paris postcode.",
+        "format": {"type": "grammar", "syntax": "regex", "definition": "75[0-9]{3}"},
+    }
+    namespace = {
+        "type": "namespace",
+        "name": "multi_agent_v1",
+        "description": "Sub-agents.",
+        "tools": [{"type": "function", "name": "close_agent", "parameters": {"type": "object"}}],
+    }
+    response = sdk.responses.create(
+        model="",
+        input="Give the postcode of the Louvre.",
+        temperature=0,
+        max_output_tokens=40,
+        tools=[postcode, {"type": "web_search"}],  # type: ignore[list-item]
+        tool_choice={"type": "custom", "name": "postcode"},
+        extra_body={"tools": [postcode, namespace, {"type": "web_search"}], "store": False},
+    )
+    (call,) = response.output
+    assert call.type == "custom_tool_call" and call.name == "postcode"
+    assert re.fullmatch("75[0-9]{3}", call.input), call.input

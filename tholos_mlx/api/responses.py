@@ -66,7 +66,11 @@ class _Reply:
 
     def complete(self, request: Request, started: Started, answer: Gathered) -> HTTPResponse:
         assert answer.finished is not None
-        body = self.body(started.model, Output.of(answer, self.echo.namespaces), answer.finished)
+        body = self.body(
+            started.model,
+            Output.of(answer, self.echo.namespaces, self.echo.custom),
+            answer.finished,
+        )
         return HTTPResponse(body, content_type="application/json")
 
     def stream(self, started: Started) -> ResponsesStream:
@@ -79,7 +83,7 @@ class ResponsesStream:
     def __init__(self, reply: _Reply, model: str) -> None:
         self._reply = reply
         self._model = model
-        self._output = Output(reply.echo.namespaces)
+        self._output = Output(reply.echo.namespaces, reply.echo.custom)
         self._seq = 0
         pending = response_object(
             id=reply.id,
@@ -167,7 +171,10 @@ async def _create(request: Request) -> HTTPResponse | None:
         history = stored.conversation
     try:
         return await exchange.run(
-            request, parsed.generation(history), _Reply(parsed, history, store)
+            request,
+            parsed.generation(history),
+            _Reply(parsed, history, store),
+            warnings=parsed.warnings,
         )
     except TholosError as err:  # the engine names the internal request's fields
         err.param = wire_param(err.param)

@@ -9,13 +9,14 @@ tool call a `function_call` item, in the order they arrive.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import orjson
 
 from tholos_mlx.api.gathered import Gathered
+from tholos_mlx.api.responses_custom import input_so_far
 from tholos_mlx.events import (
     Delta,
     Event,
@@ -27,7 +28,8 @@ from tholos_mlx.events import (
 from tholos_mlx.ids import hex_id
 from tholos_mlx.request import Message, ResponseFormat, Tool, ToolCall, ToolChoice, Usage
 
-Kind = Literal["message", "reasoning", "function_call"]
+Kind = Literal["message", "reasoning", "function_call", "custom_tool_call"]
+CALLS = ("function_call", "custom_tool_call")
 Status = Literal["in_progress", "completed", "incomplete"]
 WireEvent = dict[str, Any]  # one streamed event, without its sequence_number
 
@@ -58,6 +60,7 @@ class Echo:
     text_format: ResponseFormat = ResponseFormat()
     metadata: dict[str, str] = field(default_factory=dict)
     namespaces: dict[str, str] = field(default_factory=dict)  # function -> its namespace tool
+    custom: dict[str, dict[str, Any]] = field(default_factory=dict)  # custom tools, as sent
 
 
 def tool_object(tool: Tool) -> dict[str, Any]:
@@ -136,7 +139,7 @@ def response_object(
         "temperature": echo.temperature,
         "text": {"format": format_object(echo.text_format)},
         "tool_choice": tool_choice_object(echo.tool_choice),
-        "tools": [tool_object(t) for t in echo.tools],
+        "tools": [echo.custom.get(t.name) or tool_object(t) for t in echo.tools],
         "top_p": echo.top_p,
         "truncation": "disabled",
         "usage": usage_object(usage) if usage is not None else None,
@@ -157,6 +160,7 @@ class _Item:
     call_id: str = ""
     name: str = ""
     namespace: str | None = None  # a call to a function of a `namespace` tool
+    sent: int = 0  # a custom call's input characters streamed so far
     status: Status = "in_progress"
 
     @property
@@ -182,6 +186,18 @@ class _Item:
             if self.namespace is not None:  # as OpenAI names it: the function and its namespace
                 call["namespace"] = self.namespace
             return call
+        if self.kind == "custom_tool_call":
+            custom = {
+                "id": self.id,
+                "type": "custom_tool_call",
+                "status": self.status,
+                "call_id": self.call_id,
+                "name": self.name,
+                "input": "" if opening else input_so_far(self.text),
+            }
+            if self.namespace is not None:
+                custom["namespace"] = self.namespace
+            return custom
         content = [] if opening else [self.part(self.text)]
         if self.kind == "reasoning":
             return {
@@ -202,7 +218,7 @@ class _Item:
 
 def _whole_call(item: _Item | None) -> bool:
     """Whether an item is a call whose arguments are whole JSON: the limit cut what came after."""
-    if item is None or item.kind != "function_call":
+    if item is None or item.kind not in CALLS:
         return False
     try:
         orjson.loads(item.text)
@@ -214,11 +230,14 @@ def _whole_call(item: _Item | None) -> bool:
 class Output:
     """The output items of one answer, and the stream events that announce, fill and close them."""
 
-    def __init__(self, namespaces: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, namespaces: Mapping[str, str] | None = None, custom: Collection[str] = ()
+    ) -> None:
         self._items: list[_Item] = []
         self._open: _Item | None = None
         self._calls: dict[int, _Item] = {}  # the engine's call index -> its item
         self._namespaces = namespaces or {}  # a function's namespace tool, where it has one
+        self._custom = frozenset(custom)  # the names of custom tools: their calls' items differ
 
     def add(self, ev: Event) -> list[WireEvent]:
         """The stream events for one engine event (Started and exceptions are not output)."""
@@ -228,11 +247,14 @@ class Output:
             return self._text("reasoning", ev.text)
         if isinstance(ev, ToolCallStart):
             events = self._close()
-            self._calls[ev.index] = self._start("function_call", events, ev.id, ev.name)
+            kind: Kind = "custom_tool_call" if ev.name in self._custom else "function_call"
+            self._calls[ev.index] = self._start(kind, events, ev.id, ev.name)
             return events
         if isinstance(ev, ToolCallDelta):
             item = self._calls[ev.index]
             item.parts.append(ev.arguments)
+            if item.kind == "custom_tool_call":
+                return self._input_delta(item)
             return [
                 {
                     "type": "response.function_call_arguments.delta",
@@ -263,16 +285,19 @@ class Output:
     def turn(self) -> Message:
         """The assistant turn this output adds to the conversation (its thinking left out)."""
         text = "".join(i.text for i in self._items if i.kind == "message")
-        calls = tuple(
-            ToolCall(i.call_id, i.name, i.text) for i in self._items if i.kind == "function_call"
-        )
+        calls = tuple(ToolCall(i.call_id, i.name, i.text) for i in self._items if i.kind in CALLS)
         return Message("assistant", text, tool_calls=calls)
 
     @classmethod
-    def of(cls, answer: Gathered, namespaces: Mapping[str, str] | None = None) -> Output:
+    def of(
+        cls,
+        answer: Gathered,
+        namespaces: Mapping[str, str] | None = None,
+        custom: Collection[str] = (),
+    ) -> Output:
         """The output of a whole gathered answer: reasoning, then text, then calls."""
         assert answer.finished is not None
-        out = cls(namespaces)
+        out = cls(namespaces, custom)
         if answer.reasoning:
             out.add(ReasoningDelta(answer.reasoning))
         if answer.text:
@@ -284,6 +309,21 @@ class Output:
         return out
 
     # -- building --
+
+    def _input_delta(self, item: _Item) -> list[WireEvent]:
+        """A custom call's input as it grows, decoded from its JSON arguments."""
+        text = input_so_far(item.text)
+        delta, item.sent = text[item.sent :], len(text)
+        if not delta:
+            return []
+        return [
+            {
+                "type": "response.custom_tool_call_input.delta",
+                "item_id": item.id,
+                "output_index": item.index,
+                "delta": delta,
+            }
+        ]
 
     def _text(self, kind: Kind, text: str) -> list[WireEvent]:
         events: list[WireEvent] = []
@@ -310,9 +350,9 @@ class Output:
     def _start(
         self, kind: Kind, events: list[WireEvent], call_id: str = "", name: str = ""
     ) -> _Item:
-        prefix = {"message": "msg", "reasoning": "rs", "function_call": "fc"}[kind]
+        prefix = {"message": "msg", "reasoning": "rs", "function_call": "fc"}.get(kind, "ctc")
         item = _Item(kind, len(self._items), new_id(prefix), call_id=call_id, name=name)
-        item.namespace = self._namespaces.get(name) if kind == "function_call" else None
+        item.namespace = self._namespaces.get(name) if kind in CALLS else None
         self._items.append(item)
         self._open = item
         events.append(
@@ -322,7 +362,7 @@ class Output:
                 "item": item.body(opening=True),
             }
         )
-        if kind != "function_call":
+        if kind not in CALLS:
             events.append(
                 {
                     "type": "response.content_part.added",
@@ -345,6 +385,10 @@ class Output:
             events.append(
                 {"type": "response.function_call_arguments.done", **where, "arguments": item.text}
             )
+        elif item.kind == "custom_tool_call":
+            events += self._input_delta(item)
+            given = input_so_far(item.text)
+            events.append({"type": "response.custom_tool_call_input.done", **where, "input": given})
         else:
             done = (
                 "response.output_text.done"

@@ -9,13 +9,15 @@ thinking anyway.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tholos_mlx.api import fields as f
+from tholos_mlx.api.responses_custom import arguments as custom_arguments
+from tholos_mlx.api.responses_custom import custom_tool
 from tholos_mlx.api.responses_items import input_items
 from tholos_mlx.api.responses_output import Echo
-from tholos_mlx.api.shared_openai import json_schema_format, response_format, tool_choice
+from tholos_mlx.api.shared_openai import json_schema_format, read_tool_choice, response_format
 from tholos_mlx.errors import InvalidRequest, Unsupported
 from tholos_mlx.request import (
     GenerationRequest,
@@ -60,6 +62,7 @@ class ResponsesRequest:
     echo: Echo
     base: GenerationRequest  # every setting; its messages are filled in by generation()
     items: tuple[dict[str, Any], ...] = ()  # `input` as sent, with ids: for input_items
+    warnings: tuple[str, ...] = ()  # what is offered but not enforced (a lark grammar)
 
     def generation(self, history: tuple[Message, ...] = ()) -> GenerationRequest:
         """The request to run: instructions, the stored conversation, then this turn's input."""
@@ -74,7 +77,8 @@ def parse_responses(body: bytes) -> ResponsesRequest:
     """Validate a raw /v1/responses body; InvalidRequest names the offending param."""
     data = f.load_object(body, _EXAMPLE)
     _refuse_unsupported(data)
-    tools, namespaces = _tools(data.get("tools"))
+    offered = _tools(data.get("tools"))
+    tools = tuple(offered.tools)
     previous = data.get("previous_response_id")
     if previous is not None and (not isinstance(previous, str) or not previous):
         raise InvalidRequest(
@@ -98,7 +102,8 @@ def parse_responses(body: bytes) -> ResponsesRequest:
         tool_choice=_tool_choice(data.get("tool_choice"), tools),
         text_format=_text_format(data.get("text")),
         metadata=_metadata(data.get("metadata")),
-        namespaces=namespaces,
+        namespaces=offered.namespaces,
+        custom=offered.custom,
     )
     base = GenerationRequest(
         messages=(),
@@ -114,7 +119,8 @@ def parse_responses(body: bytes) -> ResponsesRequest:
         stream=f.boolean(data, "stream"),
     )
     turns = _input(data.get("input"))
-    return ResponsesRequest(turns, echo, base, input_items(data.get("input")))
+    items = input_items(data.get("input"))
+    return ResponsesRequest(turns, echo, base, items, tuple(offered.warnings))
 
 
 def _refuse_unsupported(data: Mapping[str, object]) -> None:
@@ -159,13 +165,17 @@ def _input(raw: object) -> tuple[Message, ...]:
         if kind == "message":
             messages.append(_message(item, where))
         elif kind == "function_call":
-            call = _call(item, where)
-            last = messages[-1] if messages else None
-            if last is not None and last.role == "assistant":  # one turn: its text and its calls
-                messages[-1] = replace(last, tool_calls=(*last.tool_calls, call))
-            else:
-                messages.append(Message("assistant", "", tool_calls=(call,)))
-        elif kind == "function_call_output":
+            _add_call(messages, _call(item, where))
+        elif kind == "custom_tool_call":
+            given = item.get("input")
+            if not isinstance(given, str):
+                raise InvalidRequest(
+                    f"'{where}.input' must be a string; got {f.kind(given)}.",
+                    param=f"{where}.input",
+                )
+            call_id, name = _string(item, "call_id", where), _string(item, "name", where)
+            _add_call(messages, ToolCall(call_id, name, custom_arguments(given)))
+        elif kind in ("function_call_output", "custom_tool_call_output"):
             call_id = _string(item, "call_id", where)
             output = _text(item.get("output"), f"{where}.output", "a string")
             messages.append(Message("tool", output, tool_call_id=call_id))
@@ -173,8 +183,8 @@ def _input(raw: object) -> tuple[Message, ...]:
             continue  # past thinking is not replayed to the model
         elif isinstance(kind, str):
             raise Unsupported(
-                f"'{where}.type' is {kind!r}; this server takes messages, 'function_call' and "
-                "'function_call_output' items.",
+                f"'{where}.type' is {kind!r}; this server takes messages, and function and "
+                "custom tool calls and their outputs.",
                 param=f"{where}.type",
             )
         else:
@@ -182,6 +192,15 @@ def _input(raw: object) -> tuple[Message, ...]:
                 f"'{where}' needs a 'role' (a message) or a 'type'; got neither.", param=where
             )
     return tuple(messages)
+
+
+def _add_call(messages: list[Message], call: ToolCall) -> None:
+    """A call joins the assistant turn before it (one turn: its text and its calls)."""
+    last = messages[-1] if messages else None
+    if last is not None and last.role == "assistant":
+        messages[-1] = replace(last, tool_calls=(*last.tool_calls, call))
+    else:
+        messages.append(Message("assistant", "", tool_calls=(call,)))
 
 
 def _message(item: Mapping[str, object], where: str) -> Message:
@@ -255,11 +274,33 @@ def _named_results(messages: tuple[Message, ...]) -> tuple[Message, ...]:
     return tuple(named)
 
 
-def _tools(raw: object) -> tuple[tuple[Tool, ...], dict[str, str]]:
-    """The function tools, a namespace's ones flattened, and which namespace each of those is
-    in; hosted tools this server cannot run are left out (Codex offers `web_search`)."""
-    tools: list[Tool] = []
-    namespaces: dict[str, str] = {}
+@dataclass
+class _Tools:
+    """The tools as parsed: what the model is offered, and what the answer needs to know."""
+
+    tools: list[Tool] = field(default_factory=list)
+    namespaces: dict[str, str] = field(default_factory=dict)  # function -> its namespace
+    custom: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> wire tool
+    warnings: list[str] = field(default_factory=list)
+
+    def add(self, item: Mapping[str, Any], where: str, kind: str, namespace: str | None) -> None:
+        if kind == "custom":
+            found = custom_tool(item, where)
+            self.tools.append(found.tool)
+            self.custom[found.tool.name] = found.wire
+            if found.warning:
+                self.warnings.append(found.warning)
+        else:
+            self.tools.append(_function(item, where))
+        if namespace is not None:
+            self.namespaces[self.tools[-1].name] = namespace
+
+
+def _tools(raw: object) -> _Tools:
+    """The function and custom tools, a namespace's ones flattened, and which namespace each
+    of those is in; hosted tools this server cannot run are left out (Codex offers
+    `web_search`)."""
+    found = _Tools()
     for i, item in enumerate(f.array(raw, "tools", "function tools")):
         where = f"tools[{i}]"
         kind = _tool_type(item, where)
@@ -273,21 +314,24 @@ def _tools(raw: object) -> tuple[tuple[Tool, ...], dict[str, str]]:
                 )
             for j, inner in enumerate(f.array(item.get("tools"), f"{where}.tools", "functions")):
                 at = f"{where}.tools[{j}]"
-                if _tool_type(inner, at) != "function":
+                inner_kind = _tool_type(inner, at)
+                if inner_kind not in ("function", "custom"):
                     raise InvalidRequest(
-                        f"'{at}.type' must be \"function\" inside a namespace.", param=f"{at}.type"
+                        f'\'{at}.type\' must be "function" or "custom" inside a namespace.',
+                        param=f"{at}.type",
                     )
-                tools.append(_function(inner, at))
-                namespaces[tools[-1].name] = name
+                found.add(inner, at, inner_kind, name)
             continue
-        if kind != "function":
+        if kind not in ("function", "custom"):
             raise InvalidRequest(
-                f'\'{where}.type\' must be "function" or "namespace" (hosted tools such as '
-                f"web_search are left out: this server cannot run them); got {kind!r}.",
+                f'\'{where}.type\' must be "function", "custom" or "namespace" (hosted '
+                "tools such as web_search are left out: this server cannot run them); got "
+                f"{kind!r}.",
                 param=f"{where}.type",
             )
-        tools.append(_function(item, where))
-    return f.distinct_names(tools, "name"), namespaces
+        found.add(item, where, kind, None)
+    f.distinct_names(found.tools, "name")
+    return found
 
 
 def _tool_type(item: object, where: str) -> str:
@@ -313,6 +357,8 @@ def _tool_choice(raw: object, tools: tuple[Tool, ...]) -> Any:
     Left out, it is "auto" even without tools, as OpenAI echoes it (no tools: no call)."""
     if raw is None:
         return ToolChoice("auto")
+    if isinstance(raw, dict) and raw.get("type") == "custom":  # a custom tool, by its name
+        raw = {**raw, "type": "function"}
     if isinstance(raw, dict) and raw.get("type") != "function":
         kind = raw.get("type")
         hosted = isinstance(kind, str) and (
@@ -329,7 +375,7 @@ def _tool_choice(raw: object, tools: tuple[Tool, ...]) -> Any:
             + ('use "auto", "required" or a function.' if hosted else ""),
             param="tool_choice",
         )
-    return tool_choice(raw, tools, "tool_choice")
+    return read_tool_choice(raw, tools)
 
 
 def _text_format(raw: object) -> ResponseFormat:

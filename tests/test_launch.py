@@ -1,0 +1,50 @@
+"""serve --hostfile's launcher: the hostfile read as mlx.launch reads it, and its command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tholos_mlx import launch
+from tholos_mlx.errors import UsageError
+
+
+def test_a_missing_or_broken_hostfile_is_one_line_naming_it(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="--hostfile"):
+        launch.read_hosts(tmp_path / "nope.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text("[{")
+    with pytest.raises(UsageError, match="bad.json"):
+        launch.read_hosts(bad)
+    empty = tmp_path / "empty.json"
+    empty.write_text("[]")
+    with pytest.raises(UsageError, match="no hosts"):
+        launch.read_hosts(empty)
+
+
+def test_ranks_all_on_this_machine_get_ports_nobody_holds(tmp_path: Path) -> None:
+    path = tmp_path / "hosts.json"
+    local = {"ssh": "127.0.0.1", "ips": ["127.0.0.1"]}
+    path.write_text(json.dumps([local, local]))
+    argv = launch.launcher_argv(path, launch.read_hosts(path), "ring")
+    assert argv[argv.index("--hostfile") + 1] == str(path)
+    assert argv[argv.index("--backend") + 1] == "ring"
+    assert int(argv[argv.index("--starting-port") + 1]) > 0
+
+
+def test_ranks_on_other_macs_use_mlx_launchs_own_ports(tmp_path: Path) -> None:
+    path = tmp_path / "hosts.json"
+    hosts = [{"ssh": "mac1", "ips": ["10.0.0.1"]}, {"ssh": "mac2", "ips": ["10.0.0.2"]}]
+    path.write_text(json.dumps(hosts))
+    argv = launch.launcher_argv(path, launch.read_hosts(path), "jaccl")
+    assert "--starting-port" not in argv
+    assert argv[argv.index("--backend") + 1] == "jaccl"
+
+
+def test_a_process_started_by_mlx_launch_is_a_rank(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MLX_RANK", raising=False)
+    assert not launch.launched()
+    monkeypatch.setenv("MLX_RANK", "1")
+    assert launch.launched()

@@ -1,0 +1,151 @@
+"""Responses `custom` tools: free-text input, optionally held to a grammar (issue 19).
+
+The model calls every tool the same way, with JSON arguments; a custom tool is offered as a
+function of one string, `input`, and its call is answered as a `custom_tool_call` item carrying
+that string. A `regex` grammar constrains the string through llguidance (a JSON-schema
+`pattern`); a `lark` grammar is compiled to check it, shown to the model, and reported as not
+enforced (llguidance cannot hold the inside of a JSON string to a context-free grammar).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import llguidance
+import orjson
+
+from tholos_mlx.api import fields as f
+from tholos_mlx.errors import InvalidRequest
+from tholos_mlx.request import Tool
+
+INPUT_KEY = "input"
+_HEAD = '{"' + INPUT_KEY + '":"'  # how compact JSON arguments of a custom call begin
+_HEX = frozenset("0123456789abcdefABCDEF")
+
+
+@dataclass(frozen=True)
+class CustomTool:
+    """One custom tool: the function offered in its place, its wire form, what is not enforced."""
+
+    tool: Tool
+    wire: dict[str, Any]
+    warning: str | None = None
+
+
+def custom_tool(item: Mapping[str, Any], where: str) -> CustomTool:
+    """A `{"type": "custom", "name", "description", "format"}` tool; a 400 names a bad field."""
+    fmt = item.get("format")
+    schema: dict[str, Any] = {"type": "string"}
+    description = item.get("description")
+    warning = None
+    if fmt is not None and (
+        not isinstance(fmt, dict) or fmt.get("type") not in ("text", "grammar")
+    ):
+        raise InvalidRequest(
+            f'\'{where}.format\' must be {{"type": "text"}} or {{"type": "grammar", "syntax": '
+            '"lark" | "regex", "definition": ...}.',
+            param=f"{where}.format",
+        )
+    if isinstance(fmt, dict) and fmt.get("type") == "grammar":
+        syntax, definition = fmt.get("syntax"), fmt.get("definition")
+        if syntax not in ("lark", "regex"):
+            raise InvalidRequest(
+                f"'{where}.format.syntax' must be 'lark' or 'regex'; got {f.kind(syntax)}.",
+                param=f"{where}.format.syntax",
+            )
+        if not isinstance(definition, str) or not definition:
+            raise InvalidRequest(
+                f"'{where}.format.definition' must be the grammar's text.",
+                param=f"{where}.format.definition",
+            )
+        _compile(syntax, definition, f"{where}.format.definition")
+        if syntax == "regex":
+            schema["pattern"] = f"^(?:{definition})$"
+        else:
+            note = f"Its input must follow this Lark grammar:\n{definition}"
+            description = f"{description}\n\n{note}" if isinstance(description, str) else note
+            warning = f"{where}.format: the lark grammar is shown to the model, not enforced"
+    parameters = {
+        "type": "object",
+        "properties": {INPUT_KEY: schema},
+        "required": [INPUT_KEY],
+        "additionalProperties": False,
+    }
+    tool = f.tool(item.get("name"), description, parameters, None, where, "format")
+    return CustomTool(tool, dict(item), warning)
+
+
+def _compile(syntax: str, definition: str, param: str) -> None:
+    """A 400 naming the grammar's error, if llguidance cannot compile it."""
+    try:
+        grammar = (
+            llguidance.LLMatcher.grammar_from_lark(definition)
+            if syntax == "lark"
+            else llguidance.LLMatcher.grammar_from_regex(definition)
+        )
+        failed, said = llguidance.LLMatcher.validate_grammar_with_warnings(grammar)
+    except ValueError as e:
+        failed, said = True, [str(e)]
+    if failed:
+        reason = " ".join(" ".join(said).split())[:400]
+        raise InvalidRequest(
+            f"'{param}': the {syntax} grammar does not compile: {reason}", param=param
+        )
+
+
+def arguments(text: str) -> str:
+    """A custom call's input as the JSON arguments the model writes (history sent back)."""
+    return orjson.dumps({INPUT_KEY: text}).decode()
+
+
+def input_so_far(arguments_text: str) -> str:
+    """The input a custom call's JSON arguments hold so far, decoded up to the last whole
+    character (the arguments stream in pieces that may end inside an escape)."""
+    if not arguments_text.startswith(_HEAD):
+        whole = _whole(arguments_text)
+        return whole if whole is not None else ""
+    raw = arguments_text[len(_HEAD) :]
+    if raw.endswith('"}') and _whole(arguments_text) is not None:
+        raw = raw[:-2]
+    raw = _safe_prefix(raw)
+    if raw.endswith('"') and _escaped(raw, len(raw) - 1):  # the string closed, "}" to come
+        raw = raw[:-1]
+    try:
+        text = str(orjson.loads(f'"{raw}"'))
+    except orjson.JSONDecodeError:
+        return ""
+    if text and "\ud800" <= text[-1] <= "\udbff":  # half of a surrogate pair so far
+        text = text[:-1]
+    return text
+
+
+def _whole(arguments_text: str) -> str | None:
+    try:
+        value = orjson.loads(arguments_text)
+    except orjson.JSONDecodeError:
+        return None
+    found = value.get(INPUT_KEY) if isinstance(value, dict) else None
+    return found if isinstance(found, str) else None
+
+
+def _safe_prefix(raw: str) -> str:
+    """`raw` less an escape it ends inside of (`\\`, `\\u12`, the first half of a pair)."""
+    slashes = len(raw) - len(raw.rstrip("\\"))
+    if slashes % 2:
+        return _safe_prefix(raw[:-1])
+    cut = raw.rfind("\\u")
+    if cut != -1 and _escaped(raw, cut):
+        tail = raw[cut + 2 :]
+        if len(tail) < 4 and all(c in _HEX for c in tail):
+            return _safe_prefix(raw[:cut])
+        if len(tail) == 4 and tail[0] in "dD" and tail[1] in "89abAB":  # a high surrogate
+            return raw[:cut]
+    return raw
+
+
+def _escaped(raw: str, at: int) -> bool:
+    """Whether the backslash at `at` starts an escape (an even run of backslashes before it)."""
+    run = len(raw[:at]) - len(raw[:at].rstrip("\\"))
+    return run % 2 == 0

@@ -1,0 +1,123 @@
+"""`serve --hostfile FILE`: start one rank per host through mlx.launch, and outlive none of them.
+
+MLX's launcher starts `tholos-mlx serve` on each host of the hostfile (ssh, or directly for
+127.0.0.1) with MLX_RANK set; rank 0 serves HTTP. This process only watches: the group ending
+without being asked (a rank died, and mlx.launch stopped the others) is an exit status 1, so
+launchd or systemd start the whole group again; SIGTERM stops the group and exits 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from tholos_mlx.errors import UsageError
+
+log = logging.getLogger("tholos.launch")
+
+STOP_WAIT_S = 20.0  # at SIGTERM: rank 0 saves its prompt cache and unloads, then the rest go
+LOCAL = "127.0.0.1"
+
+
+def launched() -> bool:
+    """This process is one rank of a group that mlx.launch (or a user, by hand) started."""
+    return "MLX_RANK" in os.environ
+
+
+def read_hosts(path: Path) -> list[dict[str, Any]]:
+    """The hostfile's hosts as mlx.launch reads them; UsageError in one line if it cannot."""
+    from mlx._distributed_utils.common import Hostfile  # mlx.launch's own parser
+
+    try:
+        hostfile = Hostfile.from_file(str(path))  # type: ignore[no-untyped-call]
+    except ValueError as exc:
+        raise UsageError(f"--hostfile: {exc}") from None
+    hosts = [{"ssh": h.ssh_hostname, "ips": list(h.ips)} for h in hostfile.hosts]
+    if not hosts:
+        raise UsageError(f"--hostfile {path}: no hosts in it")
+    return hosts
+
+
+def _free_ports(count: int) -> int:
+    """A first port with `count` free ones after it on 127.0.0.1 (ranks sharing this machine)."""
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind((LOCAL, 0))
+            first = int(s.getsockname()[1])
+        if first + count >= 65535:
+            continue
+        try:
+            for port in range(first, first + count):
+                with socket.socket() as probe:
+                    probe.bind((LOCAL, port))
+        except OSError:
+            continue
+        return first
+    raise UsageError("no free ports on 127.0.0.1 for the ranks to talk over")
+
+
+def launcher_argv(hostfile: Path, hosts: Sequence[dict[str, Any]], backend: str) -> list[str]:
+    """mlx.launch's command line (the one installed beside this Python)."""
+    script = Path(sys.executable).with_name("mlx.launch")
+    argv = [str(script)] if script.exists() else [
+        sys.executable, "-c", "import sys; from mlx._distributed_utils.launch import main; "
+        "sys.exit(main())",
+    ]  # fmt: skip
+    argv += ["--hostfile", str(hostfile), "--backend", backend]
+    if all(ip == LOCAL for h in hosts for ip in h["ips"]):
+        # Every rank on this machine: ports nobody holds, so two groups (or tests) can coexist.
+        argv += ["--starting-port", str(_free_ports(sum(len(h["ips"]) for h in hosts)))]
+    return argv
+
+
+def run(hostfile: Path, backend: str, rank_argv: Sequence[str]) -> int:
+    """Start the group and wait: 0 after SIGTERM stopped it, 1 if it ended on its own."""
+    hosts = read_hosts(hostfile)
+    argv = [*launcher_argv(hostfile, hosts, backend), "--", *rank_argv]
+    log.info("starting %d ranks (%s backend) on %s", len(hosts), backend,
+             ", ".join(str(h["ssh"]) for h in hosts))  # fmt: skip
+    # Its own process group: the local ranks are in it, so a stop reaches every one of them.
+    # stdin a pipe that stays open: mlx.launch polls its stdin, and /dev/null would spin it.
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, start_new_session=True)
+    asked = False
+
+    def stop(signum: int, frame: Any) -> None:
+        nonlocal asked
+        asked = True
+        _signal_group(proc.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    while proc.poll() is None:
+        time.sleep(0.2)
+    if asked:
+        _reap(proc.pid, STOP_WAIT_S)
+        return 0
+    log.error("the group ended without being asked to (a rank stopped or died); exiting 1")
+    _reap(proc.pid, 2.0)
+    return 1
+
+
+def _signal_group(pgid: int, sig: int) -> bool:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def _reap(pgid: int, wait: float) -> None:
+    """Wait for what is left of the group to exit, then kill it: nothing outlives the server."""
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        if not _signal_group(pgid, 0):
+            return
+        time.sleep(0.2)
+    _signal_group(pgid, signal.SIGKILL)
