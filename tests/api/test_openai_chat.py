@@ -524,7 +524,7 @@ def test_a_prediction_reaches_the_engine_as_text_from_a_string_or_text_parts() -
     ("prediction", "param"),
     [
         ("just text", "prediction"),
-        ({"type": "text", "content": "x"}, "prediction"),
+        ({"type": "text", "content": "x"}, "prediction.type"),
         ({"type": "content"}, "prediction.content"),
         ({"type": "content", "content": [{"type": "image_url"}]}, "prediction.content[0].type"),
         ({"type": "content", "content": 5}, "prediction.content"),
