@@ -270,9 +270,30 @@ def _launch_group(settings: Settings, args: argparse.Namespace) -> int:
     flags = {k: v for k, v in serve_flags(args).items() if k not in ("hostfile", "backend")}
     rank = [sys.executable, "-m", "tholos_mlx", "serve", "--home", str(settings.home)]
     assert settings.hostfile is not None
-    launch.read_hosts(Path(settings.hostfile))  # a bad hostfile: one line, before anything
+    hosts = launch.read_hosts(Path(settings.hostfile))  # a bad hostfile: one line, at once
+    if settings.model:
+        _check_splits(settings, len(hosts))
     _check_port(settings.port)  # rank 0 listens here: fail in one line before any host starts
     return launch.run(Path(settings.hostfile), settings.backend, [*rank, *flag_argv(flags)])
+
+
+def _check_splits(settings: Settings, ranks: int) -> None:
+    """--model must split across the hosts: say so in one line before starting any of them."""
+    from tholos_mlx.errors import ModelNotFound
+    from tholos_mlx.sharding import mode_for
+    from tholos_mlx.tiers import TierTable
+
+    assert settings.model is not None
+    try:
+        entry = TierTable(settings.home).resolve(settings.model)
+    except ModelNotFound:
+        raise UsageError(
+            f"--model {settings.model}: no such model or tier; `{PROG} models` lists them"
+        ) from None
+    try:
+        mode_for(entry.path, ranks)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"--model {settings.model}: {exc}") from None
 
 
 class _Group:
