@@ -350,6 +350,7 @@ def _exit_when_broken(app: Any, leader: Any, gate: Any) -> None:
     """Once the group breaks: waiting requests get 503 now, and the server exits 1 soon after."""
     import asyncio
 
+    from tholos_mlx import launch
     from tholos_mlx.ranks import exit_soon
 
     loops: list[asyncio.AbstractEventLoop] = []
@@ -360,7 +361,7 @@ def _exit_when_broken(app: Any, leader: Any, gate: Any) -> None:
     def broken() -> None:
         for loop in loops:
             loop.call_soon_threadsafe(gate.close)
-        exit_soon(1)
+        exit_soon(1, last=launch.end_local_group)
 
     app.register_listener(keep, "before_server_start")
     leader.watch(broken)
