@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -299,3 +300,28 @@ def test_agent_turn_times_a_second_turn_with_its_volatile_first_line_changed_and
     assert unchanged > 64
     assert "agent turn:" in out.stdout
     assert "## An agent's second turn" in results.markdown(files)
+
+
+@pytest.mark.e2e
+def test_hostfile_compares_two_ranks_with_one_process_on_the_same_prompts(
+    demo_home: Path, tmp_path: Path, cli: CLI
+) -> None:
+    local = {"ssh": "127.0.0.1", "ips": ["127.0.0.1"]}
+    hostfile = tmp_path / "hosts.json"
+    hostfile.write_text(json.dumps([local, local]))
+    out = cli(
+        "bench", "--home", demo_home, "--hostfile", hostfile, "--prompt-tokens", "32",
+        "--gen-tokens", "4", "--runs", "1", "--warmup", "0", "--out", tmp_path / "out",
+        timeout=600,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    result, files = results.read(tmp_path / "out")
+    results.environment(result)
+    compare = result["compare"]
+    case = results.compare(compare, gen=4, prompt_tokens=32, peer=True)
+    peer = compare["peer"]
+    assert peer["kind"] == "ranks" and "--hostfile" in peer["command"]
+    assert peer["model"] == result["model"]["id"]
+    assert case["peer"]["prompt_tokens"] == [32]  # the same prompt, the same template
+    assert "tholos/peer" in out.stdout
+    assert "several ranks" in results.markdown(files)

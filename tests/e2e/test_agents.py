@@ -129,3 +129,50 @@ def test_codex_with_its_default_tools_completes_a_turn_through_responses(
     assert out.returncode == 0, said
     assert "tokens used" in said, said
     assert "Traceback" not in served.log_text()
+
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "agents"
+
+
+def replay(server: srv.Server, fixture: str, model: str) -> tuple[int, str]:
+    """POST a recorded request as the agent sent it (its headers, query and body; our key)."""
+    recorded = json.loads((FIXTURES / fixture).read_text())
+    headers = {
+        k: v
+        for k, v in recorded["headers"].items()
+        if k not in ("host", "content-length", "connection", "accept-encoding")
+        and k not in ("x-api-key", "authorization")
+    }
+    body = {**recorded["body"], "model": model}
+    with server.client(timeout=RUN_TIMEOUT) as c:
+        r = c.post(
+            recorded["path"], params=recorded["query"], json=body, headers=headers | server.headers
+        )
+    return r.status_code, r.text
+
+
+def test_claude_codes_recorded_turn_with_a_tool_result_is_answered_as_a_stream(
+    served: srv.Server,
+) -> None:
+    status, text = replay(served, "claude-code-turn2.json", LONG_ID)
+    assert status == 200, text[:2000]
+    assert text.startswith("event: message_start") and "event: message_stop" in text
+
+
+def test_codexs_recorded_first_request_is_answered_as_a_completed_stream(
+    served: srv.Server,
+) -> None:
+    status, text = replay(served, "codex-turn1.json", LONG_ID)
+    assert status == 200, text[:2000]
+    assert "event: response.created" in text and "event: response.completed" in text
+
+
+def test_codex_on_an_8k_model_shows_the_context_error_and_exits_non_zero(
+    modules: Path, served: srv.Server, tmp_path: Path
+) -> None:
+    out = run_codex(modules, served, tmp_path, DEMO_ID)
+    said = out.stdout + out.stderr
+    assert out.returncode != 0, said
+    # code context_length_exceeded is what Codex recognises and explains in its own words
+    assert "ran out of room in the model's context window" in said, said
+    assert "Traceback" not in served.log_text()

@@ -1,12 +1,12 @@
 """What a benchmark result holds, typed, and the targets it is judged against.
 
-Every other bench module imports its shapes from here and nothing else of the bench: the cases
-fill these, rendering (Markdown, chart, files) reads them. They are TypedDicts, so a result is
-plain JSON at run time (the files in benchmarks/results/ are these dicts) and checked by mypy.
+Every other bench module imports its shapes from here, and this one imports nothing of the
+bench: the cases fill these, rendering (Markdown, chart, files) reads them. They are TypedDicts,
+so a result is plain JSON at run time (the files in benchmarks/results/ are these dicts) and
+checked by mypy.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: NotRequired must be seen when the classes are built.
 from typing import Literal, NotRequired, TypedDict
 
 SCHEMA = 2  # 2: ratios carry intervals; peer, synthetic, structured_output (later keys optional)
