@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import mlx.core as mx
 from mlx_lm.models.cache import make_prompt_cache
@@ -37,9 +37,17 @@ class Options:
     """How every answer is made, fixed at start (serve's flags)."""
 
     log_prompts: bool = False  # log the prompt and answer text (never by default)
-    default_max_tokens: int | None = (
-        None  # the cap of an answer that names none; None: all that fits
-    )
+    # The cap of an answer that names none (issue 19: a 2,186-token runaway); None: all that fits.
+    default_max_tokens: int | None = None
+
+
+class _Reserved(NamedTuple):
+    """What a request holds once admitted: its cache, its budget and its grammar."""
+
+    cache: list[Any]
+    cached: int  # prompt tokens the cache already holds
+    max_tokens: int
+    constraint: Constraint | None
 
 
 def answer(
@@ -61,31 +69,13 @@ def answer(
         loaded.tokenizer, request.messages, tools, loaded.tools, request.continue_final
     )
     times.prompted = timings.now()
-    room = slot.room(loaded, len(prompt))
-    # The matching cache first: the memory guard may then evict others, never this one.
-    cache, cached = slot.cache.take(prompt)
-    try:
-        # A request that names no limit stops at the cap (issue 19: a 2,186-token runaway).
-        cap = options.default_max_tokens if request.max_tokens is None else None
-        max_tokens = slot.answer_tokens(
-            loaded, len(prompt), request.max_tokens, room if cap is None else min(room, cap)
-        )
-        constraint = _constraint(loaded, request)  # a schema it cannot compile: a 400, here
-    except TholosError:
-        if cache is not None:  # refused: the conversation keeps its cache
-            slot.cache.put(prompt[:cached], cache)
-        raise
     thinking = opens_thinking(loaded.tokenizer, prompt)
-    if constraint is not None and thinking:
-        tok = loaded.tokenizer
-        constraint = AfterThinking(constraint, tok.think_end_tokens, tok.eos_token_ids)
-    if cache is None:
-        cache = make_prompt_cache(loaded.model)
-    out.put(Started(loaded.entry.id, len(prompt), cached))
+    held = _reserve(slot, loaded, request, prompt, thinking, options)
+    out.put(Started(loaded.entry.id, len(prompt), held.cached))
     if options.log_prompts:
         log.info("prompt: %r", [(m.role, m.content) for m in request.messages])
-    answer: list[str] = []  # kept only with --log-prompts
-    put = _keeping(out, answer) if options.log_prompts else out.put
+    said: list[str] = []  # kept only with --log-prompts
+    put = _keeping(out, said) if options.log_prompts else out.put
     # A JSON answer ends where its grammar does: a stop string must not cut it short.
     stops = request.stop if request.response_format.kind == "text" else ()
     splitter = AnswerSplitter(put, stops, _markers(loaded, request, thinking))
@@ -97,41 +87,73 @@ def answer(
         gen = generate(
             loaded.model,
             prompt,
-            cache,
-            cached=cached,
+            held.cache,
+            cached=held.cached,
             detokenizer=loaded.detokenizers(),
             emit=splitter.feed,
             sampler=make_sampler(
                 temp=request.temperature, top_p=request.top_p, top_k=request.top_k
             ),
-            max_tokens=max_tokens,
+            max_tokens=held.max_tokens,
             eos=loaded.tokenizer.eos_token_ids,
-            constraint=constraint,
+            constraint=held.constraint,
             cancelled=lambda: out.cancelled,
             prefill=loaded.prefill,
             kv_bits=slot.kv_bits,
         )
     finally:
-        if gen is not None and cache_tokens(cache) == len(gen.cache_tokens):
-            slot.cache.put(gen.cache_tokens, cache)
+        if gen is not None and cache_tokens(held.cache) == len(gen.cache_tokens):
+            slot.cache.put(gen.cache_tokens, held.cache)
     reason = gen.finish
     if reason == "cancelled" or out.cancelled:
         log.info("%s: cancelled after %d tokens", loaded.entry.id, len(gen.generated))
         return
     finish = splitter.end(reason)
-    usage = Usage(len(prompt), len(gen.generated), cached)
+    usage = Usage(len(prompt), len(gen.generated), held.cached)
     _log_summary(loaded, usage, gen, finish, times)
     if options.log_prompts:
-        log.info("answer: %r", "".join(answer))
+        log.info("answer: %r", "".join(said))
     out.put(Finished(finish, usage, splitter.stop_sequence))
 
 
-def _keeping(out: Sink, answer: list[str]) -> Callable[[Event], None]:
+def _reserve(
+    slot: ModelSlot,
+    loaded: Loaded,
+    request: GenerationRequest,
+    prompt: list[int],
+    thinking: bool,
+    options: Options,
+) -> _Reserved:
+    """The context check, the prompt cache, the token budget and the grammar, or the refusal.
+
+    The matching cache is taken first: the memory guard may then evict others, never this one;
+    a refused request gives it back, so the conversation keeps its cache."""
+    room = slot.room(loaded, len(prompt))
+    cache, cached = slot.cache.take(prompt)
+    try:
+        cap = options.default_max_tokens if request.max_tokens is None else None
+        max_tokens = slot.answer_tokens(
+            loaded, len(prompt), request.max_tokens, room if cap is None else min(room, cap)
+        )
+        constraint = _constraint(loaded, request)  # a schema it cannot compile: a 400, here
+    except TholosError:
+        if cache is not None:
+            slot.cache.put(prompt[:cached], cache)
+        raise
+    if constraint is not None and thinking:  # the grammar starts where the thinking ends
+        tok = loaded.tokenizer
+        constraint = AfterThinking(constraint, tok.think_end_tokens, tok.eos_token_ids)
+    if cache is None:
+        cache = make_prompt_cache(loaded.model)
+    return _Reserved(cache, cached, max_tokens, constraint)
+
+
+def _keeping(out: Sink, said: list[str]) -> Callable[[Event], None]:
     """out.put that also keeps the answer's text, for --log-prompts."""
 
     def put(ev: Event) -> None:
         if isinstance(ev, Delta):
-            answer.append(ev.text)
+            said.append(ev.text)
         out.put(ev)
 
     return put

@@ -17,7 +17,7 @@ from tholos_mlx.api.responses_custom import arguments as custom_arguments
 from tholos_mlx.api.responses_custom import custom_tool
 from tholos_mlx.api.responses_items import input_items
 from tholos_mlx.api.responses_output import Echo
-from tholos_mlx.api.shared_openai import json_schema_format, response_format, tool_choice
+from tholos_mlx.api.shared_openai import json_schema_format, read_tool_choice, response_format
 from tholos_mlx.errors import InvalidRequest, Unsupported
 from tholos_mlx.request import (
     GenerationRequest,
@@ -375,7 +375,7 @@ def _tool_choice(raw: object, tools: tuple[Tool, ...]) -> Any:
             + ('use "auto", "required" or a function.' if hosted else ""),
             param="tool_choice",
         )
-    return tool_choice(raw, tools, "tool_choice")
+    return read_tool_choice(raw, tools)
 
 
 def _text_format(raw: object) -> ResponseFormat:

@@ -1,4 +1,5 @@
-"""OpenAI's request shapes that both OpenAI dialects read: `tool_choice` and `response_format`.
+"""OpenAI's request shapes that both OpenAI dialects read: function tools, `tool_choice` and
+`response_format`, declared once.
 
 Chat completions nest them as OpenAI's chat API does; Responses reads the same shapes from its
 own fields (`tool_choice`, `text.format`) and passes the param it names them by.
@@ -6,36 +7,111 @@ own fields (`tool_choice`, `text.format`) and passes the param it names them by.
 
 from __future__ import annotations
 
-import orjson
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import Discriminator, Field, Tag, model_validator
+from typing_extensions import NotRequired, TypedDict
 
 from tholos_mlx.api import fields as f
+from tholos_mlx.api.validation import PARENT, WHOLE, Wire, check, reject
 from tholos_mlx.errors import InvalidRequest
 from tholos_mlx.request import ResponseFormat, Tool, ToolChoice
 
+NAME_RULE = "a string of 1 to 64 letters, digits, '_' or '-'"
+OBJECT_SCHEMA = 'a JSON Schema of an object, such as {"type": "object", "properties": {...}}'
+FUNCTION_RULE = "an object with 'name' and 'parameters'"
+CHOICE_RULE = '"none", "auto", "required" or {"type": "function", "function": {"name": ...}}'
 
-def tool_choice(raw: object, tools: tuple[Tool, ...], param: str) -> ToolChoice:
-    """`tool_choice`: "none", "auto", "required" or a named function (OpenAI's two shapes)."""
-    if raw is None:
-        return ToolChoice("auto" if tools else "none")
-    if raw in ("none", "auto", "required"):
-        choice = ToolChoice(raw)
-    elif isinstance(raw, dict) and raw.get("type") == "function":
-        inner = raw.get("function")
-        name = inner.get("name") if isinstance(inner, dict) else raw.get("name")
-        if not isinstance(name, str):
-            raise InvalidRequest(
-                f'\'{param}\' must name the function: {{"type": "function", "function": {{"name": ...}}}}.',
-                param=param,
-            )
-        choice = ToolChoice("function", name)
-    else:
+
+class FunctionSpec(TypedDict):
+    """A function the model may call: OpenAI's `function` object (Responses: the tool itself)."""
+
+    name: Annotated[str, Field(pattern=f.TOOL_NAME.pattern, description=NAME_RULE)]
+    description: NotRequired[Annotated[str | None, Field(description="a string")]]
+    parameters: NotRequired[Annotated[dict[str, Any] | None, Field(description=OBJECT_SCHEMA)]]
+    strict: NotRequired[Annotated[bool | None, Field(description="true or false")]]
+
+
+def function_tool(spec: FunctionSpec, where: str) -> Tool:
+    """The internal tool; no parameters means an object with none. `where` names the spec."""
+    schema = spec.get("parameters")
+    if schema is None:
+        schema = {"type": "object", "properties": {}}
+    elif schema.get("type", "object") != "object":
         raise InvalidRequest(
-            f'\'{param}\' must be "none", "auto", "required" or '
-            '{"type": "function", "function": {"name": ...}}; got '
-            + (repr(raw) if isinstance(raw, str) else f.kind(raw))
-            + ".",
-            param=param,
+            f"'{where}.parameters' must be {OBJECT_SCHEMA}; got type {schema.get('type')!r}.",
+            param=f"{where}.parameters",
         )
+    return Tool(
+        spec["name"],
+        spec.get("description"),
+        schema,
+        strict=bool(spec.get("strict")),
+        schema_path=f"{where}.parameters",
+    )
+
+
+class _FunctionName(Wire):
+    name: str = Field(description="the function's name")
+
+
+class NamedChoice(Wire):
+    """`{"type": "function", "function": {"name"}}`, or Responses' flat `{"type", "name"}`."""
+
+    type: Literal["function"]
+    function: _FunctionName | None = None
+    name: str | None = None
+
+    @model_validator(mode="after")
+    def _named(self) -> NamedChoice:
+        if self.function is None and self.name is None:
+            raise reject('must name the function: {"type": "function", "function": {"name": ...}}.')
+        return self
+
+    @property
+    def function_name(self) -> str:
+        """The name, from whichever shape gave it."""
+        return self.function.name if self.function is not None else self.name or ""
+
+
+Mode = Literal["none", "auto", "required"]
+_MODES: dict[str, ToolChoice] = {m: ToolChoice(m) for m in ("none", "auto", "required")}  # once
+
+
+def _choice_shape(raw: Any) -> str | None:
+    if isinstance(raw, str):
+        return "<mode>"
+    return "<named>" if isinstance(raw, dict) else None
+
+
+ChoiceSpec = Annotated[
+    Annotated[Mode, Tag("<mode>")] | Annotated[NamedChoice, Tag("<named>")],
+    Discriminator(_choice_shape, custom_error_type="wrong_type", custom_error_message="a mode"),
+]
+
+
+ChoiceField = Annotated[ChoiceSpec | None, WHOLE, Field(description=CHOICE_RULE)]
+
+
+class _Choice(Wire):
+    tool_choice: ChoiceField = None
+
+
+def read_tool_choice(raw: object, tools: tuple[Tool, ...]) -> ToolChoice:
+    """`tool_choice` as already parsed JSON (Responses reads it this way)."""
+    return tool_choice(check(_Choice, {"tool_choice": raw}, "").tool_choice, tools)
+
+
+def tool_choice(
+    raw: Mode | NamedChoice | None, tools: tuple[Tool, ...], param: str = "tool_choice"
+) -> ToolChoice:
+    """The declared `tool_choice` as the internal one; it must name a tool that was given."""
+    if raw is None:
+        return _MODES["auto" if tools else "none"]
+    if isinstance(raw, NamedChoice):
+        choice = ToolChoice("function", raw.function_name)
+    else:
+        choice = _MODES[raw]
     if choice.mode in ("required", "function") and not tools:
         raise InvalidRequest(
             f"'{param}' asks for a tool call, but 'tools' is empty or missing.", param=param
@@ -48,45 +124,47 @@ def tool_choice(raw: object, tools: tuple[Tool, ...], param: str) -> ToolChoice:
     return choice
 
 
-def response_format(raw: object, param: str) -> ResponseFormat:
+class JsonSchemaSpec(Wire):
+    """`response_format.json_schema`: the schema the answer must match, named."""
+
+    RULE: ClassVar[str] = 'an object: {"name", "schema", "strict"}, the name required'
+    name: str = Field(pattern=f.TOOL_NAME.pattern, description=NAME_RULE)
+    schema_: Any = Field(None, alias="schema")  # checked by the format: it names the error
+    strict: bool | None = Field(None, description="true or false")
+
+
+class ResponseFormatSpec(Wire):
     """`response_format`: text, json_object, or json_schema with its schema."""
+
+    RULE: ClassVar[str] = 'an object such as {"type": "json_object"}'
+    type: Annotated[Literal["text", "json_object", "json_schema"], PARENT]
+    json_schema: Annotated[JsonSchemaSpec | None, PARENT] = None
+
+    @model_validator(mode="after")
+    def _schema_given(self) -> ResponseFormatSpec:
+        if self.type == "json_schema" and self.json_schema is None:
+            raise reject(f"must hold 'json_schema', {JsonSchemaSpec.RULE}.")
+        schema = self.json_schema.schema_ if self.json_schema else None
+        if schema is not None and not isinstance(schema, dict):
+            raise reject(f"schema must be a JSON Schema object; got {f.kind(schema)}.")
+        return self
+
+    def format(self) -> ResponseFormat:
+        """The internal response format."""
+        spec = self.json_schema
+        if self.type != "json_schema" or spec is None:
+            return ResponseFormat(self.type) if self.type == "json_object" else ResponseFormat()
+        return ResponseFormat("json_schema", spec.schema_ or {}, spec.name, spec.strict is True)
+
+
+FormatSpec = Annotated[ResponseFormatSpec | None, Field(description=ResponseFormatSpec.RULE)]
+
+
+def response_format(raw: object, param: str) -> ResponseFormat:
+    """`response_format` as already parsed JSON (Responses' `text.format` reads it this way)."""
     if raw is None:
         return ResponseFormat()
-    if not isinstance(raw, dict):
-        raise InvalidRequest(
-            f'\'{param}\' must be an object such as {{"type": "json_object"}}; got {f.kind(raw)}.',
-            param=param,
-        )
-    kind = raw.get("type")
-    if kind == "text":
-        return ResponseFormat()
-    if kind == "json_object":
-        return ResponseFormat("json_object")
-    if kind == "json_schema":
-        spec = raw.get("json_schema")
-        if not isinstance(spec, dict):
-            raise InvalidRequest(
-                f"'{param}.json_schema' must be an object: "
-                '{"name", "schema", "strict"}, the name required.',
-                param=param,
-            )
-        name, strict = spec.get("name"), spec.get("strict")
-        if not isinstance(name, str) or not f.TOOL_NAME.match(name):  # as OpenAI requires
-            raise InvalidRequest(
-                f"'{param}.json_schema.name' is required: 1 to 64 letters, digits, '_' or '-'.",
-                param=f"{param}.json_schema.name",
-            )
-        if strict is not None and not isinstance(strict, bool):
-            raise InvalidRequest(
-                f"'{param}.json_schema.strict' must be true or false; got {f.kind(strict)}.",
-                param=f"{param}.json_schema.strict",
-            )
-        return json_schema_format(spec.get("schema"), name, strict, param)
-    raise InvalidRequest(
-        f'\'{param}.type\' must be "text", "json_object" or "json_schema"; got '
-        f"{orjson.dumps(kind).decode()}.",
-        param=param,
-    )
+    return check(ResponseFormatSpec, raw, param).format()
 
 
 def json_schema_format(schema: object, name: object, strict: object, param: str) -> ResponseFormat:

@@ -1,0 +1,313 @@
+"""OpenAI chat completion requests: the /v1/chat/completions body, declared, to a GenerationRequest.
+
+The body is validated as `ChatBody` (types, ranges, shapes; `validation` names a failing param);
+what joins fields (a tool turn's call id, the parts only an assistant may send, options that need
+`stream`) is checked while the typed body becomes the internal request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import BeforeValidator, Discriminator, Field, Tag, field_validator
+from typing_extensions import NotRequired, TypedDict
+
+from tholos_mlx.api import fields as f
+from tholos_mlx.api.shared_openai import (
+    FUNCTION_RULE,
+    ChoiceField,
+    FormatSpec,
+    FunctionSpec,
+    function_tool,
+    tool_choice,
+)
+from tholos_mlx.api.validation import PARENT, WHOLE, Rule, Wire, load, refuse
+from tholos_mlx.errors import InvalidRequest, Unsupported
+from tholos_mlx.request import TEXT, GenerationRequest, Message, Role, ToolCall
+
+ROLES: dict[str, Role] = {  # "function" is not one: it is refused
+    "system": "system",
+    "developer": "system",  # OpenAI's newer name for the system role
+    "user": "user",
+    "assistant": "assistant",
+    "tool": "tool",
+}
+MAX_STOPS = 4
+_EXAMPLE = '{"messages": [{"role": "user", "content": "Hello"}]}'
+_TOOL_RULE = '{"type": "function", "function": {...}}'
+_PARTS = 'a string or an array of {"type": "text", "text": ...} parts'
+_ROLES = "one of 'system', 'developer', 'user', 'assistant' or 'tool'"
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """A chat completion request: the internal request and what only this dialect's answer needs."""
+
+    request: GenerationRequest
+    include_usage: bool = False
+
+
+# -- the body, declared --
+
+
+# The turns of a conversation are many: they are TypedDicts, which pydantic fills twice as fast
+# as models (measured: 63 turns, 38 us against 68 us).
+
+
+class Part(TypedDict):
+    """One part of a message's content; which types are read depends on the role."""
+
+    type: Annotated[str, Field(description='a string such as "text"')]
+    text: NotRequired[Annotated[str | None, Field(description="a string")]]
+    refusal: NotRequired[Annotated[str | None, Field(description="a string")]]
+
+
+def _text_or_parts(raw: Any) -> str | None:
+    if isinstance(raw, str):
+        return "<text>"
+    return "<parts>" if isinstance(raw, list) else None
+
+
+Content = Annotated[
+    Annotated[str, Tag("<text>")]
+    | Annotated[
+        list[Annotated[Part, Rule('an object {"type": "text", "text": ...}')]],
+        Tag("<parts>"),
+        Field(min_length=1),
+    ],
+    Discriminator(_text_or_parts, custom_error_type="wrong_type", custom_error_message=_PARTS),
+]
+_FUNCTION_RULE = "an object with 'name' and 'arguments'"
+
+
+class CalledFunction(TypedDict):
+    """The function an assistant's past call named, and its arguments as JSON text."""
+
+    name: Annotated[str, Field(min_length=1, description="a non-empty string")]
+    arguments: NotRequired[Annotated[str, Field(description="a string of JSON")]]
+
+
+class PastCall(TypedDict):
+    """A tool call in an assistant turn of the history."""
+
+    type: NotRequired[Annotated[Literal["function"], PARENT]]
+    function: Annotated[CalledFunction, Field(description=_FUNCTION_RULE)]
+    id: Annotated[str, Field(min_length=1, description="a non-empty string")]
+
+
+class ChatMessage(TypedDict):
+    """One turn of `messages`."""
+
+    role: Annotated[
+        Literal["system", "developer", "user", "assistant", "tool", "function"],
+        Field(description=_ROLES),
+    ]
+    content: NotRequired[Annotated[Content | None, Field(description=_PARTS)]]
+    tool_call_id: NotRequired[
+        Annotated[str | None, Field(description="the id of the call it answers")]
+    ]
+    tool_calls: NotRequired[
+        Annotated[
+            list[Annotated[PastCall, Rule('{"id", "type": "function", "function": {...}}')]] | None,
+            Field(description="an array of tool calls"),
+        ]
+    ]
+
+
+class ChatTool(TypedDict):
+    """One of `tools`: a function, in OpenAI's chat wrapping."""
+
+    type: Annotated[
+        Literal["function"], Field(description='"function": this server calls functions only')
+    ]
+    function: Annotated[FunctionSpec, Field(description=FUNCTION_RULE)]
+
+
+class StreamOptions(Wire):
+    """`stream_options`."""
+
+    include_usage: bool | None = Field(None, description="true or false")
+
+
+def _one_or_many(raw: Any) -> Any:
+    return [raw] if isinstance(raw, str) else raw
+
+
+Stops = Annotated[
+    Annotated[list[Annotated[str, Field(max_length=f.MAX_STOP_CHARS)]], Field(max_length=MAX_STOPS)]
+    | None,
+    BeforeValidator(_one_or_many),
+    WHOLE,
+    Field(
+        description=f"a string or an array of at most {MAX_STOPS} strings, each at most "
+        f"{f.MAX_STOP_CHARS} characters"
+    ),
+]
+PositiveInt = Annotated[int | None, Field(ge=1, description="an integer of at least 1")]
+
+
+class ChatBody(Wire):
+    """A /v1/chat/completions body, fields in the order they are checked."""
+
+    RULE: ClassVar[str] = "a JSON object"
+    messages: list[Annotated[ChatMessage, Rule("an object with 'role' and 'content'")]] = Field(
+        min_length=1, description='a non-empty array of {"role", "content"} objects'
+    )
+    n: int | None = Field(None, description="an integer")
+    logprobs: bool | None = Field(None, description="true or false")
+    top_logprobs: Any = None
+    modalities: Any = None
+    max_tokens: PositiveInt = None
+    max_completion_tokens: PositiveInt = None
+    stream_options: StreamOptions | None = Field(
+        None, description='an object such as {"include_usage": true}'
+    )
+    stream: bool | None = Field(None, description="true or false")
+    tools: list[Annotated[ChatTool, Rule(_TOOL_RULE)]] | None = Field(
+        None, description="an array of function tools"
+    )
+    model: str | None = Field(None, description="a string (a model id or tier from GET /v1/models)")
+    temperature: float | None = Field(None, ge=0, le=2, description="a number from 0 to 2")
+    top_p: float | None = Field(
+        None, gt=0, le=1, description="a number greater than 0 and at most 1"
+    )
+    stop: Stops = None
+    seed: int | None = Field(None, description="an integer")
+    response_format: FormatSpec = None
+    tool_choice: ChoiceField = None
+    parallel_tool_calls: bool | None = Field(None, description="true or false")
+
+    @field_validator("n")
+    @classmethod
+    def _one_choice(cls, n: int | None) -> int | None:
+        if n is not None and n != 1:
+            raise refuse(f"must be 1: this server returns exactly one choice; got {n}.")
+        return n
+
+    @field_validator("logprobs")
+    @classmethod
+    def _no_logprobs(cls, logprobs: bool | None) -> bool | None:
+        if logprobs:
+            raise refuse("is not supported by this server; leave it out or set it to false.")
+        return logprobs
+
+    @field_validator("top_logprobs")
+    @classmethod
+    def _no_top_logprobs(cls, value: Any) -> Any:
+        if value is not None:
+            raise refuse("is not supported by this server; leave it out.")
+        return value
+
+    @field_validator("modalities")
+    @classmethod
+    def _text_only(cls, value: Any) -> Any:
+        if value is not None and value != ["text"]:
+            raise refuse('can only be ["text"]: this server answers in text only.')
+        return value
+
+
+# -- the body to the internal request --
+
+
+def parse_chat(body: bytes) -> ChatRequest:
+    """Validate a raw /v1/chat/completions body; InvalidRequest names the offending param."""
+    data = load(ChatBody, body, _EXAMPLE)
+    messages = tuple(_message(m, i) for i, m in enumerate(data.messages))
+    stream = bool(data.stream)
+    if data.stream_options is not None and not stream:
+        raise InvalidRequest(
+            "'stream_options' is only allowed when 'stream' is true.", param="stream_options"
+        )
+    tools = (
+        f.distinct_names(
+            [
+                function_tool(t["function"], f"tools[{i}].function")
+                for i, t in enumerate(data.tools)
+            ],
+            "function name",
+        )
+        if data.tools
+        else ()
+    )
+    # max_completion_tokens is OpenAI's current name; it wins over the deprecated one.
+    max_tokens = data.max_completion_tokens or data.max_tokens
+    request = GenerationRequest(
+        messages=messages,
+        model=data.model or None,
+        temperature=1.0 if data.temperature is None else data.temperature,
+        top_p=1.0 if data.top_p is None else data.top_p,
+        max_tokens=max_tokens,
+        stop=tuple(s for s in data.stop if s) if data.stop else (),
+        stream=stream,
+        seed=data.seed,
+        response_format=data.response_format.format() if data.response_format else TEXT,
+        tools=tools,
+        tool_choice=tool_choice(data.tool_choice, tools),
+        parallel_tool_calls=data.parallel_tool_calls is not False,
+    )
+    include_usage = bool(data.stream_options and data.stream_options.include_usage)
+    return ChatRequest(request, include_usage)
+
+
+def _message(m: ChatMessage, i: int) -> Message:
+    role = ROLES.get(m["role"])
+    content = m.get("content")
+    calls = m.get("tool_calls")
+    if role is not None and role != "tool" and type(content) is str and not calls:
+        return Message(role, content)  # the common turn: nothing to join or check
+    where = f"messages[{i}]"
+    if role is None:  # declared so that its error can say what to send instead
+        raise Unsupported(
+            f"'{where}.role' is 'function', OpenAI's retired form of tool results; "
+            'send {"role": "tool", "tool_call_id", "content"} instead.',
+            param=f"{where}.role",
+        )
+    if role == "tool":
+        call_id = m.get("tool_call_id")
+        if not call_id:
+            raise InvalidRequest(
+                f"'{where}.tool_call_id' is required on a tool message: the id of the call it "
+                "answers.",
+                param=f"{where}.tool_call_id",
+            )
+        return Message("tool", _text(content, f"{where}.content"), tool_call_id=call_id)
+    assistant = role == "assistant"
+    past = tuple(
+        ToolCall(c["id"], c["function"]["name"], c["function"].get("arguments", "{}"))
+        for c in (calls or () if assistant else ())
+    )
+    return Message(role, _text(content, f"{where}.content", assistant=assistant), tool_calls=past)
+
+
+def _text(content: str | list[Part] | None, where: str, *, assistant: bool = False) -> str:
+    """A message's content: a string, or text parts joined with "" (an assistant's may also
+    be null, and hold the `refusal` parts OpenAI answers with: their text is what it said)."""
+    if isinstance(content, str):
+        return content
+    if content is None:
+        if assistant:  # an assistant turn may carry no text (OpenAI allows null)
+            return ""
+        raise InvalidRequest(f"'{where}' is required: {_PARTS}.", param=where)
+    return "".join(_part(part, f"{where}[{j}]", assistant) for j, part in enumerate(content))
+
+
+def _part(part: Part, where: str, assistant: bool) -> str:
+    kind = part["type"]
+    if kind == "refusal" and assistant:
+        refusal = part.get("refusal")
+        if refusal is None:
+            raise InvalidRequest(
+                f"'{where}.refusal' is required: a string.", param=f"{where}.refusal"
+            )
+        return refusal
+    if kind != "text":
+        raise Unsupported(
+            f"'{where}.type' is {kind!r}, but this server accepts only text: "
+            'use {"type": "text", "text": ...} parts or a plain string.',
+            param=f"{where}.type",
+        )
+    text = part.get("text")
+    if text is None:
+        raise InvalidRequest(f"'{where}.text' is required: a string.", param=f"{where}.text")
+    return text
