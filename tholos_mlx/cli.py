@@ -270,9 +270,30 @@ def _launch_group(settings: Settings, args: argparse.Namespace) -> int:
     flags = {k: v for k, v in serve_flags(args).items() if k not in ("hostfile", "backend")}
     rank = [sys.executable, "-m", "tholos_mlx", "serve", "--home", str(settings.home)]
     assert settings.hostfile is not None
-    launch.read_hosts(Path(settings.hostfile))  # a bad hostfile: one line, before anything
+    hosts = launch.read_hosts(Path(settings.hostfile))  # a bad hostfile: one line, at once
+    if settings.model:
+        _check_splits(settings, len(hosts))
     _check_port(settings.port)  # rank 0 listens here: fail in one line before any host starts
     return launch.run(Path(settings.hostfile), settings.backend, [*rank, *flag_argv(flags)])
+
+
+def _check_splits(settings: Settings, ranks: int) -> None:
+    """--model must split across the hosts: say so in one line before starting any of them."""
+    from tholos_mlx.errors import ModelNotFound
+    from tholos_mlx.sharding import mode_for
+    from tholos_mlx.tiers import TierTable
+
+    assert settings.model is not None
+    try:
+        entry = TierTable(settings.home).resolve(settings.model)
+    except ModelNotFound:
+        raise UsageError(
+            f"--model {settings.model}: no such model or tier; `{PROG} models` lists them"
+        ) from None
+    try:
+        mode_for(entry.path, ranks)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"--model {settings.model}: {exc}") from None
 
 
 class _Group:
@@ -329,6 +350,7 @@ def _exit_when_broken(app: Any, leader: Any, gate: Any) -> None:
     """Once the group breaks: waiting requests get 503 now, and the server exits 1 soon after."""
     import asyncio
 
+    from tholos_mlx import launch
     from tholos_mlx.ranks import exit_soon
 
     loops: list[asyncio.AbstractEventLoop] = []
@@ -339,7 +361,7 @@ def _exit_when_broken(app: Any, leader: Any, gate: Any) -> None:
     def broken() -> None:
         for loop in loops:
             loop.call_soon_threadsafe(gate.close)
-        exit_soon(1)
+        exit_soon(1, last=launch.end_local_group)
 
     app.register_listener(keep, "before_server_start")
     leader.watch(broken)

@@ -375,22 +375,17 @@ class ModelSlot:
         if current is not None and (current.entry.id, current.entry.path) == (entry.id, entry.path):
             current.entry = entry  # a new tier in tiers.toml needs no reload
             return current
-        need = weights_bytes(entry.path) // (self._shards.count if self._shards else 1)
-        limit = self.limit()
-        if limit and need > limit:
-            raise ServiceUnavailable(
-                f"Model `{entry.id}` needs {_gib(need)} for its weights, more than the "
-                f"{_gib(limit)} {self._limit_name()}.",
-                code="model_too_large",
+        refusal = self._refusal(entry)
+        # Across ranks every rank loads or none does: one that cannot would leave the rest
+        # waiting for it in the load's last step.
+        if self._shards is not None and not self._shards.least(0 if refusal else 1):
+            refusal = refusal or ServiceUnavailable(
+                f"Model `{entry.id}` cannot be loaded on another rank of this server's group "
+                "(its log says why).",
+                code="model_load_failed",
             )
-        try:
-            precheck(entry.path)
-            if self._shards is not None:
-                self._shards.check(entry.path)
-        except ValueError as exc:
-            raise ServiceUnavailable(
-                f"Model `{entry.id}` cannot be loaded: {exc}.", code="model_load_failed"
-            ) from None
+        if refusal is not None:
+            raise refusal
         previous = current.entry if current else None
         current = None  # drop our reference too, or the old weights survive the unload
         self.unload()
@@ -415,6 +410,26 @@ class ModelSlot:
                 + (f" `{previous.id}` is still loaded." if previous and self.current else ""),
                 code="model_load_failed",
             ) from None
+
+    def _refusal(self, entry: ModelEntry) -> ServiceUnavailable | None:
+        """Why this model cannot load here, found before anything is unloaded; None if it may."""
+        need = weights_bytes(entry.path) // (self._shards.count if self._shards else 1)
+        limit = self.limit()
+        if limit and need > limit:
+            return ServiceUnavailable(
+                f"Model `{entry.id}` needs {_gib(need)} for its weights, more than the "
+                f"{_gib(limit)} {self._limit_name()}.",
+                code="model_too_large",
+            )
+        try:
+            precheck(entry.path)
+            if self._shards is not None:
+                self._shards.check(entry.path)
+        except ValueError as exc:
+            return ServiceUnavailable(
+                f"Model `{entry.id}` cannot be loaded: {exc}.", code="model_load_failed"
+            )
+        return None
 
     def for_request(self, entry: ModelEntry | None) -> Loaded:
         """The named model, else the loaded one, else the last one (idle unload freed it)."""
