@@ -6,7 +6,8 @@ Blocks map onto the one internal model: text joins into a turn's content, an ass
 own service (`metadata`, `cache_control`, `service_tier`, `context_management`, `output_config`'s
 `effort`, thinking budgets) are accepted and ignored; a `system` turn inside `messages` (Claude
 Code's mid-conversation system beta) is system text at that point of the conversation; anything
-that would need images, documents or server-side tools gets a 400.
+that would need images, documents or server-side tools gets a 400. The body is declared as
+`MessagesBody`; `validation` turns a failed check into the 400 that names its param.
 """
 
 from __future__ import annotations
