@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -48,3 +49,20 @@ def test_a_process_started_by_mlx_launch_is_a_rank(monkeypatch: pytest.MonkeyPat
     assert not launch.launched()
     monkeypatch.setenv("MLX_RANK", "1")
     assert launch.launched()
+
+
+def test_serve_hostfile_refuses_a_model_that_cannot_split_in_one_line_before_any_rank_starts(
+    cli: Any, tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    folder = home / "models" / "old"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"model_type": "gpt2", "n_layer": 2}))
+    (home / "tiers.toml").write_text('[models.old]\npath = "models/old"\n')
+    hosts = tmp_path / "hosts.json"
+    local = {"ssh": "127.0.0.1", "ips": ["127.0.0.1"]}
+    hosts.write_text(json.dumps([local, local]))
+    out = cli("serve", "--home", home, "--hostfile", hosts, "--model", "old")
+    assert out.returncode == 2
+    assert out.stderr.count("\n") == 1 and "gpt2" in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr

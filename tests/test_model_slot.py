@@ -328,3 +328,58 @@ def test_the_prompt_cache_is_shrunk_to_leave_room_for_the_prefill_too() -> None:
     prefill = prefilling(554)  # 2048 tokens of KV + 2000 x 554 bytes: 100 tokens' worth left
     assert slot.answer_tokens(prefill, 2000, 10, CONTEXT - 2000) == 10
     assert len(slot.cache) == 1
+
+
+class OtherRanks:
+    """model_slot.Sharding as one rank sees it, with every other rank answering `theirs`."""
+
+    count = 2
+    name = "rank0of2"
+
+    def __init__(self, theirs: int) -> None:
+        self.theirs = theirs
+        self.asked: list[int] = []
+
+    def check(self, folder: Path) -> None:
+        """Every model splits."""
+
+    def load(self, folder: Path) -> tuple[Any, Any]:
+        raise AssertionError("no rank loads when one cannot")
+
+    def least(self, n: int) -> int:
+        self.asked.append(n)
+        return min(n, self.theirs)
+
+
+def _loadable(folder: Path) -> Path:
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    (folder / "model.safetensors").write_bytes(b"")
+    (folder / "tokenizer.json").write_text("{}")
+    return folder
+
+
+def test_across_ranks_no_rank_loads_a_model_another_rank_cannot(tmp_path: Path) -> None:
+    ranks = OtherRanks(0)
+    slot = ModelSlot(memory_limit=2**30, shards=ranks)
+    with pytest.raises(ServiceUnavailable, match="another rank"):
+        slot.switch(ModelEntry("m", "fast", _loadable(tmp_path / "m")))
+    assert ranks.asked == [1] and slot.current is None
+
+
+def test_across_ranks_a_rank_that_cannot_load_still_tells_the_others(tmp_path: Path) -> None:
+    ranks = OtherRanks(1)
+    slot = ModelSlot(memory_limit=2**30, shards=ranks)
+    with pytest.raises(ServiceUnavailable, match="cannot be loaded"):
+        slot.switch(ModelEntry("m", "fast", tmp_path / "missing"))
+    assert ranks.asked == [0]
+
+
+def test_across_ranks_the_answer_budget_is_the_tightest_ranks(tmp_path: Path) -> None:
+    ranks = OtherRanks(5)
+    slot = ModelSlot(memory_limit=2**30, shards=ranks)
+    loaded: Any = SimpleNamespace(weights_bytes=1000, kv_per_token=10, prefill_per_token=0)
+    assert slot.answer_tokens(loaded, 10, 100, 1000) == 5
+    ranks.theirs = 0
+    with pytest.raises(InsufficientMemory, match="another rank"):
+        slot.answer_tokens(loaded, 10, 100, 1000)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import mlx.core as mx
 from mlx_lm.models.cache import make_prompt_cache
@@ -20,6 +20,8 @@ from tholos_mlx.answer import AnswerSplitter, Markers
 from tholos_mlx.channel import Sink
 from tholos_mlx.chat_prompt import opens_thinking, prompt_ids
 from tholos_mlx.constrain import Grammars, ToolMarkers, choose
+from tholos_mlx.draft_model import DraftSlot
+from tholos_mlx.drafting import MARGIN, Mode, Speculation, prediction_usage, speculation
 from tholos_mlx.errors import TholosError
 from tholos_mlx.events import Delta, Event, Finished, Started
 from tholos_mlx.generation import AfterThinking, Constraint, Generation, generate
@@ -37,9 +39,20 @@ class Options:
     """How every answer is made, fixed at start (serve's flags)."""
 
     log_prompts: bool = False  # log the prompt and answer text (never by default)
-    default_max_tokens: int | None = (
-        None  # the cap of an answer that names none; None: all that fits
-    )
+    # The cap of an answer that names none (issue 19: a 2,186-token runaway); None: all that fits.
+    default_max_tokens: int | None = None
+    speculative: Mode = "ngram"  # where drafts come from (--speculative)
+    num_draft_tokens: int = 4  # the deepest draft verified in one pass
+    draft: DraftSlot | None = None  # --draft-model, with --speculative draft
+
+
+class _Reserved(NamedTuple):
+    """What a request holds once admitted: its cache, its budget and its grammar."""
+
+    cache: list[Any]
+    cached: int  # prompt tokens the cache already holds
+    max_tokens: int
+    constraint: Constraint | None
 
 
 def answer(
@@ -61,77 +74,138 @@ def answer(
         loaded.tokenizer, request.messages, tools, loaded.tools, request.continue_final
     )
     times.prompted = timings.now()
-    room = slot.room(loaded, len(prompt))
-    # The matching cache first: the memory guard may then evict others, never this one.
-    cache, cached = slot.cache.take(prompt)
-    try:
-        # A request that names no limit stops at the cap (issue 19: a 2,186-token runaway).
-        cap = options.default_max_tokens if request.max_tokens is None else None
-        max_tokens = slot.answer_tokens(
-            loaded, len(prompt), request.max_tokens, room if cap is None else min(room, cap)
-        )
-        constraint = _constraint(loaded, request)  # a schema it cannot compile: a 400, here
-    except TholosError:
-        if cache is not None:  # refused: the conversation keeps its cache
-            slot.cache.put(prompt[:cached], cache)
-        raise
     thinking = opens_thinking(loaded.tokenizer, prompt)
-    if constraint is not None and thinking:
-        tok = loaded.tokenizer
-        constraint = AfterThinking(constraint, tok.think_end_tokens, tok.eos_token_ids)
-    if cache is None:
-        cache = make_prompt_cache(loaded.model)
-    out.put(Started(loaded.entry.id, len(prompt), cached))
+    held = _reserve(slot, loaded, request, prompt, thinking, options)
+    out.put(Started(loaded.entry.id, len(prompt), held.cached))
     if options.log_prompts:
         log.info("prompt: %r", [(m.role, m.content) for m in request.messages])
-    answer: list[str] = []  # kept only with --log-prompts
-    put = _keeping(out, answer) if options.log_prompts else out.put
+    said: list[str] = []  # kept only with --log-prompts
+    put = _keeping(out, said) if options.log_prompts else out.put
     # A JSON answer ends where its grammar does: a stop string must not cut it short.
     stops = request.stop if request.response_format.kind == "text" else ()
     splitter = AnswerSplitter(put, stops, _markers(loaded, request, thinking))
     if request.seed is not None:
         mx.random.seed(request.seed & (2**64 - 1))
     times.generating = timings.now()
+    predicted = _tokens(loaded, request.prediction)
+    spec = _speculation(slot, loaded, request, predicted, options)
     gen = None
     try:
         gen = generate(
             loaded.model,
             prompt,
-            cache,
-            cached=cached,
+            held.cache,
+            cached=held.cached,
             detokenizer=loaded.detokenizers(),
             emit=splitter.feed,
             sampler=make_sampler(
                 temp=request.temperature, top_p=request.top_p, top_k=request.top_k
             ),
-            max_tokens=max_tokens,
+            max_tokens=held.max_tokens,
             eos=loaded.tokenizer.eos_token_ids,
-            constraint=constraint,
+            constraint=held.constraint,
             cancelled=lambda: out.cancelled,
             prefill=loaded.prefill,
             kv_bits=slot.kv_bits,
+            speculation=spec,
         )
     finally:
-        if gen is not None and cache_tokens(cache) == len(gen.cache_tokens):
-            slot.cache.put(gen.cache_tokens, cache)
+        if gen is not None and cache_tokens(held.cache) == len(gen.cache_tokens):
+            slot.cache.put(gen.cache_tokens, held.cache)
     reason = gen.finish
     if reason == "cancelled" or out.cancelled:
         log.info("%s: cancelled after %d tokens", loaded.entry.id, len(gen.generated))
         return
     finish = splitter.end(reason)
-    usage = Usage(len(prompt), len(gen.generated), cached)
+    accepted, rejected = prediction_usage(predicted, gen.generated)
+    usage = Usage(len(prompt), len(gen.generated), held.cached, accepted, rejected)
+    if spec is not None:
+        times.drafted, times.accepted = spec.drafted, spec.accepted
+        if spec.notes and not loaded.undraftable_said:
+            loaded.undraftable_said = True
+            log.info("%s: drafts nothing: %s", loaded.entry.id, spec.notes[0])
     _log_summary(loaded, usage, gen, finish, times)
     if options.log_prompts:
-        log.info("answer: %r", "".join(answer))
+        log.info("answer: %r", "".join(said))
     out.put(Finished(finish, usage, splitter.stop_sequence))
 
 
-def _keeping(out: Sink, answer: list[str]) -> Callable[[Event], None]:
+def _speculation(
+    slot: ModelSlot,
+    loaded: Loaded,
+    request: GenerationRequest,
+    predicted: list[int],
+    options: Options,
+) -> Speculation | None:
+    """This answer's drafting under --speculative: prompt lookup, or the draft model (where its
+    vocabulary is this model's); a prediction is drafted from first either way."""
+    source = None
+    if options.speculative == "draft" and options.draft is not None:
+        source = options.draft.for_answer(slot, loaded.tokenizer)
+        if source is None:
+            if not loaded.undraftable_said:
+                loaded.undraftable_said = True
+                log.warning(
+                    "%s: drafts nothing: draft model %s has another vocabulary",
+                    loaded.entry.id,
+                    options.draft.entry.id,
+                )
+            return None
+    return speculation(
+        options.speculative,
+        options.num_draft_tokens,
+        greedy=request.temperature == 0,
+        prediction=predicted,
+        margin=MARGIN,
+        source=source,
+    )
+
+
+def _tokens(loaded: Loaded, text: str | None) -> list[int]:
+    """A prediction's token ids, as the answer would spell it (no special tokens)."""
+    if not text:
+        return []
+    return list(loaded.tokenizer.encode(text, add_special_tokens=False))
+
+
+def _reserve(
+    slot: ModelSlot,
+    loaded: Loaded,
+    request: GenerationRequest,
+    prompt: list[int],
+    thinking: bool,
+    options: Options,
+) -> _Reserved:
+    """The context check, the prompt cache, the token budget and the grammar, or the refusal.
+
+    The matching cache is taken first: the memory guard may then evict others, never this one;
+    a refused request gives it back, so the conversation keeps its cache."""
+    room = slot.room(loaded, len(prompt))
+    cache, cached = slot.cache.take(prompt)
+    try:
+        cap = options.default_max_tokens if request.max_tokens is None else None
+        max_tokens = slot.answer_tokens(
+            loaded, len(prompt), request.max_tokens, room if cap is None else min(room, cap)
+        )
+        constraint = _constraint(loaded, request)  # a schema it cannot compile: a 400, here
+    except TholosError:
+        if cache is not None:
+            slot.cache.put(prompt[:cached], cache)
+        raise
+    if constraint is not None and thinking:  # the grammar starts where the thinking ends
+        tok = loaded.tokenizer
+        constraint = AfterThinking(constraint, tok.think_end_tokens, tok.eos_token_ids)
+    if cache is None:
+        cache = make_prompt_cache(loaded.model)
+    return _Reserved(cache, cached, max_tokens, constraint)
+
+
+def _keeping(out: Sink, said: list[str]) -> Callable[[Event], None]:
     """out.put that also keeps the answer's text, for --log-prompts."""
 
     def put(ev: Event) -> None:
         if isinstance(ev, Delta):
-            answer.append(ev.text)
+            said.append(ev.text)
         out.put(ev)
 
     return put

@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, NoReturn, Sequence
+from typing import Any, Callable, Iterator, NoReturn, Sequence, cast
 
 from tholos_mlx import __version__
 from tholos_mlx.config import SERVE_SETTINGS, Setting, Settings
@@ -270,9 +270,30 @@ def _launch_group(settings: Settings, args: argparse.Namespace) -> int:
     flags = {k: v for k, v in serve_flags(args).items() if k not in ("hostfile", "backend")}
     rank = [sys.executable, "-m", "tholos_mlx", "serve", "--home", str(settings.home)]
     assert settings.hostfile is not None
-    launch.read_hosts(Path(settings.hostfile))  # a bad hostfile: one line, before anything
+    hosts = launch.read_hosts(Path(settings.hostfile))  # a bad hostfile: one line, at once
+    if settings.model:
+        _check_splits(settings, len(hosts))
     _check_port(settings.port)  # rank 0 listens here: fail in one line before any host starts
     return launch.run(Path(settings.hostfile), settings.backend, [*rank, *flag_argv(flags)])
+
+
+def _check_splits(settings: Settings, ranks: int) -> None:
+    """--model must split across the hosts: say so in one line before starting any of them."""
+    from tholos_mlx.errors import ModelNotFound
+    from tholos_mlx.sharding import mode_for
+    from tholos_mlx.tiers import TierTable
+
+    assert settings.model is not None
+    try:
+        entry = TierTable(settings.home).resolve(settings.model)
+    except ModelNotFound:
+        raise UsageError(
+            f"--model {settings.model}: no such model or tier; `{PROG} models` lists them"
+        ) from None
+    try:
+        mode_for(entry.path, ranks)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"--model {settings.model}: {exc}") from None
 
 
 class _Group:
@@ -329,6 +350,7 @@ def _exit_when_broken(app: Any, leader: Any, gate: Any) -> None:
     """Once the group breaks: waiting requests get 503 now, and the server exits 1 soon after."""
     import asyncio
 
+    from tholos_mlx import launch
     from tholos_mlx.ranks import exit_soon
 
     loops: list[asyncio.AbstractEventLoop] = []
@@ -339,7 +361,7 @@ def _exit_when_broken(app: Any, leader: Any, gate: Any) -> None:
     def broken() -> None:
         for loop in loops:
             loop.call_soon_threadsafe(gate.close)
-        exit_soon(1)
+        exit_soon(1, last=launch.end_local_group)
 
     app.register_listener(keep, "before_server_start")
     leader.watch(broken)
@@ -370,6 +392,7 @@ def _serve(settings: Settings) -> int:
     from tholos_mlx import address, answering, launch
     from tholos_mlx.admission import Gate
     from tholos_mlx.app import create_app
+    from tholos_mlx.drafting import Mode
     from tholos_mlx.engine import Engine
     from tholos_mlx.home import KeyStore
     from tholos_mlx.model_slot import ModelSlot
@@ -389,7 +412,11 @@ def _serve(settings: Settings) -> int:
         shards=group.shards() if group and ranks else None,
     )
     options = answering.Options(
-        log_prompts=settings.log_prompts, default_max_tokens=settings.default_max_tokens
+        log_prompts=settings.log_prompts,
+        default_max_tokens=settings.default_max_tokens,
+        speculative=cast(Mode, settings.speculative),
+        num_draft_tokens=settings.num_draft_tokens,
+        draft=_draft_slot(settings, tiers) if settings.speculative == "draft" else None,
     )
     runner: Any = functools.partial(answering.answer, options=options)
     if ranks is not None and ranks.rank > 0:
@@ -530,6 +557,38 @@ def heartbeat(what: str, every: float) -> Iterator[None]:
     finally:
         done.set()
         thread.join()
+
+
+def _draft_slot(settings: Settings, tiers: Any) -> Any:
+    """--draft-model as a DraftSlot, refused in one line where it cannot draft for --model."""
+    from mlx_lm.tokenizer_utils import load as load_tokenizer
+
+    from tholos_mlx.draft_model import DraftSlot, same_vocabulary
+    from tholos_mlx.errors import ModelNotFound
+
+    name = settings.draft_model
+    if not name:
+        raise UsageError(
+            "--speculative draft needs --draft-model ID: the small model that drafts "
+            "(with the same tokenizer as the model that answers)"
+        )
+    try:
+        entry = tiers.resolve(name)
+    except ModelNotFound:
+        raise UsageError(
+            f"--draft-model {name}: no such model or tier; `{PROG} models` lists them"
+        ) from None
+    if settings.model:
+        try:
+            main = tiers.resolve(settings.model)
+        except ModelNotFound:
+            return DraftSlot(entry)  # --model's own error comes when it loads
+        if not same_vocabulary(load_tokenizer(main.path), load_tokenizer(entry.path)):
+            raise UsageError(
+                f"--draft-model {entry.id} cannot draft for {main.id}: their tokenizers' "
+                "vocabularies differ, so its tokens would mean other text"
+            )
+    return DraftSlot(entry)
 
 
 def _load_first(engine: Any, tiers: Any, name: str) -> None:

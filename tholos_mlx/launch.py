@@ -24,11 +24,21 @@ log = logging.getLogger("tholos.launch")
 
 STOP_WAIT_S = 20.0  # at SIGTERM: rank 0 saves its prompt cache and unloads, then the rest go
 LOCAL = "127.0.0.1"
+GROUP_ENV = "THOLOS_GROUP"  # set in every rank this launcher starts
 
 
 def launched() -> bool:
     """This process is one rank of a group that mlx.launch (or a user, by hand) started."""
     return "MLX_RANK" in os.environ
+
+
+def end_local_group() -> None:
+    """Kill mlx.launch and every rank on this machine, this one too (a broken group, at rank 0).
+
+    mlx.launch waits for a rank it stops to exit, and a frozen one never does: killing its
+    whole process group lets `serve --hostfile` see the group end and exit 1."""
+    if os.environ.get(GROUP_ENV) == "1":
+        os.killpg(os.getpgrp(), signal.SIGKILL)
 
 
 def read_hosts(path: Path) -> list[dict[str, Any]]:
@@ -70,7 +80,7 @@ def launcher_argv(hostfile: Path, hosts: Sequence[dict[str, Any]], backend: str)
         sys.executable, "-c", "import sys; from mlx._distributed_utils.launch import main; "
         "sys.exit(main())",
     ]  # fmt: skip
-    argv += ["--hostfile", str(hostfile), "--backend", backend]
+    argv += ["--hostfile", str(hostfile), "--backend", backend, "--env", f"{GROUP_ENV}=1"]
     if all(ip == LOCAL for h in hosts for ip in h["ips"]):
         # Every rank on this machine: ports nobody holds, so two groups (or tests) can coexist.
         argv += ["--starting-port", str(_free_ports(sum(len(h["ips"]) for h in hosts)))]

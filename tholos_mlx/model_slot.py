@@ -326,6 +326,7 @@ class Loaded:
     kv_per_token: int = 0  # KV cache bytes per token (kv_bytes_per_token)
     prefill_per_token: int = 0  # activation bytes per prompt token in a prefill chunk
     fingerprint: str | None = None  # of the weights, for the disk prompt cache (when it is on)
+    undraftable_said: bool = False  # the log said once why this model drafts nothing
 
 
 class ModelSlot:
@@ -345,6 +346,7 @@ class ModelSlot:
         self.last: ModelEntry | None = None  # the model loaded most recently, kept after unload
         self.cache = PromptCache(0)
         self.kv_bits = kv_bits
+        self.beside_bytes = 0  # weights held beside the loaded model (a draft model): guarded too
         self._prompt_cache_mb = prompt_cache_mb
         self._memory_limit = memory_limit
         self._disk = disk
@@ -373,22 +375,17 @@ class ModelSlot:
         if current is not None and (current.entry.id, current.entry.path) == (entry.id, entry.path):
             current.entry = entry  # a new tier in tiers.toml needs no reload
             return current
-        need = weights_bytes(entry.path) // (self._shards.count if self._shards else 1)
-        limit = self.limit()
-        if limit and need > limit:
-            raise ServiceUnavailable(
-                f"Model `{entry.id}` needs {_gib(need)} for its weights, more than the "
-                f"{_gib(limit)} {self._limit_name()}.",
-                code="model_too_large",
+        refusal = self._refusal(entry)
+        # Across ranks every rank loads or none does: one that cannot would leave the rest
+        # waiting for it in the load's last step.
+        if self._shards is not None and not self._shards.least(0 if refusal else 1):
+            refusal = refusal or ServiceUnavailable(
+                f"Model `{entry.id}` cannot be loaded on another rank of this server's group "
+                "(its log says why).",
+                code="model_load_failed",
             )
-        try:
-            precheck(entry.path)
-            if self._shards is not None:
-                self._shards.check(entry.path)
-        except ValueError as exc:
-            raise ServiceUnavailable(
-                f"Model `{entry.id}` cannot be loaded: {exc}.", code="model_load_failed"
-            ) from None
+        if refusal is not None:
+            raise refusal
         previous = current.entry if current else None
         current = None  # drop our reference too, or the old weights survive the unload
         self.unload()
@@ -413,6 +410,26 @@ class ModelSlot:
                 + (f" `{previous.id}` is still loaded." if previous and self.current else ""),
                 code="model_load_failed",
             ) from None
+
+    def _refusal(self, entry: ModelEntry) -> ServiceUnavailable | None:
+        """Why this model cannot load here, found before anything is unloaded; None if it may."""
+        need = weights_bytes(entry.path) // (self._shards.count if self._shards else 1)
+        limit = self.limit()
+        if limit and need > limit:
+            return ServiceUnavailable(
+                f"Model `{entry.id}` needs {_gib(need)} for its weights, more than the "
+                f"{_gib(limit)} {self._limit_name()}.",
+                code="model_too_large",
+            )
+        try:
+            precheck(entry.path)
+            if self._shards is not None:
+                self._shards.check(entry.path)
+        except ValueError as exc:
+            return ServiceUnavailable(
+                f"Model `{entry.id}` cannot be loaded: {exc}.", code="model_load_failed"
+            )
+        return None
 
     def for_request(self, entry: ModelEntry | None) -> Loaded:
         """The named model, else the loaded one, else the last one (idle unload freed it)."""
@@ -466,7 +483,10 @@ class ModelSlot:
         (on Metal, running out would abort the process instead of raising).
         """
         plan = MemoryPlan(
-            loaded.weights_bytes, loaded.kv_per_token, self.limit(), loaded.prefill_per_token
+            loaded.weights_bytes + self.beside_bytes,
+            loaded.kv_per_token,
+            self.limit(),
+            loaded.prefill_per_token,
         )
         if plan.prefill(prompt) > plan.limit:  # reading the prompt alone would run out
             raise InsufficientMemory(

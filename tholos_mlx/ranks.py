@@ -313,12 +313,16 @@ def follow(ranks: Ranks, slot: Any, runner: Runner) -> None:
             ranks.done()
 
 
-def exit_soon(code: int, grace: float = EXIT_GRACE_S) -> None:
-    """End the process after `grace` seconds, whatever its threads are blocked in."""
+def exit_soon(
+    code: int, grace: float = EXIT_GRACE_S, last: Callable[[], None] = lambda: None
+) -> None:
+    """End the process after `grace` seconds, whatever its threads are blocked in; `last`
+    runs just before (it may end the process itself)."""
 
     def bye() -> None:
         time.sleep(grace)
         logging.shutdown()
+        last()
         os._exit(code)
 
     threading.Thread(target=bye, name="tholos-exit", daemon=True).start()

@@ -98,17 +98,22 @@ class Shards:
         log.info("rank %d of %d: loading its part of %s (%s)", self.ranks.rank, self.count,
                  folder.name, "tensor parallel" if mode == "tensor" else mode)  # fmt: skip
         with self.ranks.watchdog.paused():
-            model, tokenizer = mlx_load(str(folder), lazy=True)[:2]
-            group = self.ranks.group
-            if mode == "tensor":
-                model.shard(group)
-            elif mode == "pipeline":
-                model.model.pipeline(group)
-            else:
-                _stages(model, group)
-            mx.eval(model.parameters())
+            try:
+                model, tokenizer = mlx_load(str(folder), lazy=True)[:2]
+                group = self.ranks.group
+                if mode == "tensor":
+                    model.shard(group)
+                elif mode == "pipeline":
+                    model.model.pipeline(group)
+                else:
+                    _stages(model, group)
+                mx.eval(model.parameters())
+            except Exception:
+                self.ranks.least(0)  # the others wait here for this rank's word
+                raise
             # Every rank holds its part before any answers: the slowest loader sets the pace.
-            mx.eval(mx.distributed.all_sum(mx.array(1.0), group=group, stream=mx.cpu))
+            if not self.ranks.least(1):
+                raise RuntimeError("another rank could not load its part")
         return model, tokenizer
 
     def least(self, n: int) -> int:

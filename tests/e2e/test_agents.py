@@ -17,7 +17,7 @@ import pytest
 from tests import agent_clis
 from tests import server as srv
 from tests.conftest import DEMO_ID
-from tests.long_model import LONG_ID, write_agents_home
+from tests.long_model import ANSWER, LONG_ID, write_agents_home
 
 pytestmark = pytest.mark.e2e
 
@@ -80,13 +80,16 @@ def test_claude_code_on_an_8k_model_shows_anthropics_prompt_too_long_error(
     assert "Traceback" not in said and "Traceback" not in served.log_text()
 
 
-def test_claude_code_on_a_128k_model_completes_its_session_through_streamed_messages(
+def test_claude_code_on_a_128k_model_gets_the_models_answer_through_streamed_messages(
     modules: Path, served: srv.Server, tmp_path: Path
 ) -> None:
     out = run_claude(modules, served, tmp_path, LONG_ID, "--output-format", "json")
     assert out.returncode == 0, out.stdout + out.stderr
     result = json.loads(out.stdout)
     assert result["is_error"] is False, result
+    assert result["result"].strip() == ANSWER, (
+        "the model's streamed answer is what Claude Code says"
+    )
     usage = result["usage"]
     prompt = (
         usage["input_tokens"]
@@ -121,13 +124,13 @@ def run_codex(
     )
 
 
-def test_codex_with_its_default_tools_completes_a_turn_through_responses(
+def test_codex_with_its_default_tools_gets_the_models_answer_through_responses(
     modules: Path, served: srv.Server, tmp_path: Path
 ) -> None:
     out = run_codex(modules, served, tmp_path, LONG_ID)
     said = out.stdout + out.stderr
     assert out.returncode == 0, said
-    assert "tokens used" in said, said
+    assert out.stdout.strip() == ANSWER, said  # `codex exec` prints the final answer on stdout
     assert "Traceback" not in served.log_text()
 
 

@@ -107,8 +107,12 @@ def one_process(ranks_home: Path) -> dict[str, list[tuple[str, str]]]:
 def group(ranks_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[srv.Server]:
     """Two ranks on 127.0.0.1 serving the demo model."""
     hosts = _hostfile(tmp_path_factory.mktemp("hosts"))
-    with srv.running(ranks_home, "--model", DEMO, "--hostfile", str(hosts)) as server:
+    server = srv.start(ranks_home, "--model", DEMO, "--hostfile", str(hosts))
+    try:
         yield server
+    finally:
+        code = srv.stop(server, timeout=30)
+    assert code == 0, server.log_text()[-2000:]  # SIGTERM stops the whole group, cleanly
 
 
 def test_two_ranks_answer_as_one_process_does_streamed_and_not(
@@ -117,6 +121,9 @@ def test_two_ranks_answer_as_one_process_does_streamed_and_not(
     got = _answers(group, DEMO)
     assert got == one_process[DEMO]
     assert "Paris" in got[0][0]
+    # Every rank kept the same prompt cache: the question asked again reuses its prefix.
+    again = group.chat([{"role": "user", "content": PROMPTS[0]}], model=DEMO, max_tokens=2)
+    assert again.json()["usage"]["prompt_tokens_details"]["cached_tokens"] > 0
     with group.client() as c:
         health = c.get("/health").json()
     assert health["ranks"] == 2 and health["ranks_up"] == [0, 1]
