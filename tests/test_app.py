@@ -197,7 +197,13 @@ def test_health_reports_status_loaded_model_and_queue(client: httpx.Client) -> N
     r = client.get("/health")
     assert r.status_code == 200
     assert r.headers["content-type"] == "application/json"
-    assert r.json() == {"status": "ok", "model": "alpha", "last_model": "alpha", "queue": 0}
+    assert r.json() == {
+        "status": "ok",
+        "model": "alpha",
+        "last_model": "alpha",
+        "queue": 0,
+        "speculative": "ngram",
+    }
 
 
 def test_health_reports_no_model_as_null(tmp_path: Path) -> None:
@@ -207,6 +213,7 @@ def test_health_reports_no_model_as_null(tmp_path: Path) -> None:
             "model": None,
             "last_model": None,
             "queue": 0,
+            "speculative": "ngram",
         }
 
 
@@ -285,6 +292,10 @@ def test_a_non_streamed_completion_has_exactly_openais_shape(
         "completion_tokens": len(PIECES),
         "total_tokens": 11 + len(PIECES),
         "prompt_tokens_details": {"cached_tokens": 4},
+        "completion_tokens_details": {
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        },
     }
     (job,) = server.engine.jobs
     assert job.entry is not None and job.entry.id == "beta"
@@ -329,6 +340,10 @@ def test_a_streamed_completion_has_openais_chunks_then_usage_then_done(
         "completion_tokens": len(PIECES),
         "total_tokens": 11 + len(PIECES),
         "prompt_tokens_details": {"cached_tokens": 4},
+        "completion_tokens_details": {
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        },
     }
     for c in choice_chunks:
         assert len(c["choices"]) == 1 and c["choices"][0]["index"] == 0
@@ -750,7 +765,13 @@ def test_after_the_bad_input_table_the_server_still_answers(shared_server: LiveS
     with shared_server.client() as c:
         r = c.get("/health")
         assert r.status_code == 200
-        assert r.json() == {"status": "ok", "model": "alpha", "last_model": "alpha", "queue": 0}
+        assert r.json() == {
+            "status": "ok",
+            "model": "alpha",
+            "last_model": "alpha",
+            "queue": 0,
+            "speculative": "ngram",
+        }
         assert c.post("/v1/chat/completions", json=HELLO).status_code == 200
 
 
@@ -1032,6 +1053,7 @@ def test_a_full_queue_answers_429_with_retry_after_at_once(tmp_path: Path) -> No
             "model": "alpha",
             "last_model": "alpha",
             "queue": 1,
+            "speculative": "ngram",
         }
         assert c.get("/v1/models").status_code == 200
 

@@ -190,3 +190,27 @@ def test_every_serve_setting_is_a_settings_field_with_a_flag_and_help() -> None:
         assert s.flag.startswith("--") and s.help
         if s.default is not None and s.kind.action == "store":
             assert s.parse(s.kind.to_text(s.default)) == s.default, s.name
+
+
+def test_speculation_defaults_to_prompt_lookup_four_tokens_deep(tholos_home: Path) -> None:
+    s = build(tholos_home, NO_FLAGS)
+    assert (s.speculative, s.draft_model, s.num_draft_tokens) == ("ngram", None, 4)
+    write_config(tholos_home, 'speculative = "off"\nnum-draft-tokens = 2\n')
+    s = build(tholos_home, {**NO_FLAGS, "num_draft_tokens": 6})
+    assert (s.speculative, s.num_draft_tokens) == ("off", 6)
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ('speculative = "eagle"', "--speculative must be ngram or draft or off, not 'eagle'"),
+        ("num-draft-tokens = 0", "--num-draft-tokens must be a positive number of tokens"),
+    ],
+)
+def test_a_bad_speculation_setting_is_one_line_naming_the_file(
+    tholos_home: Path, text: str, says: str
+) -> None:
+    write_config(tholos_home, text)
+    with pytest.raises(UsageError, match=says) as caught:
+        build(tholos_home, NO_FLAGS)
+    assert "config.toml" in str(caught.value) and "\n" not in str(caught.value)

@@ -38,7 +38,8 @@ def test_what_is_unknown_is_a_dash_and_reads_back_as_none() -> None:
     t = Timings(arrived=None, queued=1.0)  # no HTTP stamp (an in-process caller), no tokens
     t.started = t.prompted = t.generating = 1.001
     line = t.line()
-    assert "http_ms=- " in line and line.endswith("first_token_ms=- decode_tps=-")
+    assert "http_ms=- " in line
+    assert line.endswith("first_token_ms=- decode_tps=-")
     back = timings.parse(f"x {line}")
     assert back is not None
     assert back["http_ms"] is None and back["decode_tps"] is None
@@ -61,3 +62,19 @@ def test_one_token_has_no_decode_rate() -> None:
 )
 def test_a_line_without_the_whole_timing_reads_as_none(line: str) -> None:
     assert timings.parse(line) is None
+
+
+def test_the_draft_counts_end_the_line_and_read_back() -> None:
+    t = stamped()
+    t.drafted, t.accepted = 12, 9
+    line = t.line()
+    assert line.endswith(" drafted=12 accepted=9")
+    back = timings.parse(f"m: 5 prompt tokens; {line}")
+    assert back is not None and (back["drafted"], back["accepted"]) == (12, 9)
+
+
+def test_an_answer_not_speculated_has_no_draft_counts_in_its_line() -> None:
+    line = stamped().line()
+    assert "drafted" not in line
+    back = timings.parse(f"x {line}")
+    assert back is not None and "drafted" not in back

@@ -20,6 +20,8 @@ from tholos_mlx.answer import AnswerSplitter, Markers
 from tholos_mlx.channel import Sink
 from tholos_mlx.chat_prompt import opens_thinking, prompt_ids
 from tholos_mlx.constrain import Grammars, ToolMarkers, choose
+from tholos_mlx.draft_model import DraftSlot
+from tholos_mlx.drafting import MARGIN, Mode, Speculation, prediction_usage, speculation
 from tholos_mlx.errors import TholosError
 from tholos_mlx.events import Delta, Event, Finished, Started
 from tholos_mlx.generation import AfterThinking, Constraint, Generation, generate
@@ -39,6 +41,9 @@ class Options:
     log_prompts: bool = False  # log the prompt and answer text (never by default)
     # The cap of an answer that names none (issue 19: a 2,186-token runaway); None: all that fits.
     default_max_tokens: int | None = None
+    speculative: Mode = "ngram"  # where drafts come from (--speculative)
+    num_draft_tokens: int = 4  # the deepest draft verified in one pass
+    draft: DraftSlot | None = None  # --draft-model, with --speculative draft
 
 
 class _Reserved(NamedTuple):
@@ -82,6 +87,8 @@ def answer(
     if request.seed is not None:
         mx.random.seed(request.seed & (2**64 - 1))
     times.generating = timings.now()
+    predicted = _tokens(loaded, request.prediction)
+    spec = _speculation(slot, loaded, request, predicted, options)
     gen = None
     try:
         gen = generate(
@@ -100,6 +107,7 @@ def answer(
             cancelled=lambda: out.cancelled,
             prefill=loaded.prefill,
             kv_bits=slot.kv_bits,
+            speculation=spec,
         )
     finally:
         if gen is not None and cache_tokens(held.cache) == len(gen.cache_tokens):
@@ -109,11 +117,55 @@ def answer(
         log.info("%s: cancelled after %d tokens", loaded.entry.id, len(gen.generated))
         return
     finish = splitter.end(reason)
-    usage = Usage(len(prompt), len(gen.generated), held.cached)
+    accepted, rejected = prediction_usage(predicted, gen.generated)
+    usage = Usage(len(prompt), len(gen.generated), held.cached, accepted, rejected)
+    if spec is not None:
+        times.drafted, times.accepted = spec.drafted, spec.accepted
+        if spec.notes and not loaded.undraftable_said:
+            loaded.undraftable_said = True
+            log.info("%s: drafts nothing: %s", loaded.entry.id, spec.notes[0])
     _log_summary(loaded, usage, gen, finish, times)
     if options.log_prompts:
         log.info("answer: %r", "".join(said))
     out.put(Finished(finish, usage, splitter.stop_sequence))
+
+
+def _speculation(
+    slot: ModelSlot,
+    loaded: Loaded,
+    request: GenerationRequest,
+    predicted: list[int],
+    options: Options,
+) -> Speculation | None:
+    """This answer's drafting under --speculative: prompt lookup, or the draft model (where its
+    vocabulary is this model's); a prediction is drafted from first either way."""
+    source = None
+    if options.speculative == "draft" and options.draft is not None:
+        source = options.draft.for_answer(slot, loaded.tokenizer)
+        if source is None:
+            if not loaded.undraftable_said:
+                loaded.undraftable_said = True
+                log.warning(
+                    "%s: drafts nothing: draft model %s has another vocabulary",
+                    loaded.entry.id,
+                    options.draft.entry.id,
+                )
+            return None
+    return speculation(
+        options.speculative,
+        options.num_draft_tokens,
+        greedy=request.temperature == 0,
+        prediction=predicted,
+        margin=MARGIN,
+        source=source,
+    )
+
+
+def _tokens(loaded: Loaded, text: str | None) -> list[int]:
+    """A prediction's token ids, as the answer would spell it (no special tokens)."""
+    if not text:
+        return []
+    return list(loaded.tokenizer.encode(text, add_special_tokens=False))
 
 
 def _reserve(

@@ -217,7 +217,8 @@ async def _health(request: Request) -> HTTPResponse:
     }
     if ctx.ranks is not None:
         body.update(ctx.ranks())
-    return _json({**body, "queue": ctx.gate.waiting})
+    speculative = ctx.settings.speculative
+    return _json({**body, "queue": ctx.gate.waiting, "speculative": speculative})
 
 
 def _model_object(entry: ModelEntry, loaded: str | None) -> dict[str, Any]:

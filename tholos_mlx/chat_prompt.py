@@ -16,6 +16,7 @@ import orjson
 
 from tholos_mlx.errors import InvalidRequest
 from tholos_mlx.request import Message, Tool, ToolCall
+from tholos_mlx.volatile import steady
 
 # A plain ChatML template for model folders that ship none.
 FALLBACK_TEMPLATE = (
@@ -83,7 +84,9 @@ def prompt_ids(
     """The prompt's token ids, the assistant's turn opened, as the model's template writes it.
 
     `continue_final`: the last message is the assistant's answer begun; its turn is left open
-    (the template's own rendering, cut after that text) for the model to go on from there."""
+    (the template's own rendering, cut after that text) for the model to go on from there.
+    Lines agents change every request are dropped first (volatile.py): the rest stays cached."""
+    messages = steady(messages)
     try:
         return _prompt_ids(tokenizer, messages, tools, fmt, continue_final)
     except InvalidRequest:

@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, NoReturn, Sequence
+from typing import Any, Callable, Iterator, NoReturn, Sequence, cast
 
 from tholos_mlx import __version__
 from tholos_mlx.config import SERVE_SETTINGS, Setting, Settings
@@ -392,6 +392,7 @@ def _serve(settings: Settings) -> int:
     from tholos_mlx import address, answering, launch
     from tholos_mlx.admission import Gate
     from tholos_mlx.app import create_app
+    from tholos_mlx.drafting import Mode
     from tholos_mlx.engine import Engine
     from tholos_mlx.home import KeyStore
     from tholos_mlx.model_slot import ModelSlot
@@ -411,7 +412,11 @@ def _serve(settings: Settings) -> int:
         shards=group.shards() if group and ranks else None,
     )
     options = answering.Options(
-        log_prompts=settings.log_prompts, default_max_tokens=settings.default_max_tokens
+        log_prompts=settings.log_prompts,
+        default_max_tokens=settings.default_max_tokens,
+        speculative=cast(Mode, settings.speculative),
+        num_draft_tokens=settings.num_draft_tokens,
+        draft=_draft_slot(settings, tiers) if settings.speculative == "draft" else None,
     )
     runner: Any = functools.partial(answering.answer, options=options)
     if ranks is not None and ranks.rank > 0:
@@ -552,6 +557,38 @@ def heartbeat(what: str, every: float) -> Iterator[None]:
     finally:
         done.set()
         thread.join()
+
+
+def _draft_slot(settings: Settings, tiers: Any) -> Any:
+    """--draft-model as a DraftSlot, refused in one line where it cannot draft for --model."""
+    from mlx_lm.tokenizer_utils import load as load_tokenizer
+
+    from tholos_mlx.draft_model import DraftSlot, same_vocabulary
+    from tholos_mlx.errors import ModelNotFound
+
+    name = settings.draft_model
+    if not name:
+        raise UsageError(
+            "--speculative draft needs --draft-model ID: the small model that drafts "
+            "(with the same tokenizer as the model that answers)"
+        )
+    try:
+        entry = tiers.resolve(name)
+    except ModelNotFound:
+        raise UsageError(
+            f"--draft-model {name}: no such model or tier; `{PROG} models` lists them"
+        ) from None
+    if settings.model:
+        try:
+            main = tiers.resolve(settings.model)
+        except ModelNotFound:
+            return DraftSlot(entry)  # --model's own error comes when it loads
+        if not same_vocabulary(load_tokenizer(main.path), load_tokenizer(entry.path)):
+            raise UsageError(
+                f"--draft-model {entry.id} cannot draft for {main.id}: their tokenizers' "
+                "vocabularies differ, so its tokens would mean other text"
+            )
+    return DraftSlot(entry)
 
 
 def _load_first(engine: Any, tiers: Any, name: str) -> None:

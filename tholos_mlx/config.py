@@ -319,6 +319,31 @@ class Settings:
         metavar="N",
         check=_positive("tokens"),
     )
+    speculative: str = _setting(
+        "ngram",
+        "--speculative",
+        TEXT,
+        "draft tokens and verify them in one pass: from the prompt and answer (ngram), a "
+        "small model (draft), or not at all (off)",
+        metavar="ngram|draft|off",
+        check=_named("ngram", "draft", "off"),
+    )
+    draft_model: str | None = _setting(
+        None,
+        "--draft-model",
+        TEXT,
+        "with --speculative draft: the model id or tier that drafts (same tokenizer)",
+        metavar="ID",
+        shown="none",
+    )
+    num_draft_tokens: int = _setting(
+        4,
+        "--num-draft-tokens",
+        INT,
+        "most tokens drafted ahead per verify pass (the depth adapts below it)",
+        metavar="N",
+        check=_positive("tokens"),
+    )
     hostfile: str | None = _setting(
         None,
         "--hostfile",

@@ -9,14 +9,15 @@ can keep that cache for the next prompt that shares its prefix.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, cast
 
 import mlx.core as mx
-from mlx_lm.models.cache import KVCache
+from mlx_lm.models.cache import KVCache, can_trim_prompt_cache, trim_prompt_cache
 
 from tholos_mlx.detokenize import Detokenizer
+from tholos_mlx.drafting import Speculation
 
 LogitsProcessor = Callable[[mx.array, mx.array], mx.array]
 """mlx-lm's shape: (every token so far, logits of shape (1, V)) -> logits."""
@@ -148,11 +149,15 @@ def generate(
     cancelled: Callable[[], bool] = lambda: False,
     prefill: Prefill | None = None,
     kv_bits: int | None = None,
+    speculation: Speculation | None = None,
 ) -> Generation:
     """Generate after `prompt`, whose first `cached` tokens `cache` already holds.
 
     `emit(text)` gets whole characters as they complete and returns True to stop there (a stop
-    string). `cancelled()` is polled between prefill chunks and between tokens.
+    string). `cancelled()` is polled between prefill chunks and between tokens (or verify
+    passes). With `speculation`, drafts are verified several tokens a pass (its counters say
+    how many were drafted and kept); logits processors see one token at a time, so they
+    turn drafting off, as does a cache that cannot be trimmed back (SSM layers).
     """
     out = Generation(cache_tokens=list(prompt[:cached]))
     if not _prefill(model, prompt, cache, out, prefill or Prefill(), cancelled, kv_bits):
@@ -164,14 +169,21 @@ def generate(
         model, cache, out, list(prompt), detokenizer, emit, sampler, logits_processors,
         max_tokens, eos, cancelled, kv_bits,
     )  # fmt: skip
+    spec = speculation
+    if spec is not None and logits_processors:
+        spec = None
+    if spec is not None and not can_trim_prompt_cache(cache):
+        spec.notes.append("its KV cache cannot be trimmed back (recurrent or windowed layers)")
+        spec = None
     tail = list(prompt[len(out.cache_tokens) :])
     if constraint is None:
-        loop.pipelined(loop.forward(tail))
+        loop.decode(loop.forward(tail), spec)
     else:
         # A grammar may force the answer's opening ({"key":...): it goes in with the prompt's tail.
         opening = constraint.begin()
         if not loop.ends(opening, constraint):
-            loop.constrained(loop.forward(tail + opening), constraint)
+            loop.constraint = constraint
+            loop.decode(loop.forward(tail + opening), spec)
     return out
 
 
@@ -255,18 +267,38 @@ class _Loop:
             return True
         return False
 
-    def pipelined(self, logits: mx.array) -> None:
-        """mlx-lm's overlap: the next step is queued before this token is read back.
+    def decode(self, logits: mx.array, spec: Speculation | None) -> None:
+        """From the prompt's last logits to the answer's end: plain steps, or drafts verified."""
+        if self.constraint is None:
+            y = self.pick(logits)
+            token = _read(y)
+            pending: list[int] | None = None if self.ends([token]) else [token]
+        else:
+            pending = self.take(logits)
+        exact = False  # the next step must be a plain one (a margin check left it to one)
+        while pending is not None:
+            draft = [] if exact or spec is None else self.draft(pending, spec)
+            if draft:
+                assert spec is not None
+                pending, exact = self.verify(pending, draft, spec)
+                continue
+            exact = False
+            if self.constraint is None:
+                pending = self.stream(pending, spec)
+                continue
+            began = time.perf_counter()
+            pending = self.take(self.forward(pending))
+            if spec is not None:
+                spec.depth.plain(1, time.perf_counter() - began)
 
-        Except for the first token: it goes out before the second step is queued, so that the
-        step does not hold the CPU (or the GPU queue) while the first token is on its way."""
-        y = self.pick(logits)
-        token = _read(y)
-        if self.ends([token]):
-            return
-        y = self.pick(self.forward(y))  # the first token is in the history already
-        self.out.cache_tokens.append(token)
+    def stream(self, pending: list[int], spec: Speculation | None) -> list[int] | None:
+        """mlx-lm's overlap: each step is queued before the token it follows is read back.
+
+        Feeds `pending` (tokens in the answer, not yet in the cache) first. Returns when a
+        draft may pay (with the next token, read but not fed), or None when the answer ended."""
+        y = self.pick(self.forward(pending))
         _async_eval(y)
+        read_at = time.perf_counter()
         while True:
             last = len(self.out.generated) + 1 >= self.max_tokens
             next_y = None
@@ -277,30 +309,161 @@ class _Loop:
             if not last:
                 self.out.cache_tokens.append(token)
             if self.ends([token]):
-                return
+                return None
             if len(self.out.generated) % CLEAR_EVERY == 0:
                 mx.clear_cache()
             assert next_y is not None
             y = next_y
+            if spec is None:
+                continue
+            now = time.perf_counter()
+            spec.depth.plain(1, now - read_at)
+            read_at = now
+            if spec.depth.next() and spec.draft(self.history, self.out.generated, 1):
+                token = _read(y)
+                return None if self.ends([token]) else [token]
 
-    def constrained(self, logits: mx.array, constraint: Constraint) -> None:
-        """The grammar needs each token before the next mask: the mask overlaps the forward pass."""
-        self.constraint = constraint
-        while True:
-            _async_eval(logits)
-            constraint.compute_mask()  # CPU work while MLX computes the logits
-            token = _read(self.pick(logits))
-            forced = constraint.consume(token)
-            problem = constraint.error()
-            if problem:
-                raise GrammarFailed(problem)
-            before = len(self.out.generated)
-            if self.ends([token, *forced], constraint):
+    def take(self, logits: mx.array) -> list[int] | None:
+        """A grammar's step: mask, sample, consume; the token and those forced after it, or None
+        when the answer ended. The grammar needs each token before the next mask, so the mask
+        overlaps the forward pass instead."""
+        constraint = self.constraint
+        assert constraint is not None
+        _async_eval(logits)
+        constraint.compute_mask()  # CPU work while MLX computes the logits
+        token = _read(self.pick(logits))
+        taken = [token, *self.consume(token)]
+        before = len(self.out.generated)
+        if self.ends(taken, constraint):
+            return None
+        if len(self.out.generated) // CLEAR_EVERY != before // CLEAR_EVERY:
+            mx.clear_cache()
+        # Fast-forward: the sampled token and every token the grammar forces, one batch.
+        return taken
+
+    def consume(self, token: int) -> list[int]:
+        """The grammar takes a token; the tokens it forces next (GrammarFailed if it broke)."""
+        assert self.constraint is not None
+        forced = self.constraint.consume(token)
+        problem = self.constraint.error()
+        if problem:
+            raise GrammarFailed(problem)
+        return forced
+
+    def draft(self, pending: list[int], spec: Speculation) -> list[int]:
+        """Tokens worth verifying after `pending`, within max_tokens and what the cache can undo."""
+        room = self.max_tokens - len(self.out.generated)
+        depth = min(spec.depth.next(), room - 1)
+        if depth <= 0:
+            return []
+        draft = spec.draft(self.history, self.out.generated, depth)
+        if draft and not _can_trim(self.cache, len(pending) + len(draft)):
+            if not spec.notes:
+                spec.notes.append("its sliding window is full, so rejected drafts cannot be undone")
+            return []
+        return draft
+
+    def verify(
+        self, pending: list[int], draft: list[int], spec: Speculation
+    ) -> tuple[list[int] | None, bool]:
+        """One forward pass over `pending` and `draft`: keep the draft's agreeing prefix and the
+        model's own next token; trim the rest from the cache.
+
+        Returns the next pending tokens (None when the answer ended) and whether the step after
+        must be a plain one: greedy answers stay byte-identical to one-token decoding because a
+        near-tie (top-2 gap below the margin), which a wider pass could flip, is left to it."""
+        began = time.perf_counter()
+        fed = pending + draft
+        self.out.cache_tokens.extend(fed)
+        logits = self.model(mx.array(fed, dtype=mx.uint32)[None], cache=self.cache)
+        _quantize(self.cache, self.kv_bits)
+        rows: mx.array = logits[0, len(pending) - 1 :, :]
+        kept: list[int] = []
+        keep_fed = len(fed)  # of the tokens fed, how many the cache keeps
+        after: list[int] = []
+        exact = False
+        accepted = 0
+        for j, (token, sure) in enumerate(self.judge(rows, draft, spec)):
+            if not sure:  # leave row j to a one-token step over the token it follows
+                kept = draft[:j]
+                keep_fed = len(pending) + j - 1 if j else 0
+                after = [draft[j - 1]] if j else pending
+                exact = True
+                break
+            agrees = j < len(draft) and token == draft[j]
+            forced = self.consume(token) if self.constraint is not None else []
+            if agrees:
+                accepted += 1
+                if not forced and not (self.constraint and self.constraint.finished):
+                    continue
+            # The model's own token (or a draft token the grammar fast-forwards from) ends the
+            # pass; it goes in with what the grammar forces, as one-token decoding feeds them.
+            kept = draft[:j] + [token, *forced]
+            keep_fed = len(pending) + j
+            after = [token, *forced]
+            exact = agrees
+            break
+        spec.verified(len(draft), accepted, time.perf_counter() - began)
+        trim = len(fed) - keep_fed
+        if trim:
+            trim_prompt_cache(self.cache, trim)
+            del self.out.cache_tokens[len(self.out.cache_tokens) - trim :]
+        if self.ends(kept, self.constraint):
+            return None, False
+        return after, exact
+
+    def judge(
+        self, rows: mx.array, draft: list[int], spec: Speculation
+    ) -> Iterator[tuple[int, bool]]:
+        """The model's token at each row, and whether it may be trusted there, up to the first
+        row whose token differs from the draft (rows past it are never read).
+
+        Without a grammar every row is decided in one evaluation; with one, row j's mask needs
+        the grammar to have taken the draft's first j tokens (the caller consumes each agreeing
+        token before asking for the next row), so rows go one at a time."""
+        if self.constraint is None:
+            tokens, sure = self.choose(rows, spec)
+            yield from zip(tokens, sure, strict=True)
+            return
+        yield from self._masked_rows(rows, draft, spec)
+
+    def _masked_rows(
+        self, rows: mx.array, draft: list[int], spec: Speculation
+    ) -> Iterator[tuple[int, bool]]:
+        constraint = self.constraint
+        assert constraint is not None
+        for j in range(rows.shape[0]):
+            constraint.compute_mask()
+            tokens, sure = self.choose(constraint.apply(rows[j : j + 1]), spec)
+            yield tokens[0], sure[0]
+            # verify() consumed the token before asking for the next row
+            if not sure[0] or j >= len(draft) or tokens[0] != draft[j]:
                 return
-            if len(self.out.generated) // CLEAR_EVERY != before // CLEAR_EVERY:
-                mx.clear_cache()
-            # Fast-forward: the sampled token and every token the grammar forces, one batch.
-            logits = self.forward([token, *forced])
+            if constraint.finished:
+                return
+
+    def choose(self, rows: mx.array, spec: Speculation) -> tuple[list[int], list[bool]]:
+        """The sampler's token for each row; for greedy answers, whether its lead is clear."""
+        logprobs = rows - mx.logsumexp(rows, axis=-1, keepdims=True)
+        picked = self.sampler(logprobs)
+        if not spec.greedy or spec.margin <= 0:
+            return cast(list[int], picked.tolist()), [True] * rows.shape[0]
+        top2 = mx.topk(logprobs, 2, axis=-1)
+        gap = mx.abs(top2[:, 0] - top2[:, 1])
+        mx.eval(picked, gap)
+        gaps = cast(list[float], gap.tolist())
+        return cast(list[int], picked.tolist()), [g >= spec.margin for g in gaps]
+
+
+def _can_trim(cache: list[Any], adding: int) -> bool:
+    """Whether `adding` more tokens could be trimmed back off this cache afterwards."""
+    for c in cache:
+        if not c.is_trimmable():
+            return False
+        size = getattr(c, "max_size", None)
+        if size is not None and c.offset + adding >= size:
+            return False  # a rotating window would overwrite what a rejection must restore
+    return True
 
 
 @dataclass

@@ -326,6 +326,7 @@ class Loaded:
     kv_per_token: int = 0  # KV cache bytes per token (kv_bytes_per_token)
     prefill_per_token: int = 0  # activation bytes per prompt token in a prefill chunk
     fingerprint: str | None = None  # of the weights, for the disk prompt cache (when it is on)
+    undraftable_said: bool = False  # the log said once why this model drafts nothing
 
 
 class ModelSlot:
@@ -345,6 +346,7 @@ class ModelSlot:
         self.last: ModelEntry | None = None  # the model loaded most recently, kept after unload
         self.cache = PromptCache(0)
         self.kv_bits = kv_bits
+        self.beside_bytes = 0  # weights held beside the loaded model (a draft model): guarded too
         self._prompt_cache_mb = prompt_cache_mb
         self._memory_limit = memory_limit
         self._disk = disk
@@ -481,7 +483,10 @@ class ModelSlot:
         (on Metal, running out would abort the process instead of raising).
         """
         plan = MemoryPlan(
-            loaded.weights_bytes, loaded.kv_per_token, self.limit(), loaded.prefill_per_token
+            loaded.weights_bytes + self.beside_bytes,
+            loaded.kv_per_token,
+            self.limit(),
+            loaded.prefill_per_token,
         )
         if plan.prefill(prompt) > plan.limit:  # reading the prompt alone would run out
             raise InsufficientMemory(

@@ -89,6 +89,8 @@ class GenerationRequest:
     # The last message is an answer begun, which the model continues (Anthropic's prefill):
     # its turn stays open and the answer holds only what follows.
     continue_final: bool = False
+    # OpenAI's Predicted Outputs: text the answer is expected to repeat, drafted from first.
+    prediction: str | None = None
 
 
 @dataclass(frozen=True)
@@ -98,3 +100,5 @@ class Usage:
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int = 0
+    accepted_prediction_tokens: int = 0  # of a prediction's tokens: in the answer...
+    rejected_prediction_tokens: int = 0  # ...and not (OpenAI's completion_tokens_details)

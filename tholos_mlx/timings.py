@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 PREFIX = "timing"
 FIELDS = ("http_ms", "queue_ms", "prompt_ms", "setup_ms", "first_token_ms", "decode_tps")
+DRAFTS = ("drafted", "accepted")  # speculative decoding's counts, after the figures (issue 20)
 _PAIR = re.compile(r"(\w+)=(-|[0-9.]+)")
 
 
@@ -30,6 +31,8 @@ class Timings:
     first_token: float | None = None  # the first answer token was read back from MLX
     last_token: float | None = None
     tokens: int = 0  # answer tokens between first_token and last_token, both included
+    drafted: int | None = None  # draft tokens the model verified (None: no speculation)...
+    accepted: int | None = None  # ...and those it kept
 
     def figures(self) -> dict[str, float | None]:
         """Milliseconds per phase, and the decode rate between the first and the last token."""
@@ -47,8 +50,11 @@ class Timings:
         }
 
     def line(self) -> str:
-        """`timing http_ms=0.41 queue_ms=0.05 ... decode_tps=38.90` (a dash for a figure unknown)."""
-        pairs = (f"{k}={'-' if v is None else f'{v:.2f}'}" for k, v in self.figures().items())
+        """`timing http_ms=0.41 ... decode_tps=38.90` (a dash for a figure unknown), then
+        `drafted=12 accepted=9` where the answer was speculated."""
+        pairs = [f"{k}={'-' if v is None else f'{v:.2f}'}" for k, v in self.figures().items()]
+        if self.drafted is not None:
+            pairs += [f"drafted={self.drafted}", f"accepted={self.accepted or 0}"]
         return " ".join((PREFIX, *pairs))
 
 
@@ -58,14 +64,16 @@ def now() -> float:
 
 
 def parse(line: str) -> dict[str, float | None] | None:
-    """The figures of a log line that carries them, else None."""
+    """The figures of a log line that carries them (and its draft counts, where it has them),
+    else None."""
     at = line.find(f" {PREFIX} ")
     if at < 0:
         return None
     found = dict(_PAIR.findall(line[at:]))
     if not all(k in found for k in FIELDS):
         return None
-    return {k: None if found[k] == "-" else float(found[k]) for k in FIELDS}
+    keys = FIELDS + tuple(k for k in DRAFTS if k in found)
+    return {k: None if found[k] == "-" else float(found[k]) for k in keys}
 
 
 def _ms(start: float | None, end: float | None) -> float | None:

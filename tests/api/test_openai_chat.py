@@ -424,6 +424,10 @@ def test_usage_dict_has_total_and_cached_tokens() -> None:
         "completion_tokens": 4,
         "total_tokens": 14,
         "prompt_tokens_details": {"cached_tokens": 6},
+        "completion_tokens_details": {
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        },
     }
     assert usage_object(Usage(1, 2))["prompt_tokens_details"] == {"cached_tokens": 0}
 
@@ -461,6 +465,10 @@ def test_completion_body_has_exactly_openai_shape() -> None:
             "completion_tokens": 2,
             "total_tokens": 5,
             "prompt_tokens_details": {"cached_tokens": 0},
+            "completion_tokens_details": {
+                "accepted_prediction_tokens": 0,
+                "rejected_prediction_tokens": 0,
+            },
         },
         "system_fingerprint": None,
     }
@@ -499,3 +507,38 @@ def test_completion_ids_look_like_openai_and_are_unique() -> None:
     ids = {new_completion_id() for _ in range(1000)}
     assert len(ids) == 1000
     assert all(re.fullmatch(r"chatcmpl-[A-Za-z0-9]{29}", i) for i in ids)
+
+
+def test_a_prediction_reaches_the_engine_as_text_from_a_string_or_text_parts() -> None:
+    said = {"type": "content", "content": "def f():\n    return 1\n"}
+    assert parse(body(prediction=said)).prediction == "def f():\n    return 1\n"
+    parts = {
+        "type": "content",
+        "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}],
+    }
+    assert parse(body(prediction=parts)).prediction == "ab"
+    assert parse(body()).prediction is None
+
+
+@pytest.mark.parametrize(
+    ("prediction", "param"),
+    [
+        ("just text", "prediction"),
+        ({"type": "text", "content": "x"}, "prediction.type"),
+        ({"type": "content"}, "prediction.content"),
+        ({"type": "content", "content": [{"type": "image_url"}]}, "prediction.content[0].type"),
+        ({"type": "content", "content": 5}, "prediction.content"),
+    ],
+)
+def test_a_malformed_prediction_is_a_400_naming_it(prediction: Any, param: str) -> None:
+    with pytest.raises(TholosError) as caught:
+        parse(body(prediction=prediction))
+    assert caught.value.status == 400 and caught.value.param == param
+
+
+def test_usage_reports_the_prediction_tokens_accepted_and_rejected() -> None:
+    usage = Usage(10, 4, 0, accepted_prediction_tokens=3, rejected_prediction_tokens=5)
+    assert usage_object(usage)["completion_tokens_details"] == {
+        "accepted_prediction_tokens": 3,
+        "rejected_prediction_tokens": 5,
+    }

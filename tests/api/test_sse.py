@@ -126,6 +126,10 @@ def test_usage_chunk_has_no_choices_and_the_usage() -> None:
             "completion_tokens": 5,
             "total_tokens": 17,
             "prompt_tokens_details": {"cached_tokens": 3},
+            "completion_tokens_details": {
+                "accepted_prediction_tokens": 0,
+                "rejected_prediction_tokens": 0,
+            },
         },
     )
     assert parse(frame) == expected

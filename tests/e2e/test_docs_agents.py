@@ -24,7 +24,7 @@ TEXT = DOC.read_text()
 BLOCKS = docs.parse(TEXT)
 MARKED = [b.name for b in BLOCKS if b.name]
 NODE_DIR = CACHE / "node"  # shared with the other pages' JavaScript examples
-JS_PACKAGES = ("ai", "@ai-sdk/openai-compatible")
+JS_PACKAGES = ("ai", "@ai-sdk/openai-compatible", "@openai/agents")
 QUIET = {"DISABLE_TELEMETRY": "1", "DISABLE_AUTOUPDATER": "1", "DISABLE_ERROR_REPORTING": "1"}
 
 
@@ -96,6 +96,11 @@ def agents_sdk_answers_paris(c: Ctx) -> None:
     assert "Paris" in c.run.run("agents-sdk").ok().stdout
 
 
+def agents_sdk_js_answers_paris(c: Ctx) -> None:
+    _ensure_js_packages()
+    assert "Paris" in c.run.run("agents-sdk-js").ok().stdout
+
+
 def vercel_ai_sdk_answers_paris(c: Ctx) -> None:
     _ensure_js_packages()
     assert "Paris" in c.run.run("agents-vercel").ok().stdout
@@ -109,6 +114,7 @@ CHECKS: dict[str, Callable[[Ctx], None]] = {
     "agents-claude": claude_code_prints_the_models_answer,
     "agents-codex": codex_prints_the_models_answer,
     "agents-sdk": agents_sdk_answers_paris,
+    "agents-sdk-js": agents_sdk_js_answers_paris,
     "agents-vercel": vercel_ai_sdk_answers_paris,
     "agents-langchain": langchain_answers_paris,
 }
@@ -125,8 +131,9 @@ def test_every_marked_recipe_has_a_check_and_every_check_a_recipe() -> None:
 
 
 def test_the_page_names_every_agent_and_the_volatile_prompt_lines() -> None:
-    for name in ("Claude Code", "Codex", "Agents SDK", "Vercel AI SDK", "LangChain"):
+    for name in ("Claude Code", "Codex", "Agents SDK (Python)", "Agents SDK (JavaScript)"):
         assert f"## {name}" in TEXT or f"## OpenAI {name}" in TEXT, name
+    assert "## Vercel AI SDK" in TEXT and "## LangChain" in TEXT
     assert "## Volatile prompt lines" in TEXT and "x-anthropic-billing-header" in TEXT
 
 

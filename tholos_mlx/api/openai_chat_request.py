@@ -147,6 +147,14 @@ Stops = Annotated[
 PositiveInt = Annotated[int | None, Field(ge=1, description="an integer of at least 1")]
 
 
+class Prediction(Wire):
+    """`prediction`: OpenAI's Predicted Outputs, the text the answer is expected to repeat."""
+
+    RULE: ClassVar[str] = '{"type": "content", "content": "the text you expect"}'
+    type: Literal["content"] = Field(description='"content"')
+    content: Content = Field(description=_PARTS)
+
+
 class ChatBody(Wire):
     """A /v1/chat/completions body, fields in the order they are checked."""
 
@@ -177,6 +185,9 @@ class ChatBody(Wire):
     response_format: FormatSpec = None
     tool_choice: ChoiceField = None
     parallel_tool_calls: bool | None = Field(None, description="true or false")
+    prediction: Prediction | None = Field(
+        None, description='an object {"type": "content", "content": "the text you expect"}'
+    )
 
     @field_validator("n")
     @classmethod
@@ -245,6 +256,9 @@ def parse_chat(body: bytes) -> ChatRequest:
         tools=tools,
         tool_choice=tool_choice(data.tool_choice, tools),
         parallel_tool_calls=data.parallel_tool_calls is not False,
+        prediction=_text(data.prediction.content, "prediction.content")
+        if data.prediction
+        else None,
     )
     include_usage = bool(data.stream_options and data.stream_options.include_usage)
     return ChatRequest(request, include_usage)

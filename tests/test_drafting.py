@@ -1,0 +1,93 @@
+"""Where drafts come from and how deep they go: prompt lookup, a prediction, the adaptive depth."""
+
+from __future__ import annotations
+
+from tholos_mlx.drafting import Depth, Lookup, Prediction, prediction_usage, speculation
+
+
+def test_the_tail_is_looked_up_and_what_followed_it_is_the_draft() -> None:
+    tokens = [1, 2, 3, 4, 5, 9, 9, 1, 2, 3]
+    assert Lookup(tokens).draft(3) == [4, 5, 9]
+
+
+def test_the_latest_earlier_occurrence_wins_and_the_longest_tail_first() -> None:
+    tokens = [7, 2, 3, 10, 1, 2, 3, 20, 5, 1, 2, 3]
+    # (1, 2, 3) occurred before 20; (2, 3) alone also before 10, but the longer tail decides.
+    assert Lookup(tokens).draft(2) == [20, 5]
+
+
+def test_a_tail_never_seen_before_drafts_nothing() -> None:
+    assert Lookup([1, 2, 3, 4, 5, 6]).draft(4) == []
+    assert Lookup([1]).draft(4) == []
+
+
+def test_the_index_follows_tokens_appended_later() -> None:
+    tokens = [1, 2, 3]
+    lookup = Lookup(tokens)
+    assert lookup.draft(2) == []
+    tokens.extend([4, 1, 2])
+    assert lookup.draft(2) == [3, 4]
+
+
+def test_a_prediction_drafts_its_opening_before_any_answer() -> None:
+    assert Prediction([5, 6, 7, 8]).draft([], 3) == [5, 6, 7]
+
+
+def test_a_prediction_is_followed_from_where_the_answer_matches_it() -> None:
+    predicted = Prediction([10, 11, 12, 13, 14, 15])
+    assert predicted.draft([10, 11], 2) == [12, 13]
+    # the answer changed a token, then went on as predicted: realigned on its last tokens
+    assert predicted.draft([10, 11, 99, 13], 2) == [14, 15]
+
+
+def test_a_repeated_stretch_of_a_prediction_is_followed_forward_not_from_its_start() -> None:
+    predicted = Prediction([1, 2, 3, 1, 2, 4])
+    assert predicted.draft([1, 2, 3], 1) == [1]
+    assert predicted.draft([1, 2, 3, 1, 2], 1) == [4]
+
+
+def test_depth_grows_where_drafts_are_kept_and_falls_to_none_where_they_are_not() -> None:
+    good = Depth(4, learn=False)
+    for _ in range(10):
+        good.verified(4, 4)
+    assert good.next() == 4
+    bad = Depth(4, learn=False)
+    for _ in range(10):
+        bad.verified(2, 0)
+    assert bad.next() == 0
+
+
+def test_where_drafting_stopped_paying_a_rare_probe_looks_again() -> None:
+    depth = Depth(4, learn=False)
+    for _ in range(10):
+        depth.verified(1, 0)
+    probes = 0
+    for _ in range(200):
+        if depth.next():
+            probes += 1
+            depth.verified(1, 0)
+        else:
+            depth.plain()
+    assert 1 <= probes <= 6  # backing off: 16, 32, 64, 128 plain tokens apart
+
+
+def test_a_wider_pass_that_costs_too_much_switches_drafting_off() -> None:
+    cheap = Depth(4, cost=0.05, learn=False)
+    dear = Depth(4, cost=0.5, learn=False)
+    for d in (cheap, dear):
+        for _ in range(5):
+            d.verified(2, 1)
+    assert cheap.next() > 0 and dear.next() == 0
+
+
+def test_prediction_usage_counts_the_predicted_tokens_found_in_the_answer() -> None:
+    assert prediction_usage([1, 2, 3, 4], [1, 2, 3, 4]) == (4, 0)
+    assert prediction_usage([1, 2, 3, 4], [1, 2, 9, 4, 5]) == (3, 1)
+    assert prediction_usage([], [1, 2]) == (0, 0)
+    assert prediction_usage([1, 2], []) == (0, 2)
+
+
+def test_off_or_no_depth_means_no_speculation() -> None:
+    assert speculation("off", 4, greedy=True) is None
+    assert speculation("ngram", 0, greedy=True) is None
+    assert speculation("ngram", 4, greedy=True) is not None

@@ -1,0 +1,233 @@
+"""Where speculative drafts come from, and how deep to draft: prompt lookup, a prediction, the depth.
+
+Pure Python, no MLX: generation.py verifies the drafts in one forward pass and trims what the
+model rejects. Drafts are found by looking the answer's last few tokens up in the tokens seen
+so far (the prompt and the answer: agents copy a lot), or first in a client's prediction
+(OpenAI's Predicted Outputs). How many tokens to draft is learned as the answer goes: the
+acceptance rate and the price of a wider forward pass decide, and where drafting does not pay
+the depth drops to none, with a rare probe to notice when it starts to pay again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from difflib import SequenceMatcher
+from typing import Literal, Protocol
+
+Mode = Literal["ngram", "draft", "off"]
+MODES: tuple[Mode, ...] = ("ngram", "draft", "off")
+
+LONGEST, SHORTEST = 4, 2  # n-gram sizes looked up in the history, longest first
+WIDER_COST = 0.36  # a forward over m tokens costs ~1 + 0.36 (m - 1) steps on a CPU (issue 20)
+# What a learned price may be: from a GPU's near-free to past a busy CPU's (timing noise on a
+# loaded machine must not switch drafting off where the drafts are nearly all kept).
+COST_RANGE = (0.01, 0.5)
+MARGIN = 0.05  # a top-2 logprob gap below this is left to a one-token step (bf16 on Metal
+# drifts by ~1e-2 between a wide pass and a one-token one; on a CPU the two agree exactly)
+GAIN = 1.05  # draft only where the expected speed-up beats plain decoding by this much
+PROBE_FIRST, PROBE_LAST = 16, 512  # plain tokens between probes once drafting stopped paying
+
+
+class Source(Protocol):
+    """A drafter beside prompt lookup (a draft model): the tokens it expects after `history`."""
+
+    def draft(self, history: list[int], depth: int) -> list[int]:
+        """Up to `depth` tokens to verify after `history`."""
+        ...
+
+
+class Lookup:
+    """An index of every n-gram seen in a token list, to the token that followed its last occurrence."""
+
+    def __init__(self, tokens: list[int]) -> None:
+        self.tokens = tokens  # shared with the caller, who appends to it; indexed lazily
+        self._done = 0
+        self._next: dict[tuple[int, ...], int] = {}
+
+    def _catch_up(self) -> None:
+        tokens, index = self.tokens, self._next
+        for end in range(max(self._done, 1), len(tokens)):
+            # The n-gram ending just before `end` is followed by tokens[end]: now known.
+            for n in range(SHORTEST, LONGEST + 1):
+                if end >= n:
+                    index[tuple(tokens[end - n : end])] = end
+        self._done = len(tokens)
+
+    def draft(self, depth: int) -> list[int]:
+        """Up to `depth` tokens that followed the latest earlier occurrence of the longest tail found."""
+        self._catch_up()
+        tokens = self.tokens
+        for n in range(LONGEST, SHORTEST - 1, -1):
+            if len(tokens) < n:
+                continue
+            at = self._next.get(tuple(tokens[-n:]))
+            if at is not None:
+                return tokens[at : at + depth]
+        return []
+
+
+class Prediction:
+    """A client's expected answer (Predicted Outputs): followed from where the answer matches it."""
+
+    def __init__(self, tokens: Sequence[int]) -> None:
+        self.tokens = list(tokens)
+        self._at: dict[tuple[int, ...], list[int]] = {}
+        for end in range(1, len(self.tokens)):
+            for n in range(1, LONGEST + 1):
+                if end >= n:
+                    self._at.setdefault(tuple(self.tokens[end - n : end]), []).append(end)
+        self._end = 0  # the prediction's index that the answer's end lines up with...
+        self._seen = 0  # ...for the answer this long
+
+    def draft(self, answer: Sequence[int], depth: int) -> list[int]:
+        """The prediction's tokens after the answer: where the answer went on as predicted,
+        from there; else from the nearest place its last tokens are found (ahead first)."""
+        new = list(answer[self._seen :])
+        self._seen = len(answer)
+        if self.tokens[self._end : self._end + len(new)] == new:
+            self._end += len(new)
+            return self.tokens[self._end : self._end + depth]
+        for n in range(min(LONGEST, len(answer)), 0, -1):
+            starts = self._at.get(tuple(answer[-n:]))
+            if starts:
+                ahead = [s for s in starts if s >= self._end]
+                self._end = ahead[0] if ahead else starts[0]
+                return self.tokens[self._end : self._end + depth]
+        return []
+
+
+@dataclass
+class Depth:
+    """How many tokens to draft next, from the acceptance seen and the price of a wider pass.
+
+    The acceptance rate is the chance a drafted token is kept, given the one before it was.
+    A draft of k costs 1 + cost * k steps and yields 1 + a + ... + a^k tokens on average.
+    """
+
+    most: int
+    cost: float = WIDER_COST
+    kept: float = 1.0  # drafted tokens kept (decayed), with a prior of one...
+    missed: float = 1.0  # ...and one rejection: a = 0.5 to start
+    learn: bool = True  # learn `cost` from the passes' times (off: a fixed price, for tests)
+    step_s: float | None = None  # one plain decode step, measured
+    _plain: int = 0  # plain tokens since the last verify pass
+    _wait: int = PROBE_FIRST
+    _probing: bool = False
+
+    def rate(self) -> float:
+        """The chance a drafted token is kept."""
+        return self.kept / (self.kept + self.missed)
+
+    def next(self) -> int:
+        """The depth of the next draft: 0 where no depth pays."""
+        if self.most <= 0:
+            return 0
+        a = self.rate()
+        best, best_gain = 0, GAIN
+        for k in range(1, self.most + 1):
+            gain = sum(a**i for i in range(k + 1)) / (1 + self.cost * k)
+            if gain > best_gain:
+                best, best_gain = k, gain
+        self._probing = best == 0 and self._plain >= self._wait
+        return 1 if self._probing else best  # a probe: the text may have turned to copying
+
+    def plain(self, tokens: int = 1, seconds: float | None = None) -> None:
+        """Tokens decoded without a draft, and the time they took when known."""
+        self._plain += tokens
+        if seconds is not None and tokens > 0:
+            each = seconds / tokens
+            self.step_s = each if self.step_s is None else 0.8 * self.step_s + 0.2 * each
+
+    def verified(self, drafted: int, kept: int, seconds: float | None = None) -> None:
+        """A verify pass of `drafted` draft tokens kept `kept` of them in `seconds`."""
+        if drafted <= 0:
+            return
+        self.kept = 0.9 * self.kept + kept
+        self.missed = 0.9 * self.missed + (1 if kept < drafted else 0)
+        if self._probing:
+            self._probing = False
+            self._wait = min(self._wait * 2, PROBE_LAST) if kept < drafted else PROBE_FIRST
+        self._plain = 0
+        if self.learn and seconds is not None and self.step_s:
+            # Clamped: one pass slowed by another process must not switch drafting off for good.
+            wider = min(COST_RANGE[1], max(COST_RANGE[0], (seconds / self.step_s - 1) / drafted))
+            self.cost = 0.9 * self.cost + 0.1 * wider
+
+
+@dataclass
+class Speculation:
+    """One answer's drafting: the sources, the depth, and what was drafted and kept."""
+
+    depth: Depth
+    greedy: bool  # the sampler is argmax: verify by argmax with the margin check
+    prediction: Prediction | None = None
+    margin: float = 0.0  # greedy: a top-2 logit gap below this is left to a one-token step
+    drafted: int = 0
+    accepted: int = 0
+    predicted_kept: int = 0  # of the prediction's drafted tokens: kept...
+    predicted_drafted: int = 0  # ...and drafted
+    notes: list[str] = field(default_factory=list)  # why drafting is off for this model, if so
+    source: Source | None = None  # a draft model, in place of prompt lookup
+    _lookup: Lookup | None = None
+    _from_prediction: bool = False
+
+    def draft(self, history: list[int], answer: Sequence[int], depth: int) -> list[int]:
+        """Up to `depth` tokens to verify after `history` (whose tail is `answer`)."""
+        self._from_prediction = False
+        if depth <= 0:
+            return []
+        if self.prediction is not None:
+            found = self.prediction.draft(answer, depth)
+            if found:
+                self._from_prediction = True
+                return found
+        if self.source is not None:
+            return self.source.draft(history, depth)
+        if self._lookup is None or self._lookup.tokens is not history:
+            self._lookup = Lookup(history)
+        return self._lookup.draft(depth)
+
+    def verified(self, drafted: int, kept: int, seconds: float | None) -> None:
+        """Count a verify pass and let the depth learn from it."""
+        self.drafted += drafted
+        self.accepted += kept
+        if self._from_prediction:
+            self.predicted_drafted += drafted
+            self.predicted_kept += kept
+        self.depth.verified(drafted, kept, seconds)
+
+
+def speculation(
+    mode: Mode,
+    most: int,
+    *,
+    greedy: bool,
+    prediction: Sequence[int] | None = None,
+    margin: float = 0.0,
+    learn: bool = True,
+    source: Source | None = None,
+) -> Speculation | None:
+    """The drafting of one answer under `--speculative MODE`, or None where nothing drafts."""
+    if mode == "off" or most <= 0:
+        return None
+    depth = Depth(most, learn=learn)
+    if prediction:  # the client expects its answer to repeat this: start out trusting it
+        depth.kept = 3.0
+    return Speculation(
+        depth,
+        greedy,
+        Prediction(prediction) if prediction else None,
+        margin,
+        source=source,
+    )
+
+
+def prediction_usage(prediction: Sequence[int], answer: Sequence[int]) -> tuple[int, int]:
+    """OpenAI's accepted and rejected prediction tokens: those of the prediction that appear in
+    the answer (in order), and those that do not."""
+    if not prediction:
+        return 0, 0
+    blocks = SequenceMatcher(None, list(prediction), list(answer), autojunk=False)
+    accepted = sum(b.size for b in blocks.get_matching_blocks())
+    return accepted, len(prediction) - accepted
