@@ -355,8 +355,8 @@ def _exit_when_broken(app: Any, leader: Any, gate: Any) -> None:
 
     loops: list[asyncio.AbstractEventLoop] = []
 
-    async def keep(_app: Any, loop: asyncio.AbstractEventLoop) -> None:
-        loops.append(loop)
+    async def keep(_app: Any) -> None:
+        loops.append(asyncio.get_running_loop())
 
     def broken() -> None:
         for loop in loops:
