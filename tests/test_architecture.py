@@ -141,6 +141,7 @@ def test_the_reader_resolves_relative_from_and_function_level_imports(tmp_path: 
 LIGHT = [
     "app",
     "api",
+    "api.anthropic_request",
     "api.coalesce",
     "api.exchange",
     "api.fields",

@@ -417,6 +417,7 @@ def _serve(settings: Settings) -> int:
         speculative=cast(Mode, settings.speculative),
         num_draft_tokens=settings.num_draft_tokens,
         draft=_draft_slot(settings, tiers) if settings.speculative == "draft" else None,
+        timed=ranks is None,  # ranks draft alike: depth from what is accepted, not from timings
     )
     runner: Any = functools.partial(answering.answer, options=options)
     if ranks is not None and ranks.rank > 0:

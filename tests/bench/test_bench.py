@@ -325,3 +325,37 @@ def test_hostfile_compares_two_ranks_with_one_process_on_the_same_prompts(
     assert case["peer"]["prompt_tokens"] == [32]  # the same prompt, the same template
     assert "tholos/peer" in out.stdout
     assert "several ranks" in results.markdown(files)
+
+
+@pytest.mark.e2e
+def test_workload_runs_speculation_on_beside_off_and_reads_the_servers_drafts(
+    demo_home: Path, tmp_path: Path, cli: CLI
+) -> None:
+    out = cli(
+        "bench", "--home", demo_home, "--workload", "prose", "--runs", "1", "--warmup", "0",
+        "--gen-tokens", "8", "--out", tmp_path, timeout=900,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    result, files = results.read(tmp_path)
+    results.environment(result, frozenset({"speculation"}))
+    assert result["compare"] is None
+    sp = result["speculation"]
+    assert sp["workload"] == "prose" and sp["mode"] == "ngram" and sp["gen_tokens"] == 8
+    assert sp["runs"] == 1 and sp["warmup"] == 1  # one round at least fills the prompt caches
+    assert [k["kind"] for k in sp["kinds"]] == ["story", "letter", "explain"]
+    assert sp["logged_drafts"]  # the speculating server's timing lines carry its counts
+    for kind in sp["kinds"]:
+        on, off = kind["on"], kind["off"]
+        assert len(on["completion_tokens"]) == len(off["completion_tokens"]) == 1
+        # A server with speculation off logs no draft counts at all.
+        assert off["drafted"] == [None] and off["accepted"] == [None]
+        (drafted,), (accepted,) = on["drafted"], on["accepted"]
+        assert 0 <= accepted <= drafted
+        results.is_stat(on["decode_tps"])
+        results.is_stat(off["decode_tps"])
+        # Greedy answers are byte-identical with speculation on and off.
+        assert kind["same_answers"] == 1
+    assert sp["target"]["target"] == 0.97  # prose, on this CPU
+    assert sp["target"]["verdict"] in results.VERDICTS
+    assert "speculation, prose workload" in out.stdout
+    assert "## Speculative decoding, prose workload" in results.markdown(files)

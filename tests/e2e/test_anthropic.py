@@ -287,3 +287,17 @@ def test_a_system_turn_inside_messages_is_answered_as_claude_code_sends_it(
     )
     assert message.stop_reason in ("end_turn", "max_tokens")
     assert message.usage.output_tokens > 0
+
+
+def test_claude_codes_recorded_turn_gets_the_context_error_it_knows_on_the_8k_demo_model(
+    served: srv.Server,
+) -> None:
+    recorded = json.loads((ROOT / "tests/fixtures/agents/claude-code-turn1.json").read_text())
+    body = {**recorded["body"], "model": DEMO_ID}
+    headers = {k: v for k, v in recorded["headers"].items() if k.startswith("anthropic-")}
+    with served.client() as c:
+        r = c.post("/v1/messages", params=recorded["query"], json=body, headers=headers)
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["type"] == "invalid_request_error"
+    assert error["message"].startswith("prompt is too long: ") and "maximum" in error["message"]

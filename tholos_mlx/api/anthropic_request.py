@@ -6,20 +6,24 @@ Blocks map onto the one internal model: text joins into a turn's content, an ass
 own service (`metadata`, `cache_control`, `service_tier`, `context_management`, `output_config`'s
 `effort`, thinking budgets) are accepted and ignored; a `system` turn inside `messages` (Claude
 Code's mid-conversation system beta) is system text at that point of the conversation; anything
-that would need images, documents or server-side tools gets a 400.
+that would need images, documents or server-side tools gets a 400. The body is declared as
+`MessagesBody`; `validation` turns a failed check into the 400 that names its param.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, ClassVar, Literal
 
 import orjson
+from pydantic import AfterValidator, BeforeValidator, Discriminator, Field, Tag
+from typing_extensions import NotRequired, TypedDict
 
 from tholos_mlx.api import fields as f
+from tholos_mlx.api.validation import PARENT, WHOLE, Rule, Wire, load, refuse
 from tholos_mlx.errors import InvalidRequest, Unsupported
 from tholos_mlx.request import (
+    TEXT,
     GenerationRequest,
     Message,
     ResponseFormat,
@@ -48,18 +52,217 @@ class MessagesRequest:
     thinking: bool = False  # the client asked for thinking blocks (`thinking.type` enabled)
 
 
+# -- the body, declared --
+# Turns and blocks are many: TypedDicts, which pydantic fills about twice as fast as models.
+
+
+class TextBlock(TypedDict):
+    """`{"type": "text", "text"}`; `cache_control` and `citations` are accepted and ignored."""
+
+    type: Literal["text"]
+    text: Annotated[str, Field(description="a string")]
+
+
+class ToolUseBlock(TypedDict):
+    """A call the assistant made, in the history."""
+
+    type: Literal["tool_use"]
+    id: Annotated[str, Field(min_length=1, description="a non-empty string")]
+    name: Annotated[str, Field(min_length=1, description="a non-empty string")]
+    input: NotRequired[
+        Annotated[dict[str, Any], Field(description="an object (the tool's arguments)")]
+    ]
+
+
+class AnyBlock(TypedDict):
+    """A block of another type (thinking, image, document...): the turn decides what it means."""
+
+    type: Annotated[str, Field(description='a string such as "text"')]
+    text: NotRequired[Annotated[str, Field(description="a string")]]
+
+
+def _text_or_blocks(raw: Any) -> str | None:
+    if isinstance(raw, str):
+        return "<text>"
+    return "<blocks>" if isinstance(raw, list) else None
+
+
+_RESULT_CONTENT = f"a string or an array of {_TEXT_BLOCK} blocks"
+ResultContent = Annotated[
+    Annotated[str, Tag("<text>")]
+    | Annotated[list[Annotated[AnyBlock, Rule(f"a block such as {_TEXT_BLOCK}")]], Tag("<blocks>")],
+    Discriminator(_text_or_blocks, custom_error_type="wrong_type", custom_error_message="content"),
+]
+
+
+class ToolResultBlock(TypedDict):
+    """What a call returned, in a user turn."""
+
+    type: Literal["tool_result"]
+    tool_use_id: Annotated[
+        str, Field(min_length=1, description="the id of the tool_use block it answers")
+    ]
+    content: NotRequired[Annotated[ResultContent | None, Field(description=_RESULT_CONTENT)]]
+    is_error: NotRequired[Annotated[bool | None, Field(description="true or false")]]
+
+
+_BLOCK_TAGS = {"text": "<text>", "tool_use": "<tool_use>", "tool_result": "<tool_result>"}
+
+
+def _block_kind(raw: Any) -> str | None:
+    if not isinstance(raw, dict):
+        return None
+    kind = raw.get("type")
+    return _BLOCK_TAGS.get(kind, "<other>") if isinstance(kind, str) else "<other>"
+
+
+Block = Annotated[
+    Annotated[TextBlock, Tag("<text>")]
+    | Annotated[ToolUseBlock, Tag("<tool_use>")]
+    | Annotated[ToolResultBlock, Tag("<tool_result>")]
+    | Annotated[AnyBlock, Tag("<other>")],
+    Discriminator(_block_kind, custom_error_type="wrong_type", custom_error_message="a block"),
+    Rule(f"a content block such as {_TEXT_BLOCK}"),
+]
+_CONTENT = "a string or an array of content blocks"
+Content = Annotated[
+    Annotated[str, Tag("<text>")] | Annotated[list[Block], Tag("<blocks>")],
+    Discriminator(_text_or_blocks, custom_error_type="wrong_type", custom_error_message="content"),
+]
+
+
+class Turn(TypedDict):
+    """One of `messages`: a user or assistant turn, or (Claude Code) a system one."""
+
+    role: Annotated[
+        Literal["user", "assistant", "system"],
+        Field(description="'user', 'assistant' or 'system'"),
+    ]
+    content: Annotated[Content, Field(description=_CONTENT)]
+
+
+def _own_tool(kind: str | None) -> str | None:
+    if kind not in (None, "custom"):
+        raise refuse(
+            f"is {kind!r}, a tool Anthropic's servers run; this server runs none: give your own "
+            'tools as {"name", "description", "input_schema"}.'
+        )
+    return kind
+
+
+_SCHEMA_RULE = "a JSON Schema of the tool's input object"
+
+
+class AnthropicTool(TypedDict):
+    """One of `tools`: `{"name", "description", "input_schema"}` (`cache_control` ignored)."""
+
+    type: NotRequired[Annotated[str | None, AfterValidator(_own_tool)]]
+    name: Annotated[
+        str,
+        Field(
+            pattern=f.TOOL_NAME.pattern,
+            description="a string of 1 to 64 letters, digits, '_' or '-'",
+        ),
+    ]
+    description: NotRequired[Annotated[str | None, Field(description="a string")]]
+    input_schema: Annotated[dict[str, Any] | None, Field(description=_SCHEMA_RULE)]
+    strict: NotRequired[Annotated[bool | None, Field(description="true or false")]]
+
+
+_CHOICE_RULE = (
+    '{"type": "auto"}, {"type": "any"}, {"type": "tool", "name": ...} or {"type": "none"}'
+)
+
+
+class AnthropicChoice(TypedDict):
+    """`tool_choice`."""
+
+    type: Annotated[Literal["auto", "any", "tool", "none"], PARENT]
+    name: NotRequired[Annotated[str | None, Field(description="a string: the tool to call")]]
+    disable_parallel_tool_use: NotRequired[
+        Annotated[bool | None, Field(description="true or false")]
+    ]
+
+
+_FORMAT_RULE = '{"type": "json_schema", "schema": {...}}'
+
+
+class OutputFormat(TypedDict):
+    """`output_config.format` (the beta's top-level `output_format`)."""
+
+    type: Annotated[Literal["json_schema"], PARENT]
+    schema: Annotated[dict[str, Any], Field(description="a JSON Schema object")]
+
+
+class OutputConfig(TypedDict):
+    """`output_config`: its format; `effort` is accepted and ignored."""
+
+    format: NotRequired[Annotated[OutputFormat | None, Field(description=_FORMAT_RULE)]]
+    effort: NotRequired[Any]
+
+
+def _one_or_many(raw: Any) -> Any:
+    return [raw] if isinstance(raw, str) else raw
+
+
+Stops = Annotated[
+    Annotated[list[Annotated[str, Field(max_length=f.MAX_STOP_CHARS)]], Field(max_length=MAX_STOPS)]
+    | None,
+    BeforeValidator(_one_or_many),
+    WHOLE,
+    Field(
+        description=f"a string or an array of at most {MAX_STOPS} strings, each at most "
+        f"{f.MAX_STOP_CHARS} characters"
+    ),
+]
+
+
+class MessagesBody(Wire):
+    """A /v1/messages body, fields in the order they are checked. Fields that steer only
+    Anthropic's own service are declared as anything and ignored."""
+
+    RULE: ClassVar[str] = "a JSON object"
+    max_tokens: int | None = Field(None, ge=1, description="an integer of at least 1")
+    tools: (
+        list[Annotated[AnthropicTool, Rule("an object with 'name' and 'input_schema'")]] | None
+    ) = Field(None, description='an array of {"name", "description", "input_schema"} objects')
+    tool_choice: AnthropicChoice | None = Field(None, description=_CHOICE_RULE)
+    messages: list[Annotated[Turn, Rule("an object with 'role' and 'content'")]] = Field(
+        min_length=1, description='a non-empty array of {"role", "content"} objects'
+    )
+    output_config: OutputConfig | None = Field(None, description="an object")
+    output_format: OutputFormat | None = Field(None, description=_FORMAT_RULE)
+    system: Content | None = Field(
+        None, description=f"a string or an array of {_TEXT_BLOCK} blocks"
+    )
+    model: str | None = Field(None, description="a string (a model id or tier from GET /v1/models)")
+    temperature: float | None = Field(None, ge=0, le=1, description="a number from 0 to 1")
+    top_p: float | None = Field(
+        None, gt=0, le=1, description="a number greater than 0 and at most 1"
+    )
+    top_k: int | None = Field(None, ge=0, description="an integer of at least 0 (0: no top-k)")
+    stop_sequences: Stops = None
+    stream: bool | None = Field(None, description="true or false")
+    thinking: Any = None  # read loosely: only an enabled type asks for thinking blocks
+    metadata: Any = None
+    context_management: Any = None
+    service_tier: Any = None
+
+
+# -- the body to the internal request --
+
+
 def parse_messages(body: bytes, *, count_only: bool = False) -> MessagesRequest:
     """Validate a raw /v1/messages body (count_only: /v1/messages/count_tokens, no max_tokens)."""
-    data = f.load_object(body, _EXAMPLE)
-    max_tokens = f.positive_int(data, "max_tokens")
-    if max_tokens is None and not count_only:
+    data = load(MessagesBody, body, _EXAMPLE)
+    if data.max_tokens is None and not count_only:
         raise InvalidRequest(
             "'max_tokens' is required: the most tokens the answer may have, such as 1024.",
             param="max_tokens",
         )
-    tools = _tools(data.get("tools"))
-    choice, parallel = _tool_choice(data.get("tool_choice"), tools)
-    turns = _messages(data.get("messages"))
+    tools = _tools(data.tools) if data.tools else ()
+    choice, parallel = _tool_choice(data.tool_choice, tools)
+    turns = _messages(data.messages)
     fmt = _output_format(data)
     prefill = _prefill(turns)
     if prefill and (fmt.kind != "text" or choice.mode in ("required", "function")):
@@ -68,22 +271,23 @@ def parse_messages(body: bytes, *, count_only: bool = False) -> MessagesRequest:
             "or a forced tool_choice: those write the answer from its start.",
             param="messages",
         )
+    system = _system_turn(data.system, "system") if data.system is not None else ()
     request = GenerationRequest(
-        messages=_system(data.get("system")) + turns,
+        messages=system + turns,
         continue_final=prefill,
-        model=f.model_name(data),
-        temperature=f.number(data, "temperature", 1.0, low=0.0, high=1.0, low_open=False),
-        top_p=f.number(data, "top_p", 1.0, low=0.0, high=1.0, low_open=True),
-        top_k=_top_k(data.get("top_k")),
-        max_tokens=max_tokens,
-        stop=f.stop_strings(data, "stop_sequences", MAX_STOPS),
-        stream=False if count_only else f.boolean(data, "stream"),
+        model=data.model or None,
+        temperature=1.0 if data.temperature is None else data.temperature,
+        top_p=1.0 if data.top_p is None else data.top_p,
+        top_k=data.top_k or 0,
+        max_tokens=data.max_tokens,
+        stop=tuple(s for s in data.stop_sequences if s) if data.stop_sequences else (),
+        stream=False if count_only else bool(data.stream),
         response_format=fmt,
         tools=tools,
         tool_choice=choice,
         parallel_tool_calls=parallel,
     )
-    return MessagesRequest(request, thinking=_thinking(data.get("thinking")))
+    return MessagesRequest(request, thinking=_thinking(data.thinking))
 
 
 # -- the conversation --
@@ -102,64 +306,39 @@ def _prefill(turns: tuple[Message, ...]) -> bool:
     return True
 
 
-def _system(raw: object) -> tuple[Message, ...]:
-    return () if raw is None else _system_turn(raw, "system")
-
-
-def _system_turn(raw: object, where: str) -> tuple[Message, ...]:
-    """A `system` turn inside `messages`: its text blocks as one system message; none if empty."""
+def _system_turn(raw: str | list[Any], where: str) -> tuple[Message, ...]:
+    """`system`, or a `system` turn inside `messages`: its text as one system message; none if
+    empty."""
     if isinstance(raw, str):
         text = raw
-    elif isinstance(raw, list):
-        text = BLOCK_JOIN.join(_text_block(b, f"{where}[{i}]") for i, b in enumerate(raw))
     else:
-        raise InvalidRequest(
-            f"'{where}' must be a string or an array of {_TEXT_BLOCK} blocks; got {f.kind(raw)}.",
-            param=where,
-        )
+        text = BLOCK_JOIN.join(_text_block(b, f"{where}[{i}]") for i, b in enumerate(raw))
     return (Message("system", text),) if text else ()
 
 
-def _messages(given_messages: object) -> tuple[Message, ...]:
-    raw = f.messages(given_messages)
+def _messages(raw: list[Turn]) -> tuple[Message, ...]:
     turns: list[Message] = []
     names: dict[str, str] = {}  # tool_use id -> tool name, so a tool turn can name its function
-    for i, raw_item in enumerate(raw):
-        where = f"messages[{i}]"
-        item = f.message_object(raw_item, where)
-        given = item.get("role")
-        if given not in ("user", "assistant", "system"):
-            got = repr(given) if isinstance(given, str) else f.kind(given)
-            raise InvalidRequest(
-                f"'{where}.role' must be 'user', 'assistant' or 'system'; got {got}.",
-                param=f"{where}.role",
-            )
-        content = item.get("content")
+    last = len(raw) - 1
+    for i, item in enumerate(raw):
+        given, content = item["role"], item["content"]
         if given == "system":
-            turns.extend(_system_turn(content, f"{where}.content"))
+            turns.extend(_system_turn(content, f"messages[{i}].content"))
             continue
         role: Role = "user" if given == "user" else "assistant"
-        last = i == len(raw) - 1
         if isinstance(content, str):
-            if content or not (role == "assistant" and last):  # "" ending the list: no prefill
+            if content or not (role == "assistant" and i == last):  # "" ending: no prefill
                 turns.append(Message(role, content))
             continue
-        if not isinstance(content, list):
-            raise InvalidRequest(
-                f"'{where}.content' must be a string or an array of content blocks; "
-                f"got {f.kind(content)}.",
-                param=f"{where}.content",
-            )
+        where = f"messages[{i}].content"
         if role == "assistant":
-            turn = _assistant(content, f"{where}.content", names)
-            if turn.content or turn.tool_calls or not last:
+            turn = _assistant(content, where, names)
+            if turn.content or turn.tool_calls or i != last:
                 turns.append(turn)
         else:
             if not content:
-                raise InvalidRequest(
-                    f"'{where}.content' must not be an empty array.", param=f"{where}.content"
-                )
-            turns.extend(_user(content, f"{where}.content", names))
+                raise InvalidRequest(f"'{where}' must not be an empty array.", param=where)
+            turns.extend(_user(content, where, names))
     return tuple(turns)
 
 
@@ -167,16 +346,17 @@ def _assistant(blocks: list[Any], where: str, names: dict[str, str]) -> Message:
     texts: list[str] = []
     calls: list[ToolCall] = []
     for j, block in enumerate(blocks):
-        at = f"{where}[{j}]"
-        kind = _block_type(block, at)
+        kind = block["type"]
         if kind == "text":
-            texts.append(_text_block(block, at))
+            texts.append(block["text"])
         elif kind == "tool_use":
-            call = _tool_use(block, at)
+            call = ToolCall(
+                block["id"], block["name"], orjson.dumps(block.get("input", {})).decode()
+            )
             names[call.id] = call.name
             calls.append(call)
         elif kind not in _IGNORED_BLOCKS:
-            _refuse_block(kind, at, "an assistant")
+            _refuse_block(kind, f"{where}[{j}]", "an assistant")
     return Message("assistant", BLOCK_JOIN.join(texts), tool_calls=tuple(calls))
 
 
@@ -185,35 +365,19 @@ def _user(blocks: list[Any], where: str, names: dict[str, str]) -> list[Message]
     turns: list[Message] = []
     texts: list[str] = []
     for j, block in enumerate(blocks):
-        at = f"{where}[{j}]"
-        kind = _block_type(block, at)
+        kind = block["type"]
         if kind == "text":
-            texts.append(_text_block(block, at))
+            texts.append(block["text"])
         elif kind == "tool_result":
             if texts:
                 turns.append(Message("user", BLOCK_JOIN.join(texts)))
                 texts = []
-            turns.append(_tool_result(block, at, names))
+            turns.append(_tool_result(block, f"{where}[{j}]", names))
         else:
-            _refuse_block(kind, at, "a user")
+            _refuse_block(kind, f"{where}[{j}]", "a user")
     if texts:
         turns.append(Message("user", BLOCK_JOIN.join(texts)))
     return turns
-
-
-def _block_type(block: object, where: str) -> str:
-    if not isinstance(block, dict):
-        raise InvalidRequest(
-            f"'{where}' must be a content block such as {_TEXT_BLOCK}; got {f.kind(block)}.",
-            param=where,
-        )
-    kind = block.get("type")
-    if not isinstance(kind, str):
-        raise InvalidRequest(
-            f"'{where}.type' must be a string such as \"text\"; got {f.kind(kind)}.",
-            param=f"{where}.type",
-        )
-    return kind
 
 
 def _refuse_block(kind: str, where: str, whose: str) -> None:
@@ -231,138 +395,70 @@ def _refuse_block(kind: str, where: str, whose: str) -> None:
     )
 
 
-def _text_block(block: object, where: str) -> str:
-    kind = _block_type(block, where)
+def _text_block(block: Any, where: str) -> str:
+    """A block where only text may stand (`system`, a tool result's content)."""
+    kind = block["type"]
     if kind != "text":
         raise Unsupported(
             f"'{where}.type' is {kind!r}; only text blocks ({_TEXT_BLOCK}) are allowed here.",
             param=f"{where}.type",
         )
-    assert isinstance(block, dict)
     text = block.get("text")
-    if not isinstance(text, str):
-        raise InvalidRequest(
-            f"'{where}.text' must be a string; got {f.kind(text)}.", param=f"{where}.text"
-        )
-    return text
+    if text is None:
+        raise InvalidRequest(f"'{where}.text' is required: a string.", param=f"{where}.text")
+    return str(text)
 
 
-def _tool_use(block: dict[str, Any], where: str) -> ToolCall:
-    call_id, name, given = block.get("id"), block.get("name"), block.get("input", {})
-    if not isinstance(call_id, str) or not call_id:
-        raise InvalidRequest(f"'{where}.id' must be a non-empty string.", param=f"{where}.id")
-    if not isinstance(name, str) or not name:
-        raise InvalidRequest(f"'{where}.name' must be a non-empty string.", param=f"{where}.name")
-    if not isinstance(given, dict):
-        raise InvalidRequest(
-            f"'{where}.input' must be an object (the tool's arguments); got {f.kind(given)}.",
-            param=f"{where}.input",
-        )
-    return ToolCall(call_id, name, orjson.dumps(given).decode())
-
-
-def _tool_result(block: dict[str, Any], where: str, names: dict[str, str]) -> Message:
-    call_id = block.get("tool_use_id")
-    if not isinstance(call_id, str) or not call_id:
-        raise InvalidRequest(
-            f"'{where}.tool_use_id' is required: the id of the tool_use block it answers.",
-            param=f"{where}.tool_use_id",
-        )
+def _tool_result(block: ToolResultBlock, where: str, names: dict[str, str]) -> Message:
+    call_id = block["tool_use_id"]
     raw = block.get("content")
     if raw is None:
         text = ""
     elif isinstance(raw, str):
         text = raw
-    elif isinstance(raw, list):
-        text = BLOCK_JOIN.join(_text_block(b, f"{where}.content[{k}]") for k, b in enumerate(raw))
     else:
-        raise InvalidRequest(
-            f"'{where}.content' must be a string or an array of {_TEXT_BLOCK} blocks; "
-            f"got {f.kind(raw)}.",
-            param=f"{where}.content",
-        )
-    if f.boolean(block, "is_error", param=f"{where}.is_error"):
+        text = BLOCK_JOIN.join(_text_block(b, f"{where}.content[{k}]") for k, b in enumerate(raw))
+    if block.get("is_error"):
         text = ERROR_PREFIX + text
     return Message("tool", text, tool_call_id=call_id, name=names.get(call_id))
 
 
-# -- sampling, tools, format --
+# -- tools, format --
 
 
-def _top_k(raw: object) -> int:
-    if raw is None:
-        return 0
-    if not f.is_int(raw) or raw < 0:
-        got = repr(raw) if f.is_number(raw) else f.kind(raw)
-        raise InvalidRequest(
-            f"'top_k' must be an integer of at least 0 (0: no top-k); got {got}.", param="top_k"
-        )
-    return raw
-
-
-def _tools(raw: object) -> tuple[Tool, ...]:
-    if raw is None:
-        return ()
-    if not isinstance(raw, list):
-        raise InvalidRequest(
-            f'\'tools\' must be an array of {{"name", "description", "input_schema"}} '
-            f"objects; got {f.kind(raw)}.",
-            param="tools",
-        )
+def _tools(raw: list[AnthropicTool]) -> tuple[Tool, ...]:
     tools = []
     for i, item in enumerate(raw):
-        where = f"tools[{i}]"
-        if not isinstance(item, dict):
+        where = f"tools[{i}].input_schema"
+        schema = item["input_schema"]
+        if schema is None:
+            schema = {"type": "object", "properties": {}}
+        elif schema.get("type", "object") != "object":
             raise InvalidRequest(
-                f"'{where}' must be an object with 'name' and 'input_schema'; got {f.kind(item)}.",
+                f"'{where}' must be a JSON Schema of an object, such as "
+                f'{{"type": "object", "properties": {{...}}}}; got type {schema.get("type")!r}.',
                 param=where,
             )
-        kind = item.get("type")
-        if kind not in (None, "custom"):
-            got = repr(kind) if isinstance(kind, str) else f.kind(kind)
-            raise Unsupported(
-                f"'{where}.type' is {got}, a tool Anthropic's servers run; this server runs "
-                'none: give your own tools as {"name", "description", "input_schema"}.',
-                param=f"{where}.type",
-            )
-        if "input_schema" not in item:
-            raise InvalidRequest(
-                f"'{where}.input_schema' is required: a JSON Schema of the tool's input object.",
-                param=f"{where}.input_schema",
-            )
-        tools.append(
-            f.tool(
-                item.get("name"),
-                item.get("description"),
-                item.get("input_schema"),
-                item.get("strict"),
-                where,
-                schema_field="input_schema",
-            )
-        )
+        strict = bool(item.get("strict"))
+        tools.append(Tool(item["name"], item.get("description"), schema, strict, where))
     return f.distinct_names(tools, "name")
 
 
-def _tool_choice(raw: object, tools: tuple[Tool, ...]) -> tuple[ToolChoice, bool]:
+_AUTO, _NONE = ToolChoice("auto"), ToolChoice("none")  # made once: most requests take one
+_MODES: dict[str, Any] = {"auto": "auto", "any": "required", "tool": "function", "none": "none"}
+
+
+def _tool_choice(raw: AnthropicChoice | None, tools: tuple[Tool, ...]) -> tuple[ToolChoice, bool]:
     """`tool_choice` as a ToolChoice, and whether parallel calls are allowed."""
     if raw is None:
-        return ToolChoice("auto" if tools else "none"), True
-    kind = raw.get("type") if isinstance(raw, dict) else None
-    modes = {"auto": "auto", "any": "required", "tool": "function", "none": "none"}
-    if not isinstance(raw, dict) or kind not in modes:
-        got = f"type {kind!r}" if isinstance(raw, dict) and kind is not None else f.kind(raw)
-        raise InvalidRequest(
-            '\'tool_choice\' must be {"type": "auto"}, {"type": "any"}, '
-            f'{{"type": "tool", "name": ...}} or {{"type": "none"}}; got {got}.',
-            param="tool_choice",
-        )
+        return (_AUTO if tools else _NONE), True
+    kind = raw["type"]
     name = raw.get("name")
-    if kind == "tool" and not isinstance(name, str):
+    if kind == "tool" and name is None:
         raise InvalidRequest(
             '\'tool_choice.name\' is required with {"type": "tool"}: the tool to call.',
             param="tool_choice.name",
         )
-    choice = ToolChoice(modes[kind], name if kind == "tool" else None)  # type: ignore[arg-type]
     if kind in ("any", "tool") and not tools:
         raise InvalidRequest(
             f"'tool_choice' is {kind!r}, which asks for a tool call, but 'tools' is empty "
@@ -374,39 +470,22 @@ def _tool_choice(raw: object, tools: tuple[Tool, ...]) -> tuple[ToolChoice, bool
             f"'tool_choice.name' is {name!r}, which is not one of the names in 'tools'.",
             param="tool_choice.name",
         )
-    disabled = f.boolean(
-        raw, "disable_parallel_tool_use", param="tool_choice.disable_parallel_tool_use"
-    )
-    return choice, not disabled
+    choice = ToolChoice(_MODES[kind], name if kind == "tool" else None)
+    return choice, not raw.get("disable_parallel_tool_use")
 
 
-def _output_format(data: Mapping[str, object]) -> ResponseFormat:
+def _output_format(data: MessagesBody) -> ResponseFormat:
     """`output_config.format` (or the beta's top-level `output_format`): a JSON schema, or text."""
-    config = data.get("output_config")
-    if config is not None and not isinstance(config, dict):
-        raise InvalidRequest(
-            f"'output_config' must be an object; got {f.kind(config)}.", param="output_config"
-        )
-    raw, param = (config or {}).get("format"), "output_config.format"
-    if raw is None:
-        raw, param = data.get("output_format"), "output_format"
-    if raw is None:
-        return ResponseFormat()
-    if not isinstance(raw, dict) or raw.get("type") != "json_schema":
-        raise InvalidRequest(
-            f'\'{param}\' must be {{"type": "json_schema", "schema": {{...}}}}.', param=param
-        )
-    schema = raw.get("schema")
-    if not isinstance(schema, dict):
-        raise InvalidRequest(
-            f"'{param}.schema' must be a JSON Schema object; got {f.kind(schema)}.",
-            param=f"{param}.schema",
-        )
+    fmt, path = (data.output_config or {}).get("format"), "output_config.format"
+    if fmt is None:
+        fmt, path = data.output_format, "output_format"
+    if fmt is None:
+        return TEXT
     # Not strict: Anthropic's format has no such switch, and a keyword llguidance cannot
     # enforce (a zod record's propertyNames) is reported in a header rather than refused.
-    return ResponseFormat("json_schema", schema=schema, path=param)
+    return ResponseFormat("json_schema", schema=fmt["schema"], path=path)
 
 
-def _thinking(raw: object) -> bool:
+def _thinking(raw: Any) -> bool:
     """Whether the client wants thinking blocks; budgets are Anthropic's and are ignored."""
     return isinstance(raw, dict) and raw.get("type") in THINKING_ON

@@ -1,4 +1,5 @@
-"""Readers of JSON request fields shared by every dialect: each checks one field and names it when it is wrong."""
+"""Shared request pieces: the body as a JSON object, JSON kinds for messages, distinct tool names,
+and the hand readers Responses still uses (chat and Messages are declared: see `validation`)."""
 
 from __future__ import annotations
 
@@ -35,32 +36,6 @@ def array(raw: object, param: str, what: str) -> list[Any]:
     if not isinstance(raw, list):
         raise InvalidRequest(f"'{param}' must be an array of {what}; got {kind(raw)}.", param=param)
     return raw
-
-
-def messages(raw: object) -> list[Any]:
-    """`messages`, as chat completions and Anthropic both require it: a non-empty array."""
-    if raw is None:
-        raise InvalidRequest(
-            '\'messages\' is required: an array of {"role", "content"} objects.', param="messages"
-        )
-    if not isinstance(raw, list):
-        raise InvalidRequest(
-            f'\'messages\' must be an array of {{"role", "content"}} objects; got {kind(raw)}.',
-            param="messages",
-        )
-    if not raw:
-        raise InvalidRequest("'messages' must contain at least one message.", param="messages")
-    return raw
-
-
-def message_object(item: object, where: str) -> dict[str, Any]:
-    """One item of `messages`: an object, or a 400 naming it."""
-    if not isinstance(item, dict):
-        raise InvalidRequest(
-            f"'{where}' must be an object with 'role' and 'content'; got {kind(item)}.",
-            param=where,
-        )
-    return item
 
 
 def distinct_names(tools: list[Tool], what: str) -> tuple[Tool, ...]:
@@ -179,29 +154,6 @@ def model_name(data: Mapping[str, object]) -> str | None:
             param="model",
         )
     return model
-
-
-def stop_strings(data: Mapping[str, object], name: str, most: int | None) -> tuple[str, ...]:
-    """Stop strings: a string or an array of strings (at most `most`); empty ones are dropped."""
-    value = data.get(name)
-    limit = f" of at most {most} strings" if most is not None else " of strings"
-    rule = f"'{name}' must be a string or an array{limit}"
-    if value is None:
-        return ()
-    items = [value] if isinstance(value, str) else value
-    if not isinstance(items, list):
-        raise InvalidRequest(f"{rule}; got {kind(value)}.", param=name)
-    if most is not None and len(items) > most:
-        raise InvalidRequest(f"{rule}; got {len(items)}.", param=name)
-    for item in items:
-        if not isinstance(item, str):
-            raise InvalidRequest(f"{rule}; got an array holding {kind(item)}.", param=name)
-        if len(item) > MAX_STOP_CHARS:
-            raise InvalidRequest(
-                f"Each stop string may be at most {MAX_STOP_CHARS} characters; got {len(item)}.",
-                param=name,
-            )
-    return tuple(s for s in items if s)
 
 
 def tool(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import types
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import (
     Annotated,
@@ -24,7 +24,7 @@ from typing import (
     get_origin,
 )
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Tag, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails, PydanticCustomError
 from typing_extensions import NotRequired, Required, get_type_hints, is_typeddict
@@ -113,6 +113,7 @@ def check(model: type[W], raw: object, prefix: str) -> W:
 def as_invalid(model: type[Wire], error: ErrorDetails, prefix: str = "") -> InvalidRequest:
     """One pydantic error as the 400 a client reads: the param, the rule, what it got."""
     loc, rule = _named(model, error["loc"])
+    named_inside = len(loc) < len(error["loc"])  # the error is inside the field it names
     at = (error.get("ctx") or {}).get("at")
     param = param_of([*loc, at] if at else loc, prefix)
     kind_ = error["type"]
@@ -123,6 +124,8 @@ def as_invalid(model: type[Wire], error: ErrorDetails, prefix: str = "") -> Inva
         return Unsupported(f"'{param}' {error['msg']}", param=param)
     if kind_ == INVALID:
         return InvalidRequest(f"'{param}' {error['msg']}", param=param)
+    if kind_ == "missing" and named_inside:  # a part the field needs is missing
+        return InvalidRequest(f"'{param}' must be {rule}.", param=param)
     if kind_ == "missing" or (value is None and kind_ not in _VALUE_ERRORS):
         return InvalidRequest(f"'{param}' is required: {rule}.", param=param)
     if kind_ in ("too_short", "too_long") and isinstance(value, (list, dict)):
@@ -160,6 +163,7 @@ def _named(model: type[Wire], loc: Sequence[int | str]) -> tuple[list[int | str]
     named: list[int | str] = []
     for i, part in enumerate(loc):
         if isinstance(part, str) and part.startswith(TAG):
+            annotation = _tagged(annotation, part)
             named.append(part)
             continue
         if isinstance(part, int):
@@ -231,6 +235,28 @@ def _args(annotation: Any) -> tuple[Any, ...]:
     if origin in (Union, types.UnionType):
         return tuple(a for arg in get_args(annotation) for a in _args(arg))
     return (annotation,)
+
+
+def _tagged(annotation: Any, tag: str) -> Any:
+    """The member of a tagged union that `tag` names (the annotation itself when none does)."""
+    return next((m for m in _members(annotation) if _has_tag(m, tag)), annotation)
+
+
+def _members(annotation: Any) -> Iterator[Any]:
+    """An annotation and, through Annotated wrappers and unions, every type inside it."""
+    yield annotation
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        yield from _members(get_args(annotation)[0])
+    elif origin in (Union, types.UnionType):
+        for arg in get_args(annotation):
+            yield from _members(arg)
+
+
+def _has_tag(annotation: Any, tag: str) -> bool:
+    return get_origin(annotation) is Annotated and any(
+        isinstance(m, Tag) and m.tag == tag for m in annotation.__metadata__
+    )
 
 
 def _item(annotation: Any) -> Any:
