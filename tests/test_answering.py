@@ -330,3 +330,13 @@ def test_a_thinking_model_with_no_grammar_ends_at_eos_with_stop(thinker: Loaded)
     assert reasoning.strip() == "hmm." and out.text.strip() == "Hello"
     assert out.finished.finish_reason == "stop" and out.finished.stop_sequence is None
     assert out.finished.usage.completion_tokens == len(script) - 1  # EOS is not part of it
+
+
+def test_across_ranks_the_draft_depth_learns_nothing_from_timings() -> None:
+    from tholos_mlx import answering
+    from tholos_mlx.request import GenerationRequest, Message
+
+    request = GenerationRequest(messages=(Message("user", "hi"),), temperature=0.0)
+    alone: Any = answering._speculation(None, None, request, [], answering.Options())  # type: ignore[arg-type]
+    ranked: Any = answering._speculation(None, None, request, [], answering.Options(timed=False))  # type: ignore[arg-type]
+    assert alone.depth.learn and not ranked.depth.learn

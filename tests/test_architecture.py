@@ -148,6 +148,7 @@ LIGHT = [
     "api.gathered",
     "api.openai_chat",
     "api.openai_chat_request",
+    "api.responses_request",
     "api.shared_openai",
     "api.sse",
     "api.validation",

@@ -91,3 +91,22 @@ def test_off_or_no_depth_means_no_speculation() -> None:
     assert speculation("off", 4, greedy=True) is None
     assert speculation("ngram", 0, greedy=True) is None
     assert speculation("ngram", 4, greedy=True) is not None
+
+
+def test_drafting_waits_for_a_few_timed_plain_steps_to_price_a_wider_pass() -> None:
+    depth = Depth(4)
+    assert depth.untimed
+    for _ in range(3):
+        depth.plain(1, 0.1)
+    assert not depth.untimed
+    assert not Depth(4, learn=False).untimed  # a fixed price needs no timing
+
+
+def test_a_machine_where_a_wide_pass_costs_its_tokens_one_by_one_stops_drafting() -> None:
+    depth = Depth(4)
+    for _ in range(3):
+        depth.plain(1, 0.1)
+    for _ in range(10):  # 4 drafted, 2 kept, and the pass took as long as 5 plain steps
+        depth.verified(4, 2, 0.5)
+    assert depth.cost > 0.8
+    assert depth.next() == 0

@@ -66,3 +66,11 @@ def test_serve_hostfile_refuses_a_model_that_cannot_split_in_one_line_before_any
     assert out.returncode == 2
     assert out.stderr.count("\n") == 1 and "gpt2" in out.stderr, out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_a_relative_hostfile_is_made_absolute_for_the_service_files(tmp_path: Path) -> None:
+    from tholos_mlx.config import SERVE_SETTINGS
+
+    (setting,) = [s for s in SERVE_SETTINGS if s.flag == "--hostfile"]
+    assert Path(setting.parse("hosts.json")).is_absolute()
+    assert setting.parse("~/hosts.json") == str(Path.home() / "hosts.json")

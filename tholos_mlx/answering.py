@@ -44,6 +44,9 @@ class Options:
     speculative: Mode = "ngram"  # where drafts come from (--speculative)
     num_draft_tokens: int = 4  # the deepest draft verified in one pass
     draft: DraftSlot | None = None  # --draft-model, with --speculative draft
+    # Choices learned from this process's own timings (the price of a wider draft pass); off
+    # across ranks (serve --hostfile), where every rank must draft exactly as deep as the rest.
+    timed: bool = True
 
 
 class _Reserved(NamedTuple):
@@ -157,6 +160,7 @@ def _speculation(
         greedy=request.temperature == 0,
         prediction=predicted,
         margin=MARGIN,
+        learn=options.timed,
         source=source,
     )
 

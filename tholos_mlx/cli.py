@@ -355,8 +355,8 @@ def _exit_when_broken(app: Any, leader: Any, gate: Any) -> None:
 
     loops: list[asyncio.AbstractEventLoop] = []
 
-    async def keep(_app: Any, loop: asyncio.AbstractEventLoop) -> None:
-        loops.append(loop)
+    async def keep(_app: Any) -> None:
+        loops.append(asyncio.get_running_loop())
 
     def broken() -> None:
         for loop in loops:
@@ -417,6 +417,7 @@ def _serve(settings: Settings) -> int:
         speculative=cast(Mode, settings.speculative),
         num_draft_tokens=settings.num_draft_tokens,
         draft=_draft_slot(settings, tiers) if settings.speculative == "draft" else None,
+        timed=ranks is None,  # ranks draft alike: depth from what is accepted, not from timings
     )
     runner: Any = functools.partial(answering.answer, options=options)
     if ranks is not None and ranks.rank > 0:

@@ -116,9 +116,19 @@ def _float_text(value: float) -> str:
     return repr(float(value))
 
 
+def _abs_path(text: str) -> str:
+    return str(Path(text).expanduser().absolute())
+
+
+def _toml_abs_path(value: object) -> str:
+    return _abs_path(_toml_str(value))
+
+
 INT = Kind("of type int", _int, _toml_int)
 FLOAT = Kind("of type float", _float, _toml_float, _float_text)
 TEXT = Kind("of type str", str, _toml_str)
+# A file the service files name too: absolute, since launchd and systemd start elsewhere.
+PATH = Kind("of type str", _abs_path, _toml_abs_path)
 SWITCH = Kind("true or false", str, _toml_bool, action="store_true")
 TEXTS = Kind("a list of strings", str, _toml_strings, action="append")
 DURATION = Kind(
@@ -337,7 +347,7 @@ class Settings:
     hostfile: str | None = _setting(
         None,
         "--hostfile",
-        TEXT,
+        PATH,
         "serve one model across the hosts of this mlx.launch hostfile, one rank each "
         '([{"ssh": HOST, "ips": [IP]}, ...]; 127.0.0.1 runs here without ssh)',
         metavar="FILE",

@@ -20,9 +20,10 @@ MODES: tuple[Mode, ...] = ("ngram", "draft", "off")
 
 LONGEST, SHORTEST = 4, 2  # n-gram sizes looked up in the history, longest first
 WIDER_COST = 0.36  # a forward over m tokens costs ~1 + 0.36 (m - 1) steps on a CPU (issue 20)
-# What a learned price may be: from a GPU's near-free to past a busy CPU's (timing noise on a
-# loaded machine must not switch drafting off where the drafts are nearly all kept).
-COST_RANGE = (0.01, 0.5)
+# What a learned price may be: from a GPU's near-free to a CPU where a wide pass costs as much
+# as its tokens one by one, or more (measured on a loaded 2-core box with a 4-bit 135M model).
+COST_RANGE = (0.01, 2.0)
+TIMED_STEPS = 3  # plain steps timed before the first draft, so the price is known from the start
 MARGIN = 0.05  # a top-2 logprob gap below this is left to a one-token step (bf16 on Metal
 # drifts by ~1e-2 between a wide pass and a one-token one; on a CPU the two agree exactly)
 GAIN = 1.05  # draft only where the expected speed-up beats plain decoding by this much
@@ -111,6 +112,7 @@ class Depth:
     missed: float = 1.0  # ...and one rejection: a = 0.5 to start
     learn: bool = True  # learn `cost` from the passes' times (off: a fixed price, for tests)
     step_s: float | None = None  # one plain decode step, measured
+    timed: int = 0  # plain steps measured so far
     _plain: int = 0  # plain tokens since the last verify pass
     _wait: int = PROBE_FIRST
     _probing: bool = False
@@ -138,6 +140,12 @@ class Depth:
         if seconds is not None and tokens > 0:
             each = seconds / tokens
             self.step_s = each if self.step_s is None else 0.8 * self.step_s + 0.2 * each
+            self.timed += tokens
+
+    @property
+    def untimed(self) -> bool:
+        """Whether a plain step still needs timing before drafting can be priced."""
+        return self.learn and self.timed < TIMED_STEPS
 
     def verified(self, drafted: int, kept: int, seconds: float | None = None) -> None:
         """A verify pass of `drafted` draft tokens kept `kept` of them in `seconds`."""
@@ -150,9 +158,9 @@ class Depth:
             self._wait = min(self._wait * 2, PROBE_LAST) if kept < drafted else PROBE_FIRST
         self._plain = 0
         if self.learn and seconds is not None and self.step_s:
-            # Clamped: one pass slowed by another process must not switch drafting off for good.
+            # Clamped, and an average: one pass slowed by another process must not decide alone.
             wider = min(COST_RANGE[1], max(COST_RANGE[0], (seconds / self.step_s - 1) / drafted))
-            self.cost = 0.9 * self.cost + 0.1 * wider
+            self.cost = 0.7 * self.cost + 0.3 * wider
 
 
 @dataclass

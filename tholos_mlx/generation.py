@@ -319,6 +319,8 @@ class _Loop:
             now = time.perf_counter()
             spec.depth.plain(1, now - read_at)
             read_at = now
+            if spec.depth.untimed:
+                continue
             if spec.depth.next() and spec.draft(self.history, self.out.generated, 1):
                 token = _read(y)
                 return None if self.ends([token]) else [token]
@@ -351,7 +353,10 @@ class _Loop:
         return forced
 
     def draft(self, pending: list[int], spec: Speculation) -> list[int]:
-        """Tokens worth verifying after `pending`, within max_tokens and what the cache can undo."""
+        """Tokens worth verifying after `pending`, within max_tokens and what the cache can undo
+        (none until a few plain steps have been timed: what a wider pass costs is relative)."""
+        if spec.depth.untimed:
+            return []
         room = self.max_tokens - len(self.out.generated)
         depth = min(spec.depth.next(), room - 1)
         if depth <= 0:

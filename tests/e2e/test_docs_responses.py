@@ -146,7 +146,7 @@ def test_the_page_tells_how_to_point_a_responses_client_at_the_server() -> None:
         'base_url = "http://127.0.0.1:8756/v1"',
         "env_key",
         "OPENAI_BASE_URL",
-        "tools[1].type",
+        "left out of the prompt",
         "429",
         "503",
         "Retry-After",

@@ -11,6 +11,7 @@ import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -97,10 +98,14 @@ def _streamed(server: srv.Server, messages: list[dict[str, str]], model: str) ->
 
 
 @pytest.fixture(scope="module")
-def one_process(ranks_home: Path) -> dict[str, list[tuple[str, str]]]:
+def one_process(ranks_home: Path) -> dict[str, Any]:
     """What one process answers, for both models."""
     with srv.running(ranks_home, "--model", DEMO) as server:
-        return {model: _answers(server, model) for model in (DEMO, TINY)}
+        got = {model: _answers(server, model) for model in (DEMO, TINY)}
+        as_json = {"response_format": {"type": "json_object"}, "max_tokens": MAX_TOKENS}
+        asked = [{"role": "user", "content": "Give the capital of France as JSON."}]
+        message = server.chat(asked, model=DEMO, **as_json).json()["choices"][0]["message"]
+        return {**got, "json": [(message, "")]}
 
 
 @pytest.fixture(scope="module")
@@ -116,11 +121,18 @@ def group(ranks_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
 
 def test_two_ranks_answer_as_one_process_does_streamed_and_not(
-    one_process: dict[str, list[tuple[str, str]]], group: srv.Server
+    one_process: dict[str, Any], group: srv.Server
 ) -> None:
     got = _answers(group, DEMO)
     assert got == one_process[DEMO]
     assert "Paris" in got[0][0]
+    # A grammar steers every rank alike: the same JSON as one process.
+    as_json = {"response_format": {"type": "json_object"}, "max_tokens": MAX_TOKENS}
+    asked = [{"role": "user", "content": "Give the capital of France as JSON."}]
+    assert (
+        group.chat(asked, model=DEMO, **as_json).json()["choices"][0]["message"]
+        == one_process["json"][0][0]
+    )
     # Every rank kept the same prompt cache: the question asked again reuses its prefix.
     again = group.chat([{"role": "user", "content": PROMPTS[0]}], model=DEMO, max_tokens=2)
     assert again.json()["usage"]["prompt_tokens_details"]["cached_tokens"] > 0
@@ -130,7 +142,7 @@ def test_two_ranks_answer_as_one_process_does_streamed_and_not(
 
 
 def test_a_pipeline_model_split_across_two_ranks_answers_as_one_process_does(
-    one_process: dict[str, list[tuple[str, str]]], group: srv.Server
+    one_process: dict[str, Any], group: srv.Server
 ) -> None:
     assert _answers(group, TINY) == one_process[TINY]
     assert "pipeline" in group.log_text()

@@ -1,11 +1,10 @@
 """Shared request pieces: the body as a JSON object, JSON kinds for messages, distinct tool names,
-and the hand readers Responses still uses (chat and Messages are declared: see `validation`)."""
+and the readers Responses' items and tools still use (chat and Messages are declared: see `validation`)."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from typing import Any, TypeGuard
+from typing import Any
 
 import orjson
 
@@ -61,99 +60,6 @@ def kind(value: object) -> str:
     if isinstance(value, list):
         return "an array"
     return "an object"
-
-
-def is_int(value: object) -> TypeGuard[int]:
-    """Whether a JSON value is an integer (bool is not, nor is 5.0)."""
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def is_number(value: object) -> TypeGuard[int | float]:
-    """Whether a JSON value is a number (bool is not)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def number(
-    data: Mapping[str, object],
-    name: str,
-    default: float,
-    *,
-    low: float,
-    high: float,
-    low_open: bool,
-    param: str | None = None,
-) -> float:
-    """A number field within [low, high], or (low, high] when low_open."""
-    param = param or name
-    value = data.get(name)
-    if value is None:
-        return default
-    if low_open:
-        rule = f"'{param}' must be a number greater than {low:g} and at most {high:g}"
-    else:
-        rule = f"'{param}' must be a number from {low:g} to {high:g}"
-    if not is_number(value):
-        raise InvalidRequest(f"{rule}; got {kind(value)}.", param=param)
-    result = float(value)
-    if result > high or result < low or (low_open and result == low):
-        raise InvalidRequest(f"{rule}; got {value!r}.", param=param)
-    return result
-
-
-def positive_int(data: Mapping[str, object], name: str, param: str | None = None) -> int | None:
-    """An integer field of at least 1, or None when absent."""
-    param = param or name
-    value = data.get(name)
-    if value is None:
-        return None
-    if not is_int(value):
-        raise InvalidRequest(
-            f"'{param}' must be an integer of at least 1; got {kind(value)}"
-            + (f" ({value!r})." if isinstance(value, float) else "."),
-            param=param,
-        )
-    if value < 1:
-        raise InvalidRequest(
-            f"'{param}' must be an integer of at least 1; got {value}.", param=param
-        )
-    return value
-
-
-def boolean(
-    data: Mapping[str, object], name: str, default: bool = False, param: str | None = None
-) -> bool:
-    """A boolean field; null or absent is the default."""
-    param = param or name
-    value = data.get(name)
-    if value is None:
-        return default
-    if not isinstance(value, bool):
-        raise InvalidRequest(f"'{param}' must be true or false; got {kind(value)}.", param=param)
-    return value
-
-
-def optional_int(data: Mapping[str, object], name: str) -> int | None:
-    """Any integer (a seed), or None."""
-    value = data.get(name)
-    if value is None:
-        return None
-    if not is_int(value):
-        raise InvalidRequest(f"'{name}' must be an integer; got {kind(value)}.", param=name)
-    return value
-
-
-def model_name(data: Mapping[str, object]) -> str | None:
-    """`model`: an id or tier name, or None for the loaded model."""
-    model = data.get("model")
-    if model is None or model == "":
-        return None
-    if not isinstance(model, str):
-        raise InvalidRequest(
-            f"'model' must be a string (a model id or tier from GET /v1/models); "
-            f"got {kind(model)}.",
-            param="model",
-        )
-    return model
 
 
 def tool(

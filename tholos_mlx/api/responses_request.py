@@ -8,9 +8,11 @@ thinking anyway.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Annotated, Any, ClassVar
+
+from pydantic import AfterValidator, Field
 
 from tholos_mlx.api import fields as f
 from tholos_mlx.api.responses_custom import arguments as custom_arguments
@@ -18,6 +20,7 @@ from tholos_mlx.api.responses_custom import custom_tool
 from tholos_mlx.api.responses_items import input_items
 from tholos_mlx.api.responses_output import Echo
 from tholos_mlx.api.shared_openai import json_schema_format, read_tool_choice, response_format
+from tholos_mlx.api.validation import Wire, load, refuse
 from tholos_mlx.errors import InvalidRequest, Unsupported
 from tholos_mlx.request import (
     GenerationRequest,
@@ -73,73 +76,118 @@ class ResponsesRequest:
 # -- the request --
 
 
+def _refuse(message: str) -> Callable[[Any], Any]:
+    """A validator refusing any value but absent (null)."""
+
+    def check(value: Any) -> Any:
+        if value is not None:
+            raise refuse(message)
+        return value
+
+    return check
+
+
+def _in_foreground(value: Any) -> Any:
+    if value is True:
+        raise refuse(
+            "responses are not supported: this server answers while you wait (stream for progress)."
+        )
+    return value
+
+
+def _no_logprobs(value: Any) -> Any:
+    if value not in (None, 0):
+        raise refuse("is not supported: no logprobs.")
+    return value
+
+
+class ResponsesBody(Wire):
+    """A /v1/responses body, fields in the order they are checked. `input`, `tools`,
+    `tool_choice` and `text` are read by their own readers below (items, namespaces, custom
+    and hosted tools); the agents' fields that change nothing here are accepted as anything."""
+
+    RULE: ClassVar[str] = "a JSON object"
+    background: Annotated[Any, AfterValidator(_in_foreground)] = None
+    conversation: Annotated[
+        Any,
+        AfterValidator(
+            _refuse(
+                "is not supported here: pass 'previous_response_id' to continue a stored response."
+            )
+        ),
+    ] = None
+    prompt: Annotated[
+        Any,
+        AfterValidator(
+            _refuse("is not supported here: send the prompt's text in 'instructions' and 'input'.")
+        ),
+    ] = None
+    top_logprobs: Annotated[Any, AfterValidator(_no_logprobs)] = None
+    tools: Any = None
+    previous_response_id: str | None = Field(
+        None, min_length=1, description="the id of a stored response"
+    )
+    instructions: str | None = Field(None, description="a string")
+    max_output_tokens: int | None = Field(None, ge=1, description="an integer of at least 1")
+    parallel_tool_calls: bool | None = Field(None, description="true or false")
+    store: bool | None = Field(None, description="true or false")
+    temperature: float | None = Field(None, ge=0, le=2, description="a number from 0 to 2")
+    top_p: float | None = Field(
+        None, gt=0, le=1, description="a number greater than 0 and at most 1"
+    )
+    tool_choice: Any = None
+    text: Any = None
+    metadata: dict[str, str] | None = Field(None, description="an object of string values")
+    model: str | None = Field(None, description="a string (a model id or tier from GET /v1/models)")
+    seed: int | None = Field(None, description="an integer")
+    stream: bool | None = Field(None, description="true or false")
+    input: Any = None
+    include: Any = None
+    reasoning: Any = None
+    prompt_cache_key: Any = None
+    client_metadata: Any = None
+    safety_identifier: Any = None
+    user: Any = None
+    service_tier: Any = None
+    truncation: Any = None
+
+
 def parse_responses(body: bytes) -> ResponsesRequest:
     """Validate a raw /v1/responses body; InvalidRequest names the offending param."""
-    data = f.load_object(body, _EXAMPLE)
-    _refuse_unsupported(data)
-    offered = _tools(data.get("tools"))
+    data = load(ResponsesBody, body, _EXAMPLE)
+    offered = _tools(data.tools)
     tools = tuple(offered.tools)
-    previous = data.get("previous_response_id")
-    if previous is not None and (not isinstance(previous, str) or not previous):
-        raise InvalidRequest(
-            f"'previous_response_id' must be the id of a stored response; got {f.kind(previous)}.",
-            param="previous_response_id",
-        )
-    instructions = data.get("instructions")
-    if instructions is not None and not isinstance(instructions, str):
-        raise InvalidRequest(
-            f"'instructions' must be a string; got {f.kind(instructions)}.", param="instructions"
-        )
     echo = Echo(
-        instructions=instructions,
-        max_output_tokens=f.positive_int(data, "max_output_tokens"),
-        parallel_tool_calls=f.boolean(data, "parallel_tool_calls", default=True),
-        previous_response_id=previous,
-        store=f.boolean(data, "store", default=True),
-        temperature=f.number(data, "temperature", 1.0, low=0.0, high=2.0, low_open=False),
-        top_p=f.number(data, "top_p", 1.0, low=0.0, high=1.0, low_open=True),
+        instructions=data.instructions,
+        max_output_tokens=data.max_output_tokens,
+        parallel_tool_calls=data.parallel_tool_calls is not False,
+        previous_response_id=data.previous_response_id,
+        store=data.store is not False,
+        temperature=1.0 if data.temperature is None else data.temperature,
+        top_p=1.0 if data.top_p is None else data.top_p,
         tools=tools,
-        tool_choice=_tool_choice(data.get("tool_choice"), tools),
-        text_format=_text_format(data.get("text")),
-        metadata=_metadata(data.get("metadata")),
+        tool_choice=_tool_choice(data.tool_choice, tools),
+        text_format=_text_format(data.text),
+        metadata=data.metadata or {},
         namespaces=offered.namespaces,
         custom=offered.custom,
     )
     base = GenerationRequest(
         messages=(),
-        model=f.model_name(data),
+        model=data.model or None,
         temperature=echo.temperature,
         top_p=echo.top_p,
         max_tokens=echo.max_output_tokens,
-        seed=f.optional_int(data, "seed"),
+        seed=data.seed,
         response_format=echo.text_format,
         tools=tools,
         tool_choice=echo.tool_choice,
         parallel_tool_calls=echo.parallel_tool_calls,
-        stream=f.boolean(data, "stream"),
+        stream=bool(data.stream),
     )
-    turns = _input(data.get("input"))
-    items = input_items(data.get("input"))
+    turns = _input(data.input)
+    items = input_items(data.input)
     return ResponsesRequest(turns, echo, base, items, tuple(offered.warnings))
-
-
-def _refuse_unsupported(data: Mapping[str, object]) -> None:
-    """400 for fields that would change what comes back; the other unknown ones are ignored."""
-    if data.get("background") is True:
-        raise Unsupported(
-            "'background' responses are not supported: this server answers while you wait "
-            "(stream for progress).",
-            param="background",
-        )
-    for name, instead in (
-        ("conversation", "pass 'previous_response_id' to continue a stored response"),
-        ("prompt", "send the prompt's text in 'instructions' and 'input'"),
-    ):
-        if data.get(name) is not None:
-            raise Unsupported(f"'{name}' is not supported here: {instead}.", param=name)
-    top_logprobs = data.get("top_logprobs")
-    if top_logprobs not in (None, 0):
-        raise Unsupported("'top_logprobs' is not supported: no logprobs.", param="top_logprobs")
 
 
 def _input(raw: object) -> tuple[Message, ...]:
@@ -407,14 +455,6 @@ def _text_format(raw: object) -> ResponseFormat:
             param="text.format.strict",
         )
     return json_schema_format(fmt["schema"], name, strict, "text.format")
-
-
-def _metadata(raw: object) -> dict[str, str]:
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
-        raise InvalidRequest("'metadata' must be an object of string values.", param="metadata")
-    return raw
 
 
 def wire_param(param: str | None) -> str | None:
