@@ -110,3 +110,16 @@ def test_a_machine_where_a_wide_pass_costs_its_tokens_one_by_one_stops_drafting(
         depth.verified(4, 2, 0.5)
     assert depth.cost > 0.8
     assert depth.next() == 0
+
+
+def test_where_only_a_narrow_pass_is_cheap_drafting_settles_on_one_token() -> None:
+    # This 2-core CPU: a pass over 2 tokens costs 1.37 steps, wider ones their tokens one by one.
+    depth = Depth(4)
+    for _ in range(3):
+        depth.plain(1, 0.1)
+    for _ in range(30):  # a copying answer: every drafted token is kept
+        k = depth.next()
+        assert k > 0
+        depth.verified(k, k, 0.1 * (1.37 if k == 1 else k + 1.2))
+    assert depth.next() == 1
+    assert depth.prices[1] < 1.5

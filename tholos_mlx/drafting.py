@@ -103,11 +103,14 @@ class Depth:
     """How many tokens to draft next, from the acceptance seen and the price of a wider pass.
 
     The acceptance rate is the chance a drafted token is kept, given the one before it was.
-    A draft of k costs 1 + cost * k steps and yields 1 + a + ... + a^k tokens on average.
+    A draft of k yields 1 + a + ... + a^k tokens on average and costs what a pass of that width
+    was measured to cost, else 1 + cost * k steps: the price is not linear everywhere (on this
+    2-core CPU a 2-token pass costs 1.4 steps but a 5-token one 5), so each width keeps its own.
     """
 
     most: int
     cost: float = WIDER_COST
+    prices: dict[int, float] = field(default_factory=dict)  # draft size -> measured steps
     kept: float = 1.0  # drafted tokens kept (decayed), with a prior of one...
     missed: float = 1.0  # ...and one rejection: a = 0.5 to start
     learn: bool = True  # learn `cost` from the passes' times (off: a fixed price, for tests)
@@ -128,7 +131,7 @@ class Depth:
         a = self.rate()
         best, best_gain = 0, GAIN
         for k in range(1, self.most + 1):
-            gain = sum(a**i for i in range(k + 1)) / (1 + self.cost * k)
+            gain = sum(a**i for i in range(k + 1)) / self.prices.get(k, 1 + self.cost * k)
             if gain > best_gain:
                 best, best_gain = k, gain
         self._probing = best == 0 and self._plain >= self._wait
@@ -161,6 +164,9 @@ class Depth:
             # Clamped, and an average: one pass slowed by another process must not decide alone.
             wider = min(COST_RANGE[1], max(COST_RANGE[0], (seconds / self.step_s - 1) / drafted))
             self.cost = 0.7 * self.cost + 0.3 * wider
+            price = 1 + wider * drafted
+            known = self.prices.get(drafted)
+            self.prices[drafted] = price if known is None else 0.7 * known + 0.3 * price
 
 
 @dataclass
