@@ -86,7 +86,13 @@ def test_an_idle_server_unloads_and_the_next_request_loads_the_last_model(
 ) -> None:
     ok(idle.chat(CAPITAL, max_tokens=2))
     wait_for(lambda: health(idle)["model"] is None, "the idle unload")
-    assert health(idle) == {"status": "ok", "model": None, "last_model": DEMO_ID, "queue": 0}
+    assert health(idle) == {
+        "status": "ok",
+        "model": None,
+        "last_model": DEMO_ID,
+        "queue": 0,
+        "speculative": "ngram",
+    }
     assert cache_files(idle.home), "the prompt cache went to disk on idle unload"
     with idle.client() as c:
         count = c.post("/v1/messages/count_tokens", json={"messages": CAPITAL})

@@ -41,7 +41,13 @@ def test_health_reports_the_loaded_model_and_an_empty_queue(served: srv.Server) 
     with served.client() as c:
         r = c.get("/health")
     assert r.status_code == 200
-    assert r.json() == {"status": "ok", "model": DEMO_ID, "last_model": DEMO_ID, "queue": 0}
+    assert r.json() == {
+        "status": "ok",
+        "model": DEMO_ID,
+        "last_model": DEMO_ID,
+        "queue": 0,
+        "speculative": "ngram",  # the default mode (issue 20)
+    }
 
 
 def test_models_lists_the_demo_model_with_its_tier_and_loaded_flag(sdk: openai.OpenAI) -> None:
@@ -366,7 +372,8 @@ def test_each_answer_logs_where_its_time_went_phase_by_phase(served: srv.Server)
     assert len(lines) == before + 1  # logged before the answer's last frame went out
     got = timings.parse(lines[-1])
     assert got is not None, lines[-1]
-    assert set(got) == set(timings.FIELDS)
+    # Speculation is on by default: the answer's draft counts follow the figures.
+    assert set(got) == set(timings.FIELDS) | set(timings.DRAFTS)
     for name, value in got.items():
         assert value is not None and value >= 0, (name, lines[-1])
     assert got["first_token_ms"] > 0 and got["decode_tps"] > 0  # type: ignore[operator]

@@ -93,6 +93,7 @@ def curl_health_says_ok_with_the_model(c: Ctx) -> None:
         "model": DEMO_ID,
         "last_model": DEMO_ID,
         "queue": 0,
+        "speculative": "ngram",
     }
 
 
