@@ -13,14 +13,14 @@ that would need images, documents or server-side tools gets a 400. The body is d
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 import orjson
-from pydantic import AfterValidator, BeforeValidator, Discriminator, Field, Tag
+from pydantic import AfterValidator, Discriminator, Field, Tag
 from typing_extensions import NotRequired, TypedDict
 
 from tholos_mlx.api import fields as f
-from tholos_mlx.api.validation import PARENT, WHOLE, Rule, Wire, load, refuse
+from tholos_mlx.api.validation import PARENT, Rule, Wire, load, refuse, stop_strings
 from tholos_mlx.errors import InvalidRequest, Unsupported
 from tholos_mlx.request import (
     TEXT,
@@ -201,20 +201,10 @@ class OutputConfig(TypedDict):
     effort: NotRequired[Any]
 
 
-def _one_or_many(raw: Any) -> Any:
-    return [raw] if isinstance(raw, str) else raw
-
-
-Stops = Annotated[
-    Annotated[list[Annotated[str, Field(max_length=f.MAX_STOP_CHARS)]], Field(max_length=MAX_STOPS)]
-    | None,
-    BeforeValidator(_one_or_many),
-    WHOLE,
-    Field(
-        description=f"a string or an array of at most {MAX_STOPS} strings, each at most "
-        f"{f.MAX_STOP_CHARS} characters"
-    ),
-]
+if TYPE_CHECKING:
+    Stops = list[str] | None
+else:  # one declaration for every dialect, with this dialect's limit
+    Stops = stop_strings(MAX_STOPS)
 
 
 class MessagesBody(Wire):

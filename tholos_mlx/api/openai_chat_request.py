@@ -8,9 +8,9 @@ what joins fields (a tool turn's call id, the parts only an assistant may send, 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
-from pydantic import BeforeValidator, Discriminator, Field, Tag, field_validator
+from pydantic import Discriminator, Field, Tag, field_validator
 from typing_extensions import NotRequired, TypedDict
 
 from tholos_mlx.api import fields as f
@@ -22,7 +22,7 @@ from tholos_mlx.api.shared_openai import (
     function_tool,
     tool_choice,
 )
-from tholos_mlx.api.validation import PARENT, WHOLE, Rule, Wire, load, refuse
+from tholos_mlx.api.validation import PARENT, Rule, Wire, load, refuse, stop_strings
 from tholos_mlx.errors import InvalidRequest, Unsupported
 from tholos_mlx.request import TEXT, GenerationRequest, Message, Role, ToolCall
 
@@ -130,20 +130,10 @@ class StreamOptions(Wire):
     include_usage: bool | None = Field(None, description="true or false")
 
 
-def _one_or_many(raw: Any) -> Any:
-    return [raw] if isinstance(raw, str) else raw
-
-
-Stops = Annotated[
-    Annotated[list[Annotated[str, Field(max_length=f.MAX_STOP_CHARS)]], Field(max_length=MAX_STOPS)]
-    | None,
-    BeforeValidator(_one_or_many),
-    WHOLE,
-    Field(
-        description=f"a string or an array of at most {MAX_STOPS} strings, each at most "
-        f"{f.MAX_STOP_CHARS} characters"
-    ),
-]
+if TYPE_CHECKING:
+    Stops = list[str] | None
+else:  # one declaration for every dialect, with this dialect's limit
+    Stops = stop_strings(MAX_STOPS)
 PositiveInt = Annotated[int | None, Field(ge=1, description="an integer of at least 1")]
 
 

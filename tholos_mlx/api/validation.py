@@ -24,12 +24,12 @@ from typing import (
     get_origin,
 )
 
-from pydantic import BaseModel, ConfigDict, Tag, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Tag, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails, PydanticCustomError
 from typing_extensions import NotRequired, Required, get_type_hints, is_typeddict
 
-from tholos_mlx.api.fields import kind, load_object
+from tholos_mlx.api.fields import MAX_STOP_CHARS, kind, load_object
 from tholos_mlx.errors import InvalidRequest, Unsupported
 
 W = TypeVar("W", bound="Wire")
@@ -78,6 +78,26 @@ class Parent:
 
 
 WHOLE = Whole()
+
+
+def _one_or_many(raw: Any) -> Any:
+    return [raw] if isinstance(raw, str) else raw
+
+
+def stop_strings(most: int) -> Any:
+    """The declared type of a dialect's stop strings: one string or a list of at most `most`."""
+    return Annotated[
+        Annotated[list[Annotated[str, Field(max_length=MAX_STOP_CHARS)]], Field(max_length=most)]
+        | None,
+        BeforeValidator(_one_or_many),
+        WHOLE,
+        Field(
+            description=f"a string or an array of at most {most} strings, each at most "
+            f"{MAX_STOP_CHARS} characters"
+        ),
+    ]
+
+
 PARENT = Parent()
 
 
