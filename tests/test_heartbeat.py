@@ -84,6 +84,19 @@ def test_a_rank_whose_connection_closes_is_declared_dead_at_once() -> None:
     assert dead.event.wait(5) and dead.ranks == [1]
 
 
+def test_a_rank_that_leaves_is_heard_at_once() -> None:
+    leader_dead = Deaths()
+    leader = Heartbeat(0, 2, leader_dead, beat=BEAT, dead_after=60)
+    follower = Heartbeat(1, 2, Deaths(), beat=BEAT, dead_after=60)
+    shared = leader.listen("127.0.0.1")
+    joined = threading.Thread(target=leader.accept, kwargs={"timeout": 5})
+    joined.start()
+    follower.connect(shared)
+    joined.join(5)
+    follower.leave()  # its step watchdog tripped: rank 0 must answer its clients now
+    assert leader_dead.event.wait(5) and leader_dead.ranks == [1]
+
+
 def test_a_follower_whose_rank_0_falls_silent_declares_it_dead() -> None:
     leader_dead, follower_dead = Deaths(), Deaths()
     leader, follower = _pair(leader_dead, follower_dead)

@@ -364,27 +364,29 @@ class _Group:
 
     def lead(self, slot: Any, runner: Any) -> Any:
         """Rank 0: the slot and runner that send every job to the other ranks first."""
-        from tholos_mlx.ranks import Leader
+        from tholos_mlx import launch
+        from tholos_mlx.ranks import Leader, exit_soon
 
         self.leader = Leader(self.ranks, slot, runner)
-        self.leader.watch(self._end)  # until the server is up and says how it ends
+        # Until the server is up and says how it ends (refusing requests first).
+        self.leader.watch(lambda: exit_soon(1, last=launch.end_local_group))
         return self.leader
 
     def _tripped(self) -> None:
         """A peer went silent, or a step waited too long on one: rank 0 answers 503 and exits
-        non-zero; the others exit."""
+        non-zero, taking the local ranks with it."""
         if self.leader is not None:
             self.leader.break_group()
-        else:
-            self._end()
-
-    @staticmethod
-    def _end() -> None:
+            return
         from tholos_mlx import launch
+        from tholos_mlx.ranks import EXIT_GRACE_S, exit_soon
 
-        logging.shutdown()
-        launch.end_local_group()  # a frozen rank beside this one would outlive a plain exit
-        os._exit(1)
+        # Another rank, or rank 0 still starting: leave first, so that a live rank 0 hears it
+        # at once and answers its clients before it ends the group; a frozen one cannot, and
+        # this rank ends the local group itself a moment later.
+        if self.ranks.heartbeat is not None:
+            self.ranks.heartbeat.leave()
+        exit_soon(1, grace=2 * EXIT_GRACE_S, last=launch.end_local_group)
 
 
 def _exit_when_broken(app: Any, leader: Any, gate: Any) -> None:

@@ -11,6 +11,7 @@ At a stop, the stop() comes first: the other ranks may go quiet from then on.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -130,6 +131,14 @@ class Heartbeat:
         """The group is stopping: peers going quiet from now on are no news."""
         with self._lock:
             self._over = True
+
+    def leave(self) -> None:
+        """Close every connection: a live rank 0 hears at once that this rank is gone."""
+        self.stop()
+        for conn in list(self._peers.values()):
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+            conn.close()
 
     def _start(self) -> None:
         now = time.monotonic()

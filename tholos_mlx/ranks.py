@@ -40,7 +40,7 @@ log = logging.getLogger("tholos.ranks")
 
 # A step (a token, a prefill chunk) that waits longer on the other ranks: one is gone or hung.
 # The last resort (the heartbeat notices first); THOLOS_RANK_STEP_TIMEOUT overrides it.
-STEP_TIMEOUT_S = float(os.environ.get("THOLOS_RANK_STEP_TIMEOUT", "60"))
+STEP_TIMEOUT_S = float(os.environ.get("THOLOS_RANK_STEP_TIMEOUT", "300"))
 BROKEN_RETRY_S = 10  # Retry-After once the group broke: launchd/systemd start it again by then
 EXIT_GRACE_S = 1.5  # after a break, time for the error frame to go out before the exit
 

@@ -104,40 +104,28 @@ def _streamed(server: srv.Server, messages: list[dict[str, str]], model: str) ->
     return "".join(text)
 
 
-WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "The weather in a city.",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string"}},
-            "required": ["city"],
-        },
-    },
-}
-# Requests whose answer a grammar, a tool call or a stop string shapes: every rank alike.
+# Requests whose answer a grammar or a stop string shapes: every rank alike.
 SHAPED: dict[str, tuple[str, dict[str, Any]]] = {
     "json": ("Give the capital of France as JSON.", {"response_format": {"type": "json_object"}}),
-    "tool": (
-        "What is the weather in Paris?",
-        {"tools": [WEATHER], "tool_choice": "required", "max_tokens": 40},
-    ),
     "stop": (PROMPTS[0], {"stop": [" Paris"]}),
+    # Speculation: every rank verifies the same drafted tokens in the same passes.
+    "predicted": (
+        PROMPTS[0],
+        {"prediction": {"type": "content", "content": "The capital of France is Paris."}},
+    ),
 }
 
 
 def _shaped(server: srv.Server) -> dict[str, Any]:
-    """Each shaped request's message and finish reason (tool calls without their random ids)."""
+    """Each shaped request's message, finish reason and drafted tokens accepted."""
     got = {}
     for name, (prompt, fields) in SHAPED.items():
         asked = [{"role": "user", "content": prompt}]
         r = server.chat(asked, model=DEMO, **{"max_tokens": MAX_TOKENS, **fields})
         assert r.status_code == 200, r.text
         choice = r.json()["choices"][0]
-        for call in choice["message"].get("tool_calls") or []:
-            call.pop("id")
-        got[name] = (choice["message"], choice["finish_reason"])
+        details = r.json()["usage"].get("completion_tokens_details")
+        got[name] = (choice["message"], choice["finish_reason"], details)
     return got
 
 
@@ -167,10 +155,11 @@ def test_two_ranks_answer_as_one_process_does_streamed_and_not(
     got = _answers(group, DEMO)
     assert got == one_process[DEMO]
     assert "Paris" in got[0][0]
-    # A grammar, a forced tool call and a stop string steer every rank alike.
+    # A grammar, a stop string and a prediction to verify steer every rank alike.
     shaped = _shaped(group)
     assert shaped == one_process["shaped"]
-    assert shaped["tool"][1] == "tool_calls" and shaped["stop"][1] == "stop"
+    assert shaped["stop"][1] == "stop"
+    assert shaped["predicted"][2]["accepted_prediction_tokens"] > 0
     # Every rank kept the same prompt cache: the question asked again reuses its prefix.
     again = group.chat([{"role": "user", "content": PROMPTS[0]}], model=DEMO, max_tokens=2)
     assert again.json()["usage"]["prompt_tokens_details"]["cached_tokens"] > 0
