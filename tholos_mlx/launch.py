@@ -29,6 +29,8 @@ log = logging.getLogger("tholos.launch")
 STOP_WAIT_S = 20.0  # at SIGTERM: rank 0 stops serving, then every rank saves its prompt cache
 LOCAL = "127.0.0.1"
 GROUP_ENV = "THOLOS_GROUP"  # set in every rank this launcher starts
+# Settings read from the environment that every rank must share: ssh does not carry them.
+SHARED_ENV = ("THOLOS_RANK_HEARTBEAT_TIMEOUT", "THOLOS_RANK_STEP_TIMEOUT", "THOLOS_LOG_LEVEL")
 
 
 def launched() -> bool:
@@ -85,6 +87,9 @@ def launcher_argv(hostfile: Path, hosts: Sequence[dict[str, Any]], backend: str)
         "sys.exit(main())",
     ]  # fmt: skip
     argv += ["--hostfile", str(hostfile), "--backend", backend, "--env", f"{GROUP_ENV}=1"]
+    for name in SHARED_ENV:
+        if name in os.environ:
+            argv += ["--env", f"{name}={os.environ[name]}"]
     if all(ip == LOCAL for h in hosts for ip in h["ips"]):
         # Every rank on this machine: ports nobody holds, so two groups (or tests) can coexist.
         argv += ["--starting-port", str(_free_ports(sum(len(h["ips"]) for h in hosts)))]
