@@ -3,8 +3,8 @@
 The model calls every tool the same way, with JSON arguments; a custom tool is offered as a
 function of one string, `input`, and its call is answered as a `custom_tool_call` item carrying
 that string. A `regex` grammar constrains the string through llguidance (a JSON-schema
-`pattern`); a `lark` grammar is compiled to check it, shown to the model, and reported as not
-enforced (llguidance cannot hold the inside of a JSON string to a context-free grammar).
+`pattern`); a `lark` grammar is shown to the model and, rewritten to match its sentences as
+written inside a JSON string (lark_quote), holds the string's inside when the model calls it.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from tholos_mlx.api.fields import TOOL_NAME
 from tholos_mlx.api.shared_openai import NAME_RULE
 from tholos_mlx.api.validation import type_of
 from tholos_mlx.errors import InvalidRequest
-from tholos_mlx.request import Tool
+from tholos_mlx.lark_quote import LarkQuoteError, quote_lark
+from tholos_mlx.request import TextInput, Tool
 
 INPUT_KEY = "input"
 _HEAD = '{"' + INPUT_KEY + '":"'  # how compact JSON arguments of a custom call begin
@@ -69,11 +70,10 @@ class CustomSpec(TypedDict):
 
 @dataclass(frozen=True)
 class CustomTool:
-    """One custom tool: the function offered in its place, its wire form, what is not enforced."""
+    """One custom tool: the function offered in its place, and its wire form."""
 
     tool: Tool
     wire: dict[str, Any]
-    warning: str | None = None
 
 
 def custom_tool(spec: CustomSpec, wire: dict[str, Any], where: str) -> CustomTool:
@@ -82,24 +82,27 @@ def custom_tool(spec: CustomSpec, wire: dict[str, Any], where: str) -> CustomToo
     fmt = spec.get("format")
     schema: dict[str, Any] = {"type": "string"}
     description = spec.get("description")
-    warning = None
+    text_input = None
     if fmt is not None and fmt["type"] == "grammar":
         syntax, definition = fmt["syntax"], fmt["definition"]
-        _compile(syntax, definition, f"{where}.format.definition")
+        param = f"{where}.format.definition"
+        _compile(syntax, definition, param)
         if syntax == "regex":
             schema["pattern"] = f"^(?:{definition})$"
         else:
+            text_input = TextInput(INPUT_KEY, _quoted(definition, param))
             note = f"Its input must follow this Lark grammar:\n{definition}"
             description = f"{description}\n\n{note}" if description is not None else note
-            warning = f"{where}.format: the lark grammar is shown to the model, not enforced"
     parameters = {
         "type": "object",
         "properties": {INPUT_KEY: schema},
         "required": [INPUT_KEY],
         "additionalProperties": False,
     }
-    tool = Tool(spec["name"], description, parameters, schema_path=f"{where}.format")
-    return CustomTool(tool, wire, warning)
+    tool = Tool(
+        spec["name"], description, parameters, schema_path=f"{where}.format", text_input=text_input
+    )
+    return CustomTool(tool, wire)
 
 
 def _compile(syntax: str, definition: str, param: str) -> None:
@@ -118,6 +121,16 @@ def _compile(syntax: str, definition: str, param: str) -> None:
         raise InvalidRequest(
             f"'{param}': the {syntax} grammar does not compile: {reason}", param=param
         )
+
+
+def _quoted(definition: str, param: str) -> str:
+    """The grammar as it holds the inside of a JSON string; a 400 where that cannot be."""
+    try:
+        quoted = quote_lark(definition)
+    except LarkQuoteError as e:
+        raise InvalidRequest(f"'{param}': {e}.", param=param) from e
+    _compile("lark", quoted, param)
+    return quoted
 
 
 def arguments(text: str) -> str:

@@ -47,7 +47,6 @@ class ResponsesRequest:
     echo: Echo
     base: GenerationRequest  # every setting; its messages are filled in by generation()
     sent: str | list[Any]  # `input` as the client sent it
-    warnings: tuple[str, ...] = ()  # what is offered but not enforced (a lark grammar)
 
     @functools.cached_property
     def items(self) -> tuple[dict[str, Any], ...]:
@@ -255,7 +254,7 @@ def parse_responses(body: bytes) -> ResponsesRequest:
         stream=bool(data.stream),
     )
     turns = conversation(data.input)
-    return ResponsesRequest(turns, echo, base, raw["input"], tuple(tools.warnings))
+    return ResponsesRequest(turns, echo, base, raw["input"])
 
 
 def _tool_choice(

@@ -123,7 +123,6 @@ class Offered:
     tools: list[Tool] = field(default_factory=list)
     namespaces: dict[str, str] = field(default_factory=dict)  # function -> its namespace
     custom: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> tool as sent
-    warnings: list[str] = field(default_factory=list)
 
     def add(self, spec: Any, sent: dict[str, Any], where: str, namespace: str | None) -> None:
         """One declared function or custom tool (`sent`: as the client wrote it)."""
@@ -131,8 +130,6 @@ class Offered:
             custom = custom_tool(spec, sent, where)
             self.tools.append(custom.tool)
             self.custom[custom.tool.name] = custom.wire
-            if custom.warning:
-                self.warnings.append(custom.warning)
         else:
             self.tools.append(function_tool(spec, where))
         if namespace is not None:
