@@ -76,9 +76,9 @@ class CustomTool:
     wire: dict[str, Any]
 
 
-def custom_tool(spec: CustomSpec, wire: dict[str, Any], where: str) -> CustomTool:
-    """The function offered for a declared custom tool (`wire`: as sent, for the answer's echo);
-    a grammar that does not compile is a 400 naming it."""
+def custom_tool(spec: CustomSpec, where: str, wire: dict[str, Any] | None = None) -> CustomTool:
+    """The function offered for a declared custom tool (`wire`: as sent, for the answer's echo,
+    when it holds more than was declared); a grammar that does not compile is a 400 naming it."""
     fmt = spec.get("format")
     schema: dict[str, Any] = {"type": "string"}
     description = spec.get("description")
@@ -102,7 +102,7 @@ def custom_tool(spec: CustomSpec, wire: dict[str, Any], where: str) -> CustomToo
     tool = Tool(
         spec["name"], description, parameters, schema_path=f"{where}.format", text_input=text_input
     )
-    return CustomTool(tool, wire)
+    return CustomTool(tool, dict(spec) if wire is None else wire)
 
 
 def _compile(syntax: str, definition: str, param: str) -> None:

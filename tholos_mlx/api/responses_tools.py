@@ -127,7 +127,7 @@ class Offered:
     def add(self, spec: Any, sent: dict[str, Any], where: str, namespace: str | None) -> None:
         """One declared function or custom tool (`sent`: as the client wrote it)."""
         if spec["type"] == "custom":
-            custom = custom_tool(spec, sent, where)
+            custom = custom_tool(spec, where, sent)
             self.tools.append(custom.tool)
             self.custom[custom.tool.name] = custom.wire
         else:
