@@ -79,7 +79,9 @@ def quote_lark(grammar: str) -> str:
     (`/[a-z]+/`) stays a lexeme, so `%ignore` never reaches inside it. `%ignore` needs lexemes:
     the terminals it may name are also defined as lexemes, under their own names, holding
     only text that JSON writes as itself (spaces are skipped between terminals; escaped
-    newlines and tabs are not).
+    newlines and tabs are not). Known gap: with `%ignore`, ignored text may also fall between
+    the pieces of a terminal made a rule (llguidance's `%ignore` is per grammar, and a nested
+    grammar per terminal loses it between terminals).
     """
     text = _IMPORT.sub(lambda m: _imports(m.group()), grammar)
     pieces = [(m.lastgroup or "other", m.group()) for m in _LEX.finditer(text)]
