@@ -7,9 +7,11 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tests import cache_lock
 from tests import server as srv
 from tests.tiny_model import TINY_ID, write_home
 
@@ -79,14 +81,15 @@ def tiny_folder(tiny_home: Path) -> Path:
 @pytest.fixture(scope="session")
 def demo_gguf() -> Path:
     """SmolLM2-135M-Instruct.Q4_1.gguf, fetched once into tests/.cache by fetch-demo-gguf."""
-    out = subprocess.run(
-        [str(FETCH), str(CACHE)],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env={**os.environ, "PYTHON": sys.executable},
-    )
+    with cache_lock.held("demo-gguf"):  # each parallel worker asks; one downloads
+        out = subprocess.run(
+            [str(FETCH), str(CACHE)],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=900,
+            env={**os.environ, "PYTHON": sys.executable},
+        )
     if out.returncode != 0:
         pytest.fail(f"scripts/fetch-demo-gguf failed ({out.returncode}): {out.stderr.strip()}")
     path = Path(out.stdout.strip())
@@ -133,3 +136,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if e2e in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.e2e)
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """With `--dist loadscope` (scripts/test): each module in one worker, npm's users in one."""
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from tests.scheduling import ByModule  # imports xdist, which only a parallel run has loaded
+
+    return ByModule(config, log)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import agent_clis
+from tests import agent_clis, cache_lock
 from tests import docs_runner as docs
 from tests import server as srv
 from tests.conftest import CACHE, ROOT
@@ -65,16 +65,17 @@ def _cli_env() -> dict[str, str | None]:
 def _ensure_js_packages() -> None:
     _needs_npm()
     docs.ensure_openai_npm(NODE_DIR)
-    if all((NODE_DIR / "node_modules" / p / "package.json").is_file() for p in JS_PACKAGES):
-        return
-    out = subprocess.run(
-        ["npm", "install", "--no-audit", "--no-fund", "--loglevel=error", *JS_PACKAGES],
-        cwd=NODE_DIR,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    with cache_lock.held("node"):  # after ensure_openai_npm, which holds the same lock
+        if all((NODE_DIR / "node_modules" / p / "package.json").is_file() for p in JS_PACKAGES):
+            return
+        out = subprocess.run(
+            ["npm", "install", "--no-audit", "--no-fund", "--loglevel=error", *JS_PACKAGES],
+            cwd=NODE_DIR,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
     assert out.returncode == 0, f"npm install {JS_PACKAGES} failed:\n{out.stderr[-2000:]}"
 
 

@@ -1,0 +1,23 @@
+"""How scripts/test shares the suite between its pytest-xdist workers: by module, npm users together."""
+
+from __future__ import annotations
+
+from pathlib import PurePosixPath
+
+from xdist.scheduler import LoadScopeScheduling
+
+# Modules that install into tests/.cache/node or run JavaScript from it: one worker runs them in
+# turn, so npm never rewrites node_modules under a running example.
+NODE_MODULES = frozenset({"test_docs.py", "test_docs_agents.py", "test_docs_anthropic.py"})
+
+
+class ByModule(LoadScopeScheduling):
+    """Every module's tests go to one worker, so its module-scoped servers start once.
+
+    xdist's own `loadgroup` cannot merge modules under pytest 9.2 (it renames items through
+    `_nodeid`, which pytest 9.2 no longer reads), so the grouping is done here.
+    """
+
+    def _split_scope(self, nodeid: str) -> str:
+        module = nodeid.split("::", 1)[0]
+        return "node" if PurePosixPath(module).name in NODE_MODULES else module
