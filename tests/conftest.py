@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests import cache_lock
+from tests import cache_lock, scheduling
 from tests import server as srv
 from tests.tiny_model import TINY_ID, write_home
 
@@ -138,10 +138,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.e2e)
 
 
+@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: unknown where xdist is not installed
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """With `--dist loadscope` (scripts/test): each module in one worker, npm's users in one."""
     if config.getvalue("dist") != "loadscope":
         return None
-    from tests.scheduling import ByModule  # imports xdist, which only a parallel run has loaded
-
-    return ByModule(config, log)
+    return scheduling.by_module(config, log)

@@ -3,21 +3,29 @@
 from __future__ import annotations
 
 from pathlib import PurePosixPath
-
-from xdist.scheduler import LoadScopeScheduling
+from typing import Any
 
 # Modules that install into tests/.cache/node or run JavaScript from it: one worker runs them in
 # turn, so npm never rewrites node_modules under a running example.
 NODE_MODULES = frozenset({"test_docs.py", "test_docs_agents.py", "test_docs_anthropic.py"})
 
 
-class ByModule(LoadScopeScheduling):
-    """Every module's tests go to one worker, so its module-scoped servers start once.
+def scope(nodeid: str) -> str:
+    """The unit one worker runs whole: the test's module, or "node" for the npm users."""
+    module = nodeid.split("::", 1)[0]
+    return "node" if PurePosixPath(module).name in NODE_MODULES else module
+
+
+def by_module(config: Any, log: Any) -> Any:
+    """xdist's `loadscope` scheduler with `scope` as its grouping, so module servers start once.
 
     xdist's own `loadgroup` cannot merge modules under pytest 9.2 (it renames items through
     `_nodeid`, which pytest 9.2 no longer reads), so the grouping is done here.
     """
+    from xdist.scheduler import LoadScopeScheduling  # only a parallel run has xdist loaded
 
-    def _split_scope(self, nodeid: str) -> str:
-        module = nodeid.split("::", 1)[0]
-        return "node" if PurePosixPath(module).name in NODE_MODULES else module
+    class ByModule(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return scope(nodeid)
+
+    return ByModule(config, log)

@@ -2,14 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from tests.scheduling import ByModule
-
-
-def scope(nodeid: str) -> str:
-    split: Any = ByModule._split_scope  # only the grouping rule: no scheduler state needed
-    return str(split(None, nodeid))
+from tests.scheduling import scope
 
 
 def test_every_test_of_a_module_and_its_parameters_share_one_scope() -> None:
