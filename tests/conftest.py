@@ -7,11 +7,10 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests import cache_lock, scheduling
+from tests import cache_lock
 from tests import server as srv
 from tests.tiny_model import TINY_ID, write_home
 
@@ -136,11 +135,3 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if e2e in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.e2e)
-
-
-@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: unknown where xdist is not installed
-def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
-    """With `--dist loadscope` (scripts/test): each module in one worker, npm's users in one."""
-    if config.getvalue("dist") != "loadscope":
-        return None
-    return scheduling.by_module(config, log)

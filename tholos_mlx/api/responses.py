@@ -174,7 +174,6 @@ async def _create(request: Request) -> HTTPResponse | None:
             request,
             parsed.generation(history),
             _Reply(parsed, history, store),
-            warnings=parsed.warnings,
         )
     except TholosError as err:  # the engine names the internal request's fields
         err.param = wire_param(err.param)

@@ -3,14 +3,14 @@
 The model calls every tool the same way, with JSON arguments; a custom tool is offered as a
 function of one string, `input`, and its call is answered as a `custom_tool_call` item carrying
 that string. A `regex` grammar constrains the string through llguidance (a JSON-schema
-`pattern`); a `lark` grammar is compiled to check it, shown to the model, and reported as not
-enforced (llguidance cannot hold the inside of a JSON string to a context-free grammar).
+`pattern`); a `lark` grammar is shown to the model and, rewritten to match its sentences as
+written inside a JSON string (lark_quote), holds the string's inside when the model calls it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import llguidance
@@ -18,7 +18,8 @@ import orjson
 
 from tholos_mlx.api import fields as f
 from tholos_mlx.errors import InvalidRequest
-from tholos_mlx.request import Tool
+from tholos_mlx.lark_quote import LarkQuoteError, quote_lark
+from tholos_mlx.request import TextInput, Tool
 
 INPUT_KEY = "input"
 _HEAD = '{"' + INPUT_KEY + '":"'  # how compact JSON arguments of a custom call begin
@@ -27,11 +28,10 @@ _HEX = frozenset("0123456789abcdefABCDEF")
 
 @dataclass(frozen=True)
 class CustomTool:
-    """One custom tool: the function offered in its place, its wire form, what is not enforced."""
+    """One custom tool: the function offered in its place, and its wire form."""
 
     tool: Tool
     wire: dict[str, Any]
-    warning: str | None = None
 
 
 def custom_tool(item: Mapping[str, Any], where: str) -> CustomTool:
@@ -39,7 +39,7 @@ def custom_tool(item: Mapping[str, Any], where: str) -> CustomTool:
     fmt = item.get("format")
     schema: dict[str, Any] = {"type": "string"}
     description = item.get("description")
-    warning = None
+    text_input = None
     if fmt is not None and (
         not isinstance(fmt, dict) or fmt.get("type") not in ("text", "grammar")
     ):
@@ -60,13 +60,14 @@ def custom_tool(item: Mapping[str, Any], where: str) -> CustomTool:
                 f"'{where}.format.definition' must be the grammar's text.",
                 param=f"{where}.format.definition",
             )
-        _compile(syntax, definition, f"{where}.format.definition")
+        param = f"{where}.format.definition"
+        _compile(syntax, definition, param)
         if syntax == "regex":
             schema["pattern"] = f"^(?:{definition})$"
         else:
+            text_input = TextInput(INPUT_KEY, _quoted(definition, param))
             note = f"Its input must follow this Lark grammar:\n{definition}"
             description = f"{description}\n\n{note}" if isinstance(description, str) else note
-            warning = f"{where}.format: the lark grammar is shown to the model, not enforced"
     parameters = {
         "type": "object",
         "properties": {INPUT_KEY: schema},
@@ -74,7 +75,7 @@ def custom_tool(item: Mapping[str, Any], where: str) -> CustomTool:
         "additionalProperties": False,
     }
     tool = f.tool(item.get("name"), description, parameters, None, where, "format")
-    return CustomTool(tool, dict(item), warning)
+    return CustomTool(replace(tool, text_input=text_input), dict(item))
 
 
 def _compile(syntax: str, definition: str, param: str) -> None:
@@ -93,6 +94,16 @@ def _compile(syntax: str, definition: str, param: str) -> None:
         raise InvalidRequest(
             f"'{param}': the {syntax} grammar does not compile: {reason}", param=param
         )
+
+
+def _quoted(definition: str, param: str) -> str:
+    """The grammar as it holds the inside of a JSON string; a 400 where that cannot be."""
+    try:
+        quoted = quote_lark(definition)
+    except LarkQuoteError as e:
+        raise InvalidRequest(f"'{param}': {e}.", param=param) from e
+    _compile("lark", quoted, param)
+    return quoted
 
 
 def arguments(text: str) -> str:

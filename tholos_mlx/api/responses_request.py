@@ -65,7 +65,6 @@ class ResponsesRequest:
     echo: Echo
     base: GenerationRequest  # every setting; its messages are filled in by generation()
     items: tuple[dict[str, Any], ...] = ()  # `input` as sent, with ids: for input_items
-    warnings: tuple[str, ...] = ()  # what is offered but not enforced (a lark grammar)
 
     def generation(self, history: tuple[Message, ...] = ()) -> GenerationRequest:
         """The request to run: instructions, the stored conversation, then this turn's input."""
@@ -187,7 +186,7 @@ def parse_responses(body: bytes) -> ResponsesRequest:
     )
     turns = _input(data.input)
     items = input_items(data.input)
-    return ResponsesRequest(turns, echo, base, items, tuple(offered.warnings))
+    return ResponsesRequest(turns, echo, base, items)
 
 
 def _input(raw: object) -> tuple[Message, ...]:
@@ -329,15 +328,12 @@ class _Tools:
     tools: list[Tool] = field(default_factory=list)
     namespaces: dict[str, str] = field(default_factory=dict)  # function -> its namespace
     custom: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> wire tool
-    warnings: list[str] = field(default_factory=list)
 
     def add(self, item: Mapping[str, Any], where: str, kind: str, namespace: str | None) -> None:
         if kind == "custom":
             found = custom_tool(item, where)
             self.tools.append(found.tool)
             self.custom[found.tool.name] = found.wire
-            if found.warning:
-                self.warnings.append(found.warning)
         else:
             self.tools.append(_function(item, where))
         if namespace is not None:
