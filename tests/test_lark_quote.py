@@ -72,6 +72,12 @@ CASES: list[tuple[str, list[str], list[str]]] = [
         ['"a', '"a"b"', '"line\nbreak"', '"back\\slash"'],
     ),
     (
+        'start: pair ("," pair)*\npair: NAME "=" NAME\nNAME: /[a-z]+/\n'
+        "%import common.WS\n%ignore WS\n",
+        ["a=b", "a = b , c=d", "a =  b"],
+        ["a=", "a b=c", "a=b,"],
+    ),
+    (
         'start: ("a".."f" | "\\x00".."\\x1f")+ | "yes"i | /\\d+\\s?/ | /(?s:x.y)/\n',
         ["abf", "\x00\x1f\x01", "YeS", "42", "7\n", "x\ny", 'x"y', "x\\y"],
         ["g", "ab\x20", "yess", "4 2", 'x""y'],
@@ -110,6 +116,19 @@ def test_the_quoted_grammar_accepts_a_text_escaped_exactly_when_the_grammar_acce
     for text in outside:
         assert not in_language(ll, grammar, text), f"the case itself is wrong: {text!r}"
         assert not in_language(ll, quoted, escaped(text)), text
+
+
+def test_ignored_text_is_skipped_only_where_json_writes_it_as_itself(
+    ll: llguidance.LLTokenizer,
+) -> None:
+    # An ignored escape would take the backslash that begins the next lexeme (`\\"` of a
+    # string): the model may put spaces between terminals, not newlines or tabs.
+    grammar = 'start: CNAME "=" ESCAPED_STRING\n%import common (CNAME, WS, ESCAPED_STRING)\n'
+    grammar += "%ignore WS"
+    quoted = quote_lark(grammar)
+    assert in_language(ll, quoted, escaped('a = "b c"'))
+    assert in_language(ll, grammar, 'a =\n"b"')
+    assert not in_language(ll, quoted, escaped('a =\n"b"'))
 
 
 def test_escaping_is_what_json_decodes_back() -> None:
@@ -211,3 +230,20 @@ def test_a_scripted_patch_with_quotes_and_newlines_passes_and_a_bad_line_is_mask
     c = grammars.for_tool_call([tool], ToolChoice("function", "apply_patch"), False, ToolMarkers())
     with pytest.raises(AssertionError, match="masked"):
         drive(c, script(opening + "*** Begin Patch\\n*** Remove File", tokenizer), tokenizer)
+
+
+def test_a_call_the_model_starts_itself_holds_its_input_to_the_grammar_too(
+    tokenizer: Any, ll: llguidance.LLTokenizer
+) -> None:
+    grammars = Grammars(tokenizer)
+    tool = apply_patch()
+    vocab = int(len(tokenizer._tokenizer))
+    c = grammars.lazy_tool_call([tool], False, ToolMarkers())
+    opening = 'Let me edit it.<tool_call>{"name":"apply_patch","arguments":{"input":"'
+    run = drive(
+        c, script(opening, tokenizer, argmax(patch_favoured(tokenizer, vocab, 7))), tokenizer
+    )
+    assert run.finished, run.text
+    body = run.text.removeprefix("Let me edit it.<tool_call>").removesuffix("</tool_call>")
+    call = json.loads(body)
+    assert in_language(ll, PATCH, call["arguments"]["input"]), call

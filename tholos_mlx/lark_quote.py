@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import json
 import re
-import re._constants as sre  # the regex parser's node names: Python's own, public since 2.x
-import re._parser as sre_parse
+import re._constants as sre  # Python's own regex parser (the old sre_parse, private since
+import re._parser as sre_parse  # 3.11) reads each pattern; this module rewrites its tree
 from typing import Any
 
 _SHORT = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\b": "\\b", "\f": "\\f"}
@@ -73,10 +73,15 @@ def escaped(text: str) -> str:
 def quote_lark(grammar: str) -> str:
     """The Lark grammar whose language is `grammar`'s, each sentence JSON-escaped.
 
-    Each terminal becomes a rule of its own (`LF` becomes `t_lf`): as one lexeme, a terminal
-    such as `/.*/` could not end before an escape that begins the next one (`\\n` after `\\\\`),
-    which llguidance's lexer, deciding on one byte, cannot undo. `%ignore` still needs lexemes,
-    so the terminals are defined a second time, as escaped lexemes, for it alone.
+    A terminal that may hold an escape becomes a rule of its own (`LF` becomes `t_lf`): as one
+    lexeme, `/.*/` could not end before an escape that begins the next one (`\\n` after
+    `\\\\`), which llguidance's lexer, deciding on one byte, cannot undo. One that cannot
+    (`/[a-z]+/`) stays a lexeme, so `%ignore` never reaches inside it. `%ignore` needs lexemes:
+    the terminals it may name are also defined as lexemes, under their own names, holding
+    only text that JSON writes as itself (spaces are skipped between terminals; escaped
+    newlines and tabs are not). Known gap: with `%ignore`, ignored text may also fall between
+    the pieces of a terminal made a rule (llguidance's `%ignore` is per grammar, and a nested
+    grammar per terminal loses it between terminals).
     """
     text = _IMPORT.sub(lambda m: _imports(m.group()), grammar)
     pieces = [(m.lastgroup or "other", m.group()) for m in _LEX.finditer(text)]
@@ -84,13 +89,26 @@ def quote_lark(grammar: str) -> str:
         if kind == "refused":
             raise LarkQuoteError(f"{piece} is not supported in a custom tool's grammar")
     statements = _statements(pieces)
-    terminals = {s[0][1] for s in statements if _defines_terminal(s)}
+    terminals = {s[0][1]: s for s in statements if _defines_terminal(s)}
+    ruled = {name for name, s in terminals.items() if _render(s, set(), as_rule=False)[1]}
+    grew = True
+    while grew:  # a terminal made of one that may hold an escape may hold one too
+        grew = False
+        for name, s in terminals.items():
+            if name not in ruled and any(p[1] in ruled for p in s[1:] if p[0] == "word"):
+                ruled.add(name)
+                grew = True
     ignores = [s for s in statements if s[0][1] == "%ignore"]
-    rules = [_render(s, terminals, as_rule=True) for s in statements if s not in ignores]
-    if ignores:  # the lexemes %ignore names, under their own names
-        rules += [_render(s, set(), as_rule=False) for s in statements if _defines_terminal(s)]
-        rules += [_render(s, set(), as_rule=False) for s in ignores]
-    return "\n".join(r.strip() for r in rules) + "\n"
+    out = []
+    for s in statements:
+        name = s[0][1]
+        if s in ignores or (name in terminals and name not in ruled):
+            out.append(_render(s, set(), as_rule=False, plain=s in ignores)[0])
+        else:
+            out.append(_render(s, ruled, as_rule=True)[0])
+    if ignores:  # the lexemes %ignore may name, under their own names, without escapes
+        out += [_render(terminals[n], set(), False, plain=True)[0] for n in sorted(ruled)]
+    return "\n".join(r.strip() for r in out) + "\n"
 
 
 def _statements(pieces: list[Piece]) -> list[list[Piece]]:
@@ -126,9 +144,15 @@ def _rule_name(terminal: str) -> str:
     return "t_" + terminal.lower().replace("-", "_")
 
 
-def _render(statement: list[Piece], terminals: set[str], as_rule: bool) -> str:
-    """One statement with its terminals escaped; `as_rule`: terminals named become rules."""
+def _render(
+    statement: list[Piece], ruled: set[str], as_rule: bool, plain: bool = False
+) -> tuple[str, bool]:
+    """One statement with its terminals escaped, and whether any of them may hold an escape;
+    `as_rule`: it is written as rules, and the terminals in `ruled` are named as theirs;
+    `plain`: only the sentences without escapes (what `%ignore` skips: an ignored escape would
+    swallow the backslash that begins the next lexeme)."""
     out: list[str] = []
+    escapes = False
     i = 0
     if as_rule and _defines_terminal(statement):  # `NAME.2:` becomes `t_name:`
         out.append(_rule_name(statement[0][1]))
@@ -139,7 +163,9 @@ def _render(statement: list[Piece], terminals: set[str], as_rule: bool) -> str:
         kind, piece = statement[i]
         if kind == "regex":
             cut = piece.rindex("/")
-            out.append(_regex(piece[1:cut], piece[cut + 1 :], as_rule))
+            rendered, held = _regex(piece[1:cut], piece[cut + 1 :], as_rule, plain)
+            out.append(rendered)
+            escapes |= held
         elif kind == "string" and _after(statement, i) == ("other", ".."):
             end = _after(statement, statement.index(("other", ".."), i))
             if end is None or end[0] != "string":
@@ -147,19 +173,25 @@ def _render(statement: list[Piece], terminals: set[str], as_rule: bool) -> str:
             low, high = _string(piece)[0], _string(end[1])[0]
             if len(low) != 1 or len(high) != 1:
                 raise LarkQuoteError("a range's ends must be single characters")
-            out.append(_regex(f"[{_char(low)}-{_char(high)}]", "", as_rule))
+            rendered, held = _regex(f"[{_char(low)}-{_char(high)}]", "", as_rule, plain)
+            out.append(rendered)
+            escapes |= held
             i = statement.index(end, i + 1)
         elif kind == "string":
             value, icase = _string(piece)
-            out.append(
-                _regex(re.escape(value), "i", as_rule) if icase else json.dumps(escaped(value))
+            rendered, held = (
+                _regex(re.escape(value), "i", as_rule, plain)
+                if icase or plain
+                else (json.dumps(escaped(value)), escaped(value) != value)
             )
-        elif kind == "word" and piece in terminals:
+            out.append(rendered)
+            escapes |= held
+        elif kind == "word" and piece in ruled:
             out.append(_rule_name(piece))
         else:
             out.append(piece)
         i += 1
-    return "".join(out)
+    return "".join(out), escapes
 
 
 def _after(statement: list[Piece], i: int) -> Piece | None:
@@ -196,8 +228,9 @@ def _imports(statement: str) -> str:
     return "\n".join(lines)
 
 
-def _regex(pattern: str, flags: str, as_rule: bool) -> str:
-    """Lark matching the escaped sentences of `pattern`: rule items, or one regex lexeme."""
+def _regex(pattern: str, flags: str, as_rule: bool, plain: bool = False) -> tuple[str, bool]:
+    """Lark matching the escaped sentences of `pattern` (rule items, or one regex lexeme), and
+    whether any of them holds an escape."""
     if "l" in flags:
         raise LarkQuoteError(f"the regex flag `l` is not supported: /{pattern}/{flags}")
     py_flags = (re.I if "i" in flags else 0) | (re.S if "s" in flags else 0)
@@ -207,17 +240,18 @@ def _regex(pattern: str, flags: str, as_rule: bool) -> str:
     except re.error as e:
         raise LarkQuoteError(f"cannot read the regex /{pattern}/: {e}") from e
     state = parsed.state.flags
-    quoter = _Quoter(bool(state & re.I), bool(state & re.S), as_rule)
+    quoter = _Quoter(bool(state & re.I), bool(state & re.S), as_rule, plain)
     body = quoter.seq(list(parsed))
-    return f"({body})" if as_rule else f"/{body}/"
+    return (f"({body})" if as_rule else f"/{body}/"), quoter.escapes
 
 
 class _Quoter:
     """Renders a parsed regex as its escaped sentences: Lark rule items (strings and regexes,
     so that each escape is a lexeme of its own) or one regex (Rust `regex` syntax)."""
 
-    def __init__(self, icase: bool, dotall: bool, as_rule: bool) -> None:
-        self.icase, self.dotall, self.as_rule = icase, dotall, as_rule
+    def __init__(self, icase: bool, dotall: bool, as_rule: bool, plain: bool = False) -> None:
+        self.icase, self.dotall, self.as_rule, self.plain = icase, dotall, as_rule, plain
+        self.escapes = False  # whether any sentence holds an escape
 
     def seq(self, nodes: list[tuple[Any, Any]]) -> str:
         out: list[str] = []
@@ -237,6 +271,9 @@ class _Quoter:
         return " ".join(out) if self.as_rule else "".join(out)
 
     def text(self, run: str) -> str:
+        self.escapes |= escaped(run) != run
+        if self.plain and escaped(run) != run:
+            return f"/{_NOTHING}/" if self.as_rule else _NOTHING
         return json.dumps(escaped(run)) if self.as_rule else _literal(escaped(run))
 
     def group(self, options: list[str]) -> str:
@@ -257,8 +294,11 @@ class _Quoter:
                 (self.icase or bool(add & re.I)) and not remove & re.I,
                 (self.dotall or bool(add & re.S)) and not remove & re.S,
                 self.as_rule,
+                self.plain,
             )
-            return f"({inner.seq(list(body))})" if self.as_rule else f"(?:{inner.seq(list(body))})"
+            text = inner.seq(list(body))
+            self.escapes |= inner.escapes
+            return f"({text})" if self.as_rule else f"(?:{text})"
         if op in (sre.MAX_REPEAT, sre.MIN_REPEAT, sre.POSSESSIVE_REPEAT):
             return self.repeat(*av)
         raise LarkQuoteError(f"the regex construct {str(op).lower()} is not supported here")
@@ -291,6 +331,9 @@ class _Quoter:
         held = [c for c in SPECIALS if inside.fullmatch(c)]
         escapes = [_SHORT[c] for c in held if c in _SHORT]
         codes = [f"{ord(c):02x}" for c in held if c not in _SHORT]  # written \u00XX
+        self.escapes |= bool(held)
+        if self.plain:
+            escapes, codes = [], []
         plain = f"[{cls}&&{_PLAIN}]" + ("+" if run else "")
         if self.icase:
             plain = f"(?i:{plain})"
@@ -303,11 +346,12 @@ class _Quoter:
             if codes:
                 options.append(_literal("\\u00") + "(?:" + "|".join(codes) + ")")
         if not options:
-            return "/[^\\u0000-\\U0010FFFF]/" if self.as_rule else "[^\\u0000-\\U0010FFFF]"
+            return f"/{_NOTHING}/" if self.as_rule else _NOTHING
         return self.group(options)
 
 
 _SETS = (sre.IN, sre.ANY, sre.NOT_LITERAL)
+_NOTHING = "[^\\u0000-\\U0010FFFF]"  # a regex no text matches
 
 
 def _only_specials(items: list[tuple[Any, Any]]) -> bool:

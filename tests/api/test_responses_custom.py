@@ -14,7 +14,7 @@ from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import TypeAdapter
 
 from tests.fakes import LiveServer, Script, live_server
-from tholos_mlx.api.responses_custom import arguments, custom_tool, input_so_far
+from tholos_mlx.api.responses_custom import arguments, input_so_far
 from tholos_mlx.api.responses_request import parse_responses
 from tholos_mlx.errors import InvalidRequest
 from tholos_mlx.events import ToolCallDelta, ToolCallStart
@@ -87,7 +87,7 @@ def test_a_custom_tool_is_offered_as_a_function_of_one_string_input() -> None:
 )
 def test_a_custom_tools_bad_format_is_a_400_naming_it(fmt: dict[str, Any], param: str) -> None:
     with pytest.raises(InvalidRequest) as caught:
-        custom_tool({"type": "custom", "name": "x", "format": fmt}, "tools[0]")
+        parse(tools=[{"type": "custom", "name": "x", "format": fmt}])
     assert caught.value.param == param
 
 

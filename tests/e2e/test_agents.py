@@ -209,8 +209,9 @@ def test_codex_on_an_8k_model_shows_the_context_error_and_exits_non_zero(
     assert "Traceback" not in served.log_text()
 
 
+@pytest.mark.parametrize("trimmed", [(), ("--bare",)], ids=["default", "bare"])
 def test_claude_code_makes_a_live_read_call_and_sends_the_files_content_back(
-    modules: Path, served: srv.Server, tmp_path: Path
+    modules: Path, served: srv.Server, tmp_path: Path, trimmed: tuple[str, ...]
 ) -> None:
     with recording(served.base) as proxy:
         out = run_claude(
@@ -218,7 +219,7 @@ def test_claude_code_makes_a_live_read_call_and_sends_the_files_content_back(
             served,
             tmp_path,
             READ_ID,
-            *("--output-format", "json", "--max-turns", "3"),
+            *("--output-format", "json", "--max-turns", "3", *trimmed),
             base=proxy.base,
             notes=MARKER_LINE + "\n",
         )
