@@ -35,6 +35,14 @@ class Message:
 
 
 @dataclass(frozen=True)
+class TextInput:
+    """A tool whose arguments are one string, `{KEY: TEXT}`, TEXT held to a Lark grammar."""
+
+    key: str
+    lark: str  # the grammar of TEXT as written inside its JSON string (lark_quote.quote_lark)
+
+
+@dataclass(frozen=True)
 class Tool:
     """A function the model may call; `parameters` is a JSON Schema of an object."""
 
@@ -44,6 +52,7 @@ class Tool:
     strict: bool = False  # the client asked for strict: its schema must be closed and whole
     # Where the dialect's wire puts `parameters`, for errors ("tools[0].input_schema").
     schema_path: str = field(default="", compare=False)
+    text_input: TextInput | None = None  # a custom tool's grammar, beyond what `parameters` say
 
 
 @dataclass(frozen=True)

@@ -66,8 +66,14 @@ def body_rules(tools: Sequence[Tool]) -> str:
     lines = [f'body: "\\n"? {opening} ({names}) "}}" "\\n"?']
     for i, tool in enumerate(tools):
         head = json.dumps(tool.name, ensure_ascii=False) + ',"arguments":'
-        args = json.dumps(arguments_schema(tool), ensure_ascii=False)
-        lines.append(f"tool_{i}: {literal(head)} %json {args}")
+        text = tool.text_input
+        if text is None:
+            args = json.dumps(arguments_schema(tool), ensure_ascii=False)
+            lines.append(f"tool_{i}: {literal(head)} %json {args}")
+        else:  # the string's inside held to its own grammar, in a namespace of its own
+            into = head + "{" + json.dumps(text.key, ensure_ascii=False) + ':"'
+            out = literal('"}')
+            lines.append(f"tool_{i}: {literal(into)} %lark {{\n{text.lark}\n}} {out}")
     return "\n".join(lines)
 
 

@@ -14,10 +14,11 @@ from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import TypeAdapter
 
 from tests.fakes import LiveServer, Script, live_server
-from tholos_mlx.api.responses_custom import arguments, custom_tool, input_so_far
+from tholos_mlx.api.responses_custom import arguments, input_so_far
 from tholos_mlx.api.responses_request import parse_responses
 from tholos_mlx.errors import InvalidRequest
 from tholos_mlx.events import ToolCallDelta, ToolCallStart
+from tholos_mlx.lark_quote import quote_lark
 from tholos_mlx.request import ToolCall, ToolChoice
 from tholos_mlx.schema_check import WARNINGS_HEADER, check
 
@@ -62,9 +63,9 @@ def test_a_custom_tool_is_offered_as_a_function_of_one_string_input() -> None:
     assert PATCH_GRAMMAR in (patch.description or "")
     assert (free.schema_path, patch.schema_path) == ("tools[0].format", "tools[2].format")
     assert set(parsed.echo.custom) == {"note", "zip_code", "apply_patch"}
-    assert parsed.warnings == (
-        "tools[2].format: the lark grammar is shown to the model, not enforced",
-    )
+    assert (free.text_input, zip_code.text_input) == (None, None)
+    assert patch.text_input is not None and patch.text_input.key == "input"
+    assert patch.text_input.lark == quote_lark(PATCH_GRAMMAR)  # held, not only shown
     assert check(parsed.generation()) == ()  # the regex is a pattern llguidance enforces
 
 
@@ -86,7 +87,7 @@ def test_a_custom_tool_is_offered_as_a_function_of_one_string_input() -> None:
 )
 def test_a_custom_tools_bad_format_is_a_400_naming_it(fmt: dict[str, Any], param: str) -> None:
     with pytest.raises(InvalidRequest) as caught:
-        custom_tool({"type": "custom", "name": "x", "format": fmt}, "tools[0]")
+        parse(tools=[{"type": "custom", "name": "x", "format": fmt}])
     assert caught.value.param == param
 
 
@@ -136,7 +137,7 @@ def test_a_custom_call_is_a_custom_tool_call_item_whole_or_streamed(server: Live
     with server.client() as c:
         r = c.post("/v1/responses", json=body)
         assert r.status_code == 200, r.text
-        assert "lark" in r.headers[WARNINGS_HEADER]
+        assert WARNINGS_HEADER not in r.headers  # the lark grammar is enforced: nothing to say
         (item,) = r.json()["output"]
         assert {k: item[k] for k in ("type", "call_id", "name", "input", "status")} == {
             "type": "custom_tool_call",

@@ -320,6 +320,45 @@ BAD: list[tuple[dict[str, Any], str | None, str | None]] = [
     ({"input": "Hi", "previous_response_id": 5}, "previous_response_id", None),
     ({"input": "Hi", "metadata": {"k": 1}}, "metadata", None),
     ({"input": "Hi", "model": 3}, "model", None),
+    ({"input": [{"type": 5, "role": "user", "content": "Hi"}]}, "input[0]", None),
+    ({"input": [{"role": "user", "content": [5]}]}, "input[0].content[0]", None),
+    ({"input": [{"role": "user", "content": [{"text": "Hi"}]}]}, "input[0].content[0]", None),
+    (
+        {"input": [{"type": "function_call_output", "call_id": "c", "output": [{"type": "x"}]}]},
+        "input[0].output[0].type",
+        "unsupported_parameter",
+    ),
+    (
+        {"input": [{"type": "custom_tool_call", "call_id": "c", "name": "f"}]},
+        "input[0].input",
+        None,
+    ),
+    (
+        {"input": "Hi", "tools": [{"type": "namespace", "name": "n", "tools": ["f"]}]},
+        "tools[0].tools[0].type",
+        None,
+    ),
+    (
+        {"input": "Hi", "tools": [{"type": "custom", "name": "x", "format": {"type": "xml"}}]},
+        "tools[0].format",
+        None,
+    ),
+    (
+        {
+            "input": "Hi",
+            "tools": [{"type": "custom", "name": "x"}],
+            "tool_choice": {"type": "custom", "name": "y"},
+        },
+        "tool_choice",
+        None,
+    ),
+    ({"input": "Hi", "tool_choice": {"type": "allowed_tools"}}, "tool_choice", None),
+    ({"input": "Hi", "text": {"format": {}}}, "text.format", None),
+    (
+        {"input": "Hi", "text": {"format": {"type": "json_schema", "name": "a", "schema": 5}}},
+        "text.format.schema",
+        None,
+    ),
     ({"input": "Hi", "background": True}, "background", "unsupported_parameter"),
     ({"input": "Hi", "conversation": "conv_1"}, "conversation", "unsupported_parameter"),
     ({"input": "Hi", "prompt": {"id": "pmpt_1"}}, "prompt", "unsupported_parameter"),
@@ -342,6 +381,19 @@ def test_forcing_a_hosted_tool_is_refused_by_its_type() -> None:
     hosted = [{"type": "web_search_preview"}]
     err = refused({"input": "Hi", "tools": hosted, "tool_choice": {"type": "web_search_preview"}})
     assert "'web_search_preview'" in err.message and "cannot run" in err.message
+
+
+def test_an_unknown_part_or_item_type_is_named_in_the_refusal() -> None:
+    image = {"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}
+    assert "'input_image'" in refused({"input": [image]}).message
+    assert "'item_reference'" in refused({"input": [{"type": "item_reference"}]}).message
+    assert "'xml'" in refused({"input": "Hi", "text": {"format": {"type": "xml"}}}).message
+
+
+def test_input_items_are_made_only_for_a_response_that_is_stored() -> None:
+    req = parse(input=[{"role": "user", "content": "Hi", "id": "msg_mine"}], store=False)
+    assert "items" not in vars(req)  # Codex's store: false turn pays for no ids
+    assert req.items[0]["id"] == "msg_mine" and req.items is req.items  # made once
 
 
 def test_a_body_that_is_not_json_is_refused() -> None:

@@ -2,6 +2,7 @@
 
 Both come from npm (tests/agent_clis.py installs them under tests/.cache/npm); only where npm is
 absent are these skipped. HOME is a temp dir, telemetry is off and every URL is 127.0.0.1.
+Live tool calls go through a recording proxy in the test, which reads what each CLI sends back.
 """
 
 from __future__ import annotations
@@ -17,7 +18,16 @@ import pytest
 from tests import agent_clis
 from tests import server as srv
 from tests.conftest import DEMO_ID
+from tests.live_model import (
+    DONE_ANSWER,
+    MARKER,
+    MARKER_LINE,
+    READ_ID,
+    SHELL_ID,
+    write_live_models,
+)
 from tests.long_model import ANSWER, LONG_ID, write_agents_home
+from tests.recording_proxy import recording
 
 pytestmark = pytest.mark.e2e
 
@@ -34,8 +44,12 @@ def modules() -> Path:
 
 @pytest.fixture(scope="module")
 def agents_home(demo_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The demo model (8k context) beside the long-context tiny llama."""
-    return write_agents_home(tmp_path_factory.mktemp("agents-home"), demo_home)
+    """The demo model (8k context) beside the long-context tiny llama and the two that call tools."""
+    home = write_agents_home(tmp_path_factory.mktemp("agents-home"), demo_home)
+    tiers = write_live_models(home / "models", home / "models" / DEMO_ID)
+    with (home / "tiers.toml").open("a") as f:
+        f.write("\n" + "\n".join(tiers.values()))
+    return home
 
 
 @pytest.fixture(scope="module")
@@ -44,14 +58,23 @@ def served(agents_home: Path) -> Iterator[srv.Server]:
         yield s
 
 
+NOTES = "The meeting moved to Thursday.\n"
+
+
 def run_claude(
-    modules: Path, server: srv.Server, tmp: Path, model: str, *extra: str
+    modules: Path,
+    server: srv.Server,
+    tmp: Path,
+    model: str,
+    *extra: str,
+    base: str | None = None,
+    notes: str = NOTES,
 ) -> subprocess.CompletedProcess[str]:
-    """`claude -p ... --model MODEL` in a scratch project, pointed at the server."""
+    """`claude -p ... --model MODEL` in a scratch project, pointed at the server (or `base`)."""
     home, work = tmp / "home", tmp / "work"
     home.mkdir()
     work.mkdir()
-    (work / "notes.txt").write_text("The meeting moved to Thursday.\n")
+    (work / "notes.txt").write_text(notes)
     return subprocess.run(
         [
             str(agent_clis.claude_binary(modules)),
@@ -61,7 +84,7 @@ def run_claude(
             model,
             *extra,
         ],
-        env=agent_clis.claude_env(home, server.base, server.key),
+        env=agent_clis.claude_env(home, base or server.base, server.key),
         cwd=work,
         capture_output=True,
         text=True,
@@ -101,13 +124,18 @@ def test_claude_code_on_a_128k_model_gets_the_models_answer_through_streamed_mes
 
 
 def run_codex(
-    modules: Path, server: srv.Server, tmp: Path, model: str
+    modules: Path,
+    server: srv.Server,
+    tmp: Path,
+    model: str,
+    base: str | None = None,
+    notes: str = NOTES,
 ) -> subprocess.CompletedProcess[str]:
     """`codex exec --skip-git-repo-check ...` with a custom Responses provider at the server."""
     home, work = tmp / "home", tmp / "work"
     home.mkdir()
     work.mkdir()
-    (work / "notes.txt").write_text("The meeting moved to Thursday.\n")
+    (work / "notes.txt").write_text(notes)
     return subprocess.run(
         [
             *agent_clis.codex_command(modules),
@@ -115,7 +143,7 @@ def run_codex(
             "--skip-git-repo-check",
             "What does notes.txt say?",
         ],
-        env=agent_clis.codex_env(home, server.v1, server.key, model),
+        env=agent_clis.codex_env(home, f"{base or server.base}/v1", server.key, model),
         cwd=work,
         capture_output=True,
         text=True,
@@ -178,4 +206,56 @@ def test_codex_on_an_8k_model_shows_the_context_error_and_exits_non_zero(
     assert out.returncode != 0, said
     # code context_length_exceeded is what Codex recognises and explains in its own words
     assert "ran out of room in the model's context window" in said, said
+    assert "Traceback" not in served.log_text()
+
+
+@pytest.mark.parametrize("trimmed", [(), ("--bare",)], ids=["default", "bare"])
+def test_claude_code_makes_a_live_read_call_and_sends_the_files_content_back(
+    modules: Path, served: srv.Server, tmp_path: Path, trimmed: tuple[str, ...]
+) -> None:
+    with recording(served.base) as proxy:
+        out = run_claude(
+            modules,
+            served,
+            tmp_path,
+            READ_ID,
+            *("--output-format", "json", "--max-turns", "3", *trimmed),
+            base=proxy.base,
+            notes=MARKER_LINE + "\n",
+        )
+    assert out.returncode == 0, out.stdout + out.stderr
+    result = json.loads(out.stdout)
+    assert (result["result"].strip(), result["num_turns"]) == (DONE_ANSWER, 2), result
+    first, second = proxy.posts("/v1/messages")
+    assert MARKER.strip() not in json.dumps(first.body), "only the file may hold the marker"
+    asked, answered = second.body["messages"][-2:]
+    (call,) = [b for b in asked["content"] if b["type"] == "tool_use"]
+    assert (call["name"], call["input"]) == ("Read", {"file_path": "notes.txt"})
+    (back,) = [b for b in answered["content"] if b["type"] == "tool_result"]
+    assert back["tool_use_id"] == call["id"] and not back.get("is_error")
+    assert MARKER_LINE in json.dumps(back["content"]), "Claude Code read the file and sent it"
+    assert "Traceback" not in served.log_text()
+
+
+def test_codex_runs_a_live_shell_call_and_sends_its_output_back(
+    modules: Path, served: srv.Server, tmp_path: Path
+) -> None:
+    with recording(served.base) as proxy:
+        out = run_codex(
+            modules, served, tmp_path, SHELL_ID, base=proxy.base, notes=MARKER_LINE + "\n"
+        )
+    said = out.stdout + out.stderr
+    assert out.returncode == 0, said
+    assert out.stdout.strip() == DONE_ANSWER, said
+    first, second = proxy.posts("/v1/responses")
+    assert MARKER.strip() not in json.dumps(first.body), "only the command's output may hold it"
+    items = second.body["input"]
+    (call,) = [i for i in items if i.get("type") == "function_call"]
+    assert (call["name"], json.loads(call["arguments"])) == (
+        "exec_command",
+        {"cmd": "cat notes.txt"},
+    )
+    (back,) = [i for i in items if i.get("type") == "function_call_output"]
+    assert back["call_id"] == call["call_id"]
+    assert MARKER_LINE in back["output"], "Codex ran the command and sent its output"
     assert "Traceback" not in served.log_text()

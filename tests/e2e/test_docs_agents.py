@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -24,7 +23,6 @@ TEXT = DOC.read_text()
 BLOCKS = docs.parse(TEXT)
 MARKED = [b.name for b in BLOCKS if b.name]
 NODE_DIR = CACHE / "node"  # shared with the other pages' JavaScript examples
-JS_PACKAGES = ("ai", "@ai-sdk/openai-compatible", "@openai/agents")
 QUIET = {"DISABLE_TELEMETRY": "1", "DISABLE_AUTOUPDATER": "1", "DISABLE_ERROR_REPORTING": "1"}
 
 
@@ -62,22 +60,6 @@ def _cli_env() -> dict[str, str | None]:
     }
 
 
-def _ensure_js_packages() -> None:
-    _needs_npm()
-    docs.ensure_openai_npm(NODE_DIR)
-    if all((NODE_DIR / "node_modules" / p / "package.json").is_file() for p in JS_PACKAGES):
-        return
-    out = subprocess.run(
-        ["npm", "install", "--no-audit", "--no-fund", "--loglevel=error", *JS_PACKAGES],
-        cwd=NODE_DIR,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert out.returncode == 0, f"npm install {JS_PACKAGES} failed:\n{out.stderr[-2000:]}"
-
-
 # --- one check per marked recipe: what running it must show --------------------------------------
 
 
@@ -96,16 +78,6 @@ def agents_sdk_answers_paris(c: Ctx) -> None:
     assert "Paris" in c.run.run("agents-sdk").ok().stdout
 
 
-def agents_sdk_js_answers_paris(c: Ctx) -> None:
-    _ensure_js_packages()
-    assert "Paris" in c.run.run("agents-sdk-js").ok().stdout
-
-
-def vercel_ai_sdk_answers_paris(c: Ctx) -> None:
-    _ensure_js_packages()
-    assert "Paris" in c.run.run("agents-vercel").ok().stdout
-
-
 def langchain_answers_paris(c: Ctx) -> None:
     assert "Paris" in lines(c.run.run("agents-langchain").ok())[-1]
 
@@ -114,8 +86,6 @@ CHECKS: dict[str, Callable[[Ctx], None]] = {
     "agents-claude": claude_code_prints_the_models_answer,
     "agents-codex": codex_prints_the_models_answer,
     "agents-sdk": agents_sdk_answers_paris,
-    "agents-sdk-js": agents_sdk_js_answers_paris,
-    "agents-vercel": vercel_ai_sdk_answers_paris,
     "agents-langchain": langchain_answers_paris,
 }
 

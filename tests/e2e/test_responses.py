@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -42,10 +41,9 @@ WEATHER: FunctionToolParam = {
 
 
 @pytest.fixture(scope="module")
-def served(demo_home: Path) -> Iterator[srv.Server]:
-    """One server for the module, the demo model loaded through its tier."""
-    with srv.running(demo_home, "--model", "fast") as s:
-        yield s
+def served(demo_server: srv.Server) -> srv.Server:
+    """The session's demo server (tests/conftest.py), shared with the other modules that read it."""
+    return demo_server
 
 
 @pytest.fixture(scope="module")
@@ -211,3 +209,31 @@ def test_a_forced_custom_tool_gets_input_its_regex_allows_and_codex_tools_are_se
     (call,) = response.output
     assert call.type == "custom_tool_call" and call.name == "postcode"
     assert re.fullmatch("75[0-9]{3}", call.input), call.input
+
+
+def test_a_forced_custom_tool_gets_input_its_lark_grammar_parses_quotes_and_newline_included(
+    sdk: openai.OpenAI,
+) -> None:
+    said = {
+        "type": "custom",
+        "name": "say",
+        "description": "Say one short word, quoted, on a line of its own.",
+        "format": {
+            "type": "grammar",
+            "syntax": "lark",
+            "definition": 'start: "say " QUOTED LF\nQUOTED: "\\"" /[a-z]{1,8}/ "\\""\n'
+            "%import common.LF",
+        },
+    }
+    response = sdk.responses.create(
+        model="",
+        input="Say hello.",
+        temperature=0,
+        max_output_tokens=40,
+        tools=[said],  # type: ignore[list-item]
+        tool_choice={"type": "custom", "name": "say"},
+        store=False,
+    )
+    (call,) = response.output
+    assert call.type == "custom_tool_call" and call.name == "say"
+    assert re.fullmatch(r'say "[a-z]{1,8}"\n', call.input), call.input

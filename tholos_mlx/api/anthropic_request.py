@@ -20,7 +20,17 @@ from pydantic import AfterValidator, Discriminator, Field, Tag
 from typing_extensions import NotRequired, TypedDict
 
 from tholos_mlx.api import fields as f
-from tholos_mlx.api.validation import PARENT, Rule, Wire, load, refuse, stop_strings
+from tholos_mlx.api.validation import (
+    LIST_TAG,
+    PARENT,
+    TEXT_TAG,
+    Rule,
+    Wire,
+    load,
+    refuse,
+    stop_strings,
+    text_or_list,
+)
 from tholos_mlx.errors import InvalidRequest, Unsupported
 from tholos_mlx.request import (
     TEXT,
@@ -81,17 +91,11 @@ class AnyBlock(TypedDict):
     text: NotRequired[Annotated[str, Field(description="a string")]]
 
 
-def _text_or_blocks(raw: Any) -> str | None:
-    if isinstance(raw, str):
-        return "<text>"
-    return "<blocks>" if isinstance(raw, list) else None
-
-
 _RESULT_CONTENT = f"a string or an array of {_TEXT_BLOCK} blocks"
 ResultContent = Annotated[
-    Annotated[str, Tag("<text>")]
-    | Annotated[list[Annotated[AnyBlock, Rule(f"a block such as {_TEXT_BLOCK}")]], Tag("<blocks>")],
-    Discriminator(_text_or_blocks, custom_error_type="wrong_type", custom_error_message="content"),
+    Annotated[str, Tag(TEXT_TAG)]
+    | Annotated[list[Annotated[AnyBlock, Rule(f"a block such as {_TEXT_BLOCK}")]], Tag(LIST_TAG)],
+    Discriminator(text_or_list, custom_error_type="wrong_type", custom_error_message="content"),
 ]
 
 
@@ -126,8 +130,8 @@ Block = Annotated[
 ]
 _CONTENT = "a string or an array of content blocks"
 Content = Annotated[
-    Annotated[str, Tag("<text>")] | Annotated[list[Block], Tag("<blocks>")],
-    Discriminator(_text_or_blocks, custom_error_type="wrong_type", custom_error_message="content"),
+    Annotated[str, Tag(TEXT_TAG)] | Annotated[list[Block], Tag(LIST_TAG)],
+    Discriminator(text_or_list, custom_error_type="wrong_type", custom_error_message="content"),
 ]
 
 

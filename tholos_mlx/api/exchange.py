@@ -80,12 +80,8 @@ class Reply(Protocol):
         ...
 
 
-async def run(
-    request: Request, req: GenerationRequest, reply: Reply, warnings: tuple[str, ...] = ()
-) -> HTTPResponse | None:
-    """Admit the request, run it on the engine and answer in the dialect; the engine stops if the client goes.
-
-    `warnings`: what the dialect offers but cannot enforce, said in the schema warnings header."""
+async def run(request: Request, req: GenerationRequest, reply: Reply) -> HTTPResponse | None:
+    """Admit the request, run it on the engine and answer in the dialect; the engine stops if the client goes."""
     ctx = request.app.ctx
     engine: EngineLike = ctx.engine
     gate: Gate = ctx.gate
@@ -95,7 +91,7 @@ async def run(
         raise NoModelLoaded()  # never had a model; after idle unload the engine reloads the last
     # A schema that cannot constrain: 400 now, not after the queue; keywords not enforced
     # in a non-strict schema: said in a header.
-    extra = schema_check.warnings_header(warnings + schema_check.check(req))
+    extra = schema_check.warnings_header(schema_check.check(req))
     queued = timings.now()  # parsed and checked: from here on it waits for the engine
     turn = await gate.acquire()
     try:

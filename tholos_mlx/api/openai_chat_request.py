@@ -22,7 +22,17 @@ from tholos_mlx.api.shared_openai import (
     function_tool,
     tool_choice,
 )
-from tholos_mlx.api.validation import PARENT, Rule, Wire, load, refuse, stop_strings
+from tholos_mlx.api.validation import (
+    LIST_TAG,
+    PARENT,
+    TEXT_TAG,
+    Rule,
+    Wire,
+    load,
+    refuse,
+    stop_strings,
+    text_or_list,
+)
 from tholos_mlx.errors import InvalidRequest, Unsupported
 from tholos_mlx.request import TEXT, GenerationRequest, Message, Role, ToolCall
 
@@ -63,20 +73,14 @@ class Part(TypedDict):
     refusal: NotRequired[Annotated[str | None, Field(description="a string")]]
 
 
-def _text_or_parts(raw: Any) -> str | None:
-    if isinstance(raw, str):
-        return "<text>"
-    return "<parts>" if isinstance(raw, list) else None
-
-
 Content = Annotated[
-    Annotated[str, Tag("<text>")]
+    Annotated[str, Tag(TEXT_TAG)]
     | Annotated[
         list[Annotated[Part, Rule('an object {"type": "text", "text": ...}')]],
-        Tag("<parts>"),
+        Tag(LIST_TAG),
         Field(min_length=1),
     ],
-    Discriminator(_text_or_parts, custom_error_type="wrong_type", custom_error_message=_PARTS),
+    Discriminator(text_or_list, custom_error_type="wrong_type", custom_error_message=_PARTS),
 ]
 _FUNCTION_RULE = "an object with 'name' and 'arguments'"
 

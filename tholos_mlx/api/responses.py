@@ -40,7 +40,7 @@ class _Reply:
         self.created_at = int(time.time())
         self.echo = parsed.echo
         self._conversation = history + parsed.input
-        self._items = parsed.items
+        self._parsed = parsed
         self._store = store
 
     def body(self, model: str, output: Output, finished: Finished) -> bytes:
@@ -61,7 +61,7 @@ class _Reply:
         )
         if self.echo.store:
             conversation = (*self._conversation, output.turn())
-            self._store.put(self.id, Stored(body, conversation, self._items))
+            self._store.put(self.id, Stored(body, conversation, self._parsed.items))
         return body
 
     def complete(self, request: Request, started: Started, answer: Gathered) -> HTTPResponse:
@@ -174,7 +174,6 @@ async def _create(request: Request) -> HTTPResponse | None:
             request,
             parsed.generation(history),
             _Reply(parsed, history, store),
-            warnings=parsed.warnings,
         )
     except TholosError as err:  # the engine names the internal request's fields
         err.param = wire_param(err.param)

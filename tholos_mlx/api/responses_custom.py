@@ -3,78 +3,106 @@
 The model calls every tool the same way, with JSON arguments; a custom tool is offered as a
 function of one string, `input`, and its call is answered as a `custom_tool_call` item carrying
 that string. A `regex` grammar constrains the string through llguidance (a JSON-schema
-`pattern`); a `lark` grammar is compiled to check it, shown to the model, and reported as not
-enforced (llguidance cannot hold the inside of a JSON string to a context-free grammar).
+`pattern`); a `lark` grammar is shown to the model and, rewritten to match its sentences as
+written inside a JSON string (lark_quote), holds the string's inside when the model calls it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import llguidance
 import orjson
+from pydantic import Discriminator, Field, Tag
+from typing_extensions import NotRequired, TypedDict
 
-from tholos_mlx.api import fields as f
+from tholos_mlx.api.fields import TOOL_NAME
+from tholos_mlx.api.shared_openai import NAME_RULE
+from tholos_mlx.api.validation import type_of
 from tholos_mlx.errors import InvalidRequest
-from tholos_mlx.request import Tool
+from tholos_mlx.lark_quote import LarkQuoteError, quote_lark
+from tholos_mlx.request import TextInput, Tool
 
 INPUT_KEY = "input"
 _HEAD = '{"' + INPUT_KEY + '":"'  # how compact JSON arguments of a custom call begin
 _HEX = frozenset("0123456789abcdefABCDEF")
+FORMAT_RULE = (
+    '{"type": "text"} or {"type": "grammar", "syntax": "lark" | "regex", "definition": ...}'
+)
+
+
+class TextFormat(TypedDict):
+    """Free text: the input is any string."""
+
+    type: Literal["text"]
+
+
+class GrammarFormat(TypedDict):
+    """The input must follow a grammar: Lark (shown, not enforced) or a regex (enforced)."""
+
+    type: Literal["grammar"]
+    syntax: Annotated[Literal["lark", "regex"], Field(description="'lark' or 'regex'")]
+    definition: Annotated[str, Field(min_length=1, description="the grammar's text")]
+
+
+_FORMATS = {"text": "<text>", "grammar": "<grammar>"}
+
+
+def _format_kind(raw: Any) -> str | None:
+    return _FORMATS.get(type_of(raw) or "")
+
+
+Format = Annotated[
+    Annotated[TextFormat, Tag("<text>")] | Annotated[GrammarFormat, Tag("<grammar>")],
+    Discriminator(_format_kind, custom_error_type="wrong_type", custom_error_message="a format"),
+]
+
+
+class CustomSpec(TypedDict):
+    """`{"type": "custom", "name", "description", "format"}`: a tool of free-text input."""
+
+    type: Literal["custom"]
+    name: Annotated[str, Field(pattern=TOOL_NAME.pattern, description=NAME_RULE)]
+    description: NotRequired[Annotated[str | None, Field(description="a string")]]
+    format: NotRequired[Annotated[Format | None, Field(description=FORMAT_RULE)]]
 
 
 @dataclass(frozen=True)
 class CustomTool:
-    """One custom tool: the function offered in its place, its wire form, what is not enforced."""
+    """One custom tool: the function offered in its place, and its wire form."""
 
     tool: Tool
     wire: dict[str, Any]
-    warning: str | None = None
 
 
-def custom_tool(item: Mapping[str, Any], where: str) -> CustomTool:
-    """A `{"type": "custom", "name", "description", "format"}` tool; a 400 names a bad field."""
-    fmt = item.get("format")
+def custom_tool(spec: CustomSpec, where: str, wire: dict[str, Any] | None = None) -> CustomTool:
+    """The function offered for a declared custom tool (`wire`: as sent, for the answer's echo,
+    when it holds more than was declared); a grammar that does not compile is a 400 naming it."""
+    fmt = spec.get("format")
     schema: dict[str, Any] = {"type": "string"}
-    description = item.get("description")
-    warning = None
-    if fmt is not None and (
-        not isinstance(fmt, dict) or fmt.get("type") not in ("text", "grammar")
-    ):
-        raise InvalidRequest(
-            f'\'{where}.format\' must be {{"type": "text"}} or {{"type": "grammar", "syntax": '
-            '"lark" | "regex", "definition": ...}.',
-            param=f"{where}.format",
-        )
-    if isinstance(fmt, dict) and fmt.get("type") == "grammar":
-        syntax, definition = fmt.get("syntax"), fmt.get("definition")
-        if syntax not in ("lark", "regex"):
-            raise InvalidRequest(
-                f"'{where}.format.syntax' must be 'lark' or 'regex'; got {f.kind(syntax)}.",
-                param=f"{where}.format.syntax",
-            )
-        if not isinstance(definition, str) or not definition:
-            raise InvalidRequest(
-                f"'{where}.format.definition' must be the grammar's text.",
-                param=f"{where}.format.definition",
-            )
-        _compile(syntax, definition, f"{where}.format.definition")
+    description = spec.get("description")
+    text_input = None
+    if fmt is not None and fmt["type"] == "grammar":
+        syntax, definition = fmt["syntax"], fmt["definition"]
+        param = f"{where}.format.definition"
+        _compile(syntax, definition, param)
         if syntax == "regex":
             schema["pattern"] = f"^(?:{definition})$"
         else:
+            text_input = TextInput(INPUT_KEY, _quoted(definition, param))
             note = f"Its input must follow this Lark grammar:\n{definition}"
-            description = f"{description}\n\n{note}" if isinstance(description, str) else note
-            warning = f"{where}.format: the lark grammar is shown to the model, not enforced"
+            description = f"{description}\n\n{note}" if description is not None else note
     parameters = {
         "type": "object",
         "properties": {INPUT_KEY: schema},
         "required": [INPUT_KEY],
         "additionalProperties": False,
     }
-    tool = f.tool(item.get("name"), description, parameters, None, where, "format")
-    return CustomTool(tool, dict(item), warning)
+    tool = Tool(
+        spec["name"], description, parameters, schema_path=f"{where}.format", text_input=text_input
+    )
+    return CustomTool(tool, dict(spec) if wire is None else wire)
 
 
 def _compile(syntax: str, definition: str, param: str) -> None:
@@ -93,6 +121,16 @@ def _compile(syntax: str, definition: str, param: str) -> None:
         raise InvalidRequest(
             f"'{param}': the {syntax} grammar does not compile: {reason}", param=param
         )
+
+
+def _quoted(definition: str, param: str) -> str:
+    """The grammar as it holds the inside of a JSON string; a 400 where that cannot be."""
+    try:
+        quoted = quote_lark(definition)
+    except LarkQuoteError as e:
+        raise InvalidRequest(f"'{param}': {e}.", param=param) from e
+    _compile("lark", quoted, param)
+    return quoted
 
 
 def arguments(text: str) -> str:

@@ -13,7 +13,7 @@ from pydantic import Discriminator, Field, Tag, model_validator
 from typing_extensions import NotRequired, TypedDict
 
 from tholos_mlx.api import fields as f
-from tholos_mlx.api.validation import PARENT, WHOLE, Wire, check, reject
+from tholos_mlx.api.validation import PARENT, WHOLE, Wire, reject
 from tholos_mlx.errors import InvalidRequest
 from tholos_mlx.request import ResponseFormat, Tool, ToolChoice
 
@@ -93,15 +93,6 @@ ChoiceSpec = Annotated[
 ChoiceField = Annotated[ChoiceSpec | None, WHOLE, Field(description=CHOICE_RULE)]
 
 
-class _Choice(Wire):
-    tool_choice: ChoiceField = None
-
-
-def read_tool_choice(raw: object, tools: tuple[Tool, ...]) -> ToolChoice:
-    """`tool_choice` as already parsed JSON (Responses reads it this way)."""
-    return tool_choice(check(_Choice, {"tool_choice": raw}, "").tool_choice, tools)
-
-
 def tool_choice(
     raw: Mode | NamedChoice | None, tools: tuple[Tool, ...], param: str = "tool_choice"
 ) -> ToolChoice:
@@ -158,25 +149,3 @@ class ResponseFormatSpec(Wire):
 
 
 FormatSpec = Annotated[ResponseFormatSpec | None, Field(description=ResponseFormatSpec.RULE)]
-
-
-def response_format(raw: object, param: str) -> ResponseFormat:
-    """`response_format` as already parsed JSON (Responses' `text.format` reads it this way)."""
-    if raw is None:
-        return ResponseFormat()
-    return check(ResponseFormatSpec, raw, param).format()
-
-
-def json_schema_format(schema: object, name: object, strict: object, param: str) -> ResponseFormat:
-    """A json_schema format from its parts (chat nests them, Responses does not)."""
-    if schema is None:
-        schema = {}
-    if not isinstance(schema, dict):
-        raise InvalidRequest(
-            f"'{param}' schema must be a JSON Schema object; got {f.kind(schema)}.", param=param
-        )
-    if name is not None and not isinstance(name, str):
-        raise InvalidRequest(f"'{param}' name must be a string; got {f.kind(name)}.", param=param)
-    return ResponseFormat(
-        "json_schema", schema=schema, name=name, strict=strict is True, path=param
-    )

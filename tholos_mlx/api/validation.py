@@ -99,6 +99,20 @@ def stop_strings(most: int) -> Any:
 
 
 PARENT = Parent()
+TEXT_TAG, LIST_TAG = "<text>", "<list>"  # the two shapes of content: a string or an array
+
+
+def type_of(raw: Any) -> str | None:
+    """A JSON object's `type` when it is a string (what tagged unions are told apart by)."""
+    found = raw.get("type") if isinstance(raw, dict) else None
+    return found if isinstance(found, str) else None
+
+
+def text_or_list(raw: Any) -> str | None:
+    """The tag of a string-or-array field's shape (every dialect's content), None for neither."""
+    if isinstance(raw, str):
+        return TEXT_TAG
+    return LIST_TAG if isinstance(raw, list) else None
 
 
 def refuse(message: str) -> PydanticCustomError:
