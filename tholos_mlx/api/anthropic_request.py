@@ -77,8 +77,8 @@ class ToolUseBlock(TypedDict):
     """A call the assistant made, in the history."""
 
     type: Literal["tool_use"]
-    id: Annotated[str, Field(min_length=1, description="a non-empty string")]
-    name: Annotated[str, Field(min_length=1, description="a non-empty string")]
+    id: f.NonEmpty
+    name: f.NonEmpty
     input: NotRequired[
         Annotated[dict[str, Any], Field(description="an object (the tool's arguments)")]
     ]
@@ -161,13 +161,7 @@ class AnthropicTool(TypedDict):
     """One of `tools`: `{"name", "description", "input_schema"}` (`cache_control` ignored)."""
 
     type: NotRequired[Annotated[str | None, AfterValidator(_own_tool)]]
-    name: Annotated[
-        str,
-        Field(
-            pattern=f.TOOL_NAME.pattern,
-            description="a string of 1 to 64 letters, digits, '_' or '-'",
-        ),
-    ]
+    name: f.ToolName
     description: NotRequired[Annotated[str | None, Field(description="a string")]]
     input_schema: Annotated[dict[str, Any] | None, Field(description=_SCHEMA_RULE)]
     strict: NotRequired[Annotated[bool | None, Field(description="true or false")]]
@@ -424,15 +418,7 @@ def _tools(raw: list[AnthropicTool]) -> tuple[Tool, ...]:
     tools = []
     for i, item in enumerate(raw):
         where = f"tools[{i}].input_schema"
-        schema = item["input_schema"]
-        if schema is None:
-            schema = {"type": "object", "properties": {}}
-        elif schema.get("type", "object") != "object":
-            raise InvalidRequest(
-                f"'{where}' must be a JSON Schema of an object, such as "
-                f'{{"type": "object", "properties": {{...}}}}; got type {schema.get("type")!r}.',
-                param=where,
-            )
+        schema = f.object_schema(item["input_schema"], where)
         strict = bool(item.get("strict"))
         tools.append(Tool(item["name"], item.get("description"), schema, strict, where))
     return f.distinct_names(tools, "name")

@@ -88,7 +88,7 @@ _FUNCTION_RULE = "an object with 'name' and 'arguments'"
 class CalledFunction(TypedDict):
     """The function an assistant's past call named, and its arguments as JSON text."""
 
-    name: Annotated[str, Field(min_length=1, description="a non-empty string")]
+    name: f.NonEmpty
     arguments: NotRequired[Annotated[str, Field(description="a string of JSON")]]
 
 
@@ -97,7 +97,7 @@ class PastCall(TypedDict):
 
     type: NotRequired[Annotated[Literal["function"], PARENT]]
     function: Annotated[CalledFunction, Field(description=_FUNCTION_RULE)]
-    id: Annotated[str, Field(min_length=1, description="a non-empty string")]
+    id: f.NonEmpty
 
 
 class ChatMessage(TypedDict):

@@ -17,12 +17,12 @@ from typing import Annotated, Any, ClassVar, Literal, cast
 from pydantic import AfterValidator, Discriminator, Field, Tag
 from typing_extensions import NotRequired, TypedDict
 
-from tholos_mlx.api.fields import TOOL_NAME, kind, load_object
+from tholos_mlx.api.fields import ToolName, kind, load_object
 from tholos_mlx.api.responses_input import Input, conversation, named_results
 from tholos_mlx.api.responses_items import input_items
 from tholos_mlx.api.responses_output import Echo
 from tholos_mlx.api.responses_tools import Offered, Tools, hosted, offered
-from tholos_mlx.api.shared_openai import NAME_RULE, Mode, NamedChoice, tool_choice
+from tholos_mlx.api.shared_openai import Mode, NamedChoice, tool_choice
 from tholos_mlx.api.validation import WHOLE, Wire, check, refuse, reject, type_of
 from tholos_mlx.request import (
     TEXT,
@@ -131,7 +131,7 @@ class JsonSchemaFormat(TypedDict):
     """`{"type": "json_schema", "name", "schema", "strict"}`: the answer matches the schema."""
 
     type: Literal["json_schema"]
-    name: Annotated[str, Field(pattern=TOOL_NAME.pattern, description=NAME_RULE)]
+    name: ToolName
     schema: Annotated[dict[str, Any], Field(description="a JSON Schema object")]
     strict: NotRequired[Annotated[bool | None, Field(description="true or false")]]
 
