@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import types
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import (
     Annotated,
@@ -21,7 +21,6 @@ from typing import (
     ClassVar,
     TypeVar,
     Union,
-    cast,
     get_args,
     get_origin,
 )
@@ -149,15 +148,18 @@ def check(declared: type[T], raw: object, prefix: str) -> T:
     """Parsed JSON validated as `declared` (a `Wire` model or a TypedDict of them); params
     start with `prefix`."""
     try:
-        return cast(T, _validator(cast(Any, declared)).validate_python(raw))
+        valid: T = _validator(declared).validate_python(raw)
     except ValidationError as exc:
         raise as_invalid(declared, exc.errors(include_url=False)[0], prefix=prefix) from None
+    return valid
 
 
-@functools.cache
-def _validator(declared: type) -> Any:
-    """The validator of a declared type, built once (a body is a TypedDict: no model to fill)."""
+def _build_validator(declared: Any) -> Any:
+    """The validator of a declared type (a body is a TypedDict: no model to fill)."""
     return TypeAdapter(declared).validator
+
+
+_validator: Callable[[Any], Any] = functools.cache(_build_validator)  # built once per type
 
 
 def as_invalid(model: type, error: ErrorDetails, prefix: str = "") -> InvalidRequest:
