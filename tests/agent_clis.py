@@ -7,6 +7,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from tests import cache_lock
+
 ROOT = Path(__file__).resolve().parent.parent
 NPM_DIR = ROOT / "tests" / ".cache" / "npm"  # gitignored, like the demo GGUF
 PACKAGES = ("@anthropic-ai/claude-code", "@openai/codex")
@@ -18,6 +20,11 @@ class NpmMissing(RuntimeError):
 
 def install(packages: tuple[str, ...] = PACKAGES, timeout: float = 600) -> Path:
     """Install PACKAGES under tests/.cache/npm once (no-op when present) and return node_modules."""
+    with cache_lock.held("npm"):  # parallel workers: one installs, the others find it there
+        return _install(packages, timeout)
+
+
+def _install(packages: tuple[str, ...], timeout: float) -> Path:
     modules = NPM_DIR / "node_modules"
     if all((modules / p / "package.json").is_file() for p in packages):
         return modules

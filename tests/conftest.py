@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests import cache_lock
+from tests import server as srv
 from tests.tiny_model import TINY_ID, write_home
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -17,6 +19,10 @@ CACHE = ROOT / "tests" / ".cache"  # gitignored; the tests own it, never the use
 FETCH = ROOT / "scripts" / "fetch-demo-gguf"
 DEMO_ID = "smollm2-135m"
 DEMO_TIER = "fast"
+
+# The docs page's server: prompts logged (a test reads what arrived), one place in line (a real
+# 429 with two requests); the --log-prompts test of serve flags shares it.
+LOGGING_FLAGS = ("--model", DEMO_TIER, "--log-prompts", "--max-queue", "1")
 
 CLI = Callable[..., "subprocess.CompletedProcess[str]"]
 pytest_plugins = ["pytester"]  # tests/test_fast_lane.py tries its check on a made-up suite
@@ -74,14 +80,15 @@ def tiny_folder(tiny_home: Path) -> Path:
 @pytest.fixture(scope="session")
 def demo_gguf() -> Path:
     """SmolLM2-135M-Instruct.Q4_1.gguf, fetched once into tests/.cache by fetch-demo-gguf."""
-    out = subprocess.run(
-        [str(FETCH), str(CACHE)],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env={**os.environ, "PYTHON": sys.executable},
-    )
+    with cache_lock.held("demo-gguf"):  # each parallel worker asks; one downloads
+        out = subprocess.run(
+            [str(FETCH), str(CACHE)],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=900,
+            env={**os.environ, "PYTHON": sys.executable},
+        )
     if out.returncode != 0:
         pytest.fail(f"scripts/fetch-demo-gguf failed ({out.returncode}): {out.stderr.strip()}")
     path = Path(out.stdout.strip())
@@ -102,6 +109,24 @@ def demo_home(tmp_path_factory: pytest.TempPathFactory, demo_gguf: Path) -> Iter
             f"import-gguf of the demo model failed ({out.returncode}): {out.stderr.strip()}"
         )
     yield home
+
+
+@pytest.fixture(scope="session")
+def servers() -> Iterator[srv.Servers]:
+    """Real servers shared across modules, keyed by home and flags; all stopped at the end."""
+    shared = srv.Servers()
+    yield shared
+    shared.stop_all()
+
+
+@pytest.fixture(scope="session")
+def demo_server(servers: srv.Servers, demo_home: Path) -> srv.Server:
+    """The demo model served through its tier with default flags, shared by every module using it.
+
+    Tests on it must leave it running and read nothing a fresh server alone gives (an empty
+    prompt cache, an empty log): those start their own with `srv.running`.
+    """
+    return servers.get(demo_home, "--model", DEMO_TIER)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

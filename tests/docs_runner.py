@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests import cache_lock
+
 DOC_PORT = 8756  # the port the page shows; replaced by the test server's
 RUNNABLE = ("sh", "python", "js", "applescript")
 
@@ -203,17 +205,18 @@ def node_problem() -> str | None:
 
 def ensure_openai_npm(node_dir: Path) -> None:
     """`npm install openai` into NODE_DIR unless it is there already."""
-    if (node_dir / "node_modules" / "openai" / "package.json").is_file():
-        return
-    node_dir.mkdir(parents=True, exist_ok=True)
-    out = subprocess.run(
-        ["npm", "install", "--no-audit", "--no-fund", "--loglevel=error", "openai"],
-        cwd=node_dir,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    with cache_lock.held("node"):  # parallel workers: one installs, the others find it there
+        if (node_dir / "node_modules" / "openai" / "package.json").is_file():
+            return
+        node_dir.mkdir(parents=True, exist_ok=True)
+        out = subprocess.run(
+            ["npm", "install", "--no-audit", "--no-fund", "--loglevel=error", "openai"],
+            cwd=node_dir,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
     assert out.returncode == 0, (
         f"npm install openai failed ({out.returncode}):\n{out.stderr[-2000:]}"
     )

@@ -136,6 +136,31 @@ def start(home: Path, *flags: str, timeout: float = 120.0) -> Server:
     return server
 
 
+class Servers:
+    """Servers kept up for the whole session, one per home and flags, for modules that share one.
+
+    Each start costs a process, a model load and a cold prompt cache; a module whose tests
+    neither stop the server nor need its first request asks here instead of starting its own.
+    """
+
+    def __init__(self) -> None:
+        self._up: dict[tuple[Path, tuple[str, ...]], Server] = {}
+
+    def get(self, home: Path, *flags: str) -> Server:
+        """The server for HOME and FLAGS, started on first use (again if an earlier module's died)."""
+        key = (home, flags)
+        server = self._up.get(key)
+        if server is None or server.proc.poll() is not None:
+            server = self._up[key] = start(home, *flags)
+        return server
+
+    def stop_all(self) -> None:
+        """Stop every server this session started here."""
+        for server in self._up.values():
+            stop(server)
+        self._up.clear()
+
+
 @contextmanager
 def running(home: Path, *flags: str) -> Iterator[Server]:
     """A server for the duration of a with-block: terminated, then killed if need be."""

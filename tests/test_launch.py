@@ -44,6 +44,19 @@ def test_ranks_on_other_macs_use_mlx_launchs_own_ports(tmp_path: Path) -> None:
     assert argv[argv.index("--backend") + 1] == "jaccl"
 
 
+def test_the_ranks_timeouts_set_here_reach_the_ranks_on_other_macs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "hosts.json"
+    path.write_text(json.dumps([{"ssh": "mac1", "ips": ["10.0.0.1"]}] * 2))
+    monkeypatch.setenv("THOLOS_RANK_HEARTBEAT_TIMEOUT", "20")
+    monkeypatch.delenv("THOLOS_RANK_STEP_TIMEOUT", raising=False)
+    argv = launch.launcher_argv(path, launch.read_hosts(path), "ring")
+    envs = [argv[i + 1] for i, a in enumerate(argv) if a == "--env"]
+    assert "THOLOS_RANK_HEARTBEAT_TIMEOUT=20" in envs
+    assert not any(e.startswith("THOLOS_RANK_STEP_TIMEOUT") for e in envs)
+
+
 def test_a_process_started_by_mlx_launch_is_a_rank(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MLX_RANK", raising=False)
     assert not launch.launched()

@@ -11,7 +11,7 @@ import pytest
 from tholos_mlx import timings
 from tholos_mlx.errors import InvalidRequest, ServiceUnavailable
 from tholos_mlx.events import Event
-from tholos_mlx.ranks import AgreedSink, Job, Leader, Watchdog, follow
+from tholos_mlx.ranks import AgreedSink, Job, Leader, Ranks, Watchdog, follow
 from tholos_mlx.request import GenerationRequest, Message
 from tholos_mlx.tiers import ModelEntry
 from tholos_mlx.timings import Timings
@@ -47,6 +47,9 @@ class Peers:
 
     def done(self) -> None:
         self.done_calls += 1
+
+    def up(self) -> list[int]:
+        return [0]  # the heartbeat has not heard rank 1 lately
 
 
 class Sink:
@@ -173,3 +176,28 @@ def test_the_watchdog_trips_when_a_step_waits_too_long_but_not_between_jobs() ->
     while not tripped and time.monotonic() < deadline:
         time.sleep(0.05)
     assert tripped == [True]
+
+
+def test_health_names_only_the_ranks_the_heartbeat_hears() -> None:
+    leader = Leader(Peers(), Slot(), lambda *_: None)  # type: ignore[arg-type]
+    assert leader.health() == {"ranks": 2, "ranks_up": [0]}
+
+
+class Beats:
+    def __init__(self) -> None:
+        self.stopped = False
+
+    def stop(self) -> None:
+        self.stopped = True
+
+
+def test_a_stop_sent_to_the_other_ranks_silences_the_heartbeat_first() -> None:
+    import mlx.core as mx
+
+    ranks = Ranks(mx.distributed.init(), Watchdog(lambda: None))  # this process alone
+    beats = Beats()
+    ranks.heartbeat = beats  # type: ignore[assignment]
+    ranks.send(Job("run", request=REQUEST))
+    assert not beats.stopped
+    ranks.send(Job("stop", seconds=1.0))  # the others exit now: their silence is no news
+    assert beats.stopped

@@ -322,7 +322,39 @@ class _Group:
                     f"%(asctime)s %(levelname)s rank{self.ranks.rank} %(name)s: %(message)s"
                 )
             )
+        self.ranks.heartbeat = self._beat(self.ranks)
         return self.ranks
+
+    def _beat(self, ranks: Any) -> Any:
+        """Join the group's heartbeat (heartbeat.Heartbeat): rank 0 listens, the others connect."""
+        from tholos_mlx import heartbeat
+
+        beats = heartbeat.Heartbeat(ranks.rank, ranks.size, lambda _peer: self._tripped())
+        none = b"{}"
+        try:
+            if ranks.rank == 0:
+                host = heartbeat.leader_host(os.environ)
+                try:
+                    shared = beats.listen(host) if host else none
+                except OSError as exc:
+                    logging.getLogger("tholos.ranks").warning("heartbeat: %s", exc)
+                    shared = none
+                ranks.share(shared)
+                if shared != none:
+                    beats.accept()
+            else:
+                shared = ranks.share(b"")
+                if shared != none:
+                    beats.connect(shared)
+        except OSError as exc:  # TimeoutError included: a rank that never joined
+            raise UsageError(f"cannot join the ranks' heartbeat: {exc}") from None
+        if shared == none:
+            logging.getLogger("tholos.ranks").warning(
+                "no address for the ranks' heartbeat (neither MLX_HOSTFILE nor "
+                "MLX_JACCL_COORDINATOR): a frozen rank is noticed only by the step watchdog"
+            )
+            return None
+        return beats
 
     def shards(self) -> Any:
         """This rank's part of every model it loads."""
@@ -332,18 +364,29 @@ class _Group:
 
     def lead(self, slot: Any, runner: Any) -> Any:
         """Rank 0: the slot and runner that send every job to the other ranks first."""
-        from tholos_mlx.ranks import Leader
+        from tholos_mlx import launch
+        from tholos_mlx.ranks import Leader, exit_soon
 
         self.leader = Leader(self.ranks, slot, runner)
+        # Until the server is up and says how it ends (refusing requests first).
+        self.leader.watch(lambda: exit_soon(1, last=launch.end_local_group))
         return self.leader
 
     def _tripped(self) -> None:
-        """A step waited too long on a peer: rank 0 answers 503 and exits; the others exit."""
+        """A peer went silent, or a step waited too long on one: rank 0 answers 503 and exits
+        non-zero, taking the local ranks with it."""
         if self.leader is not None:
             self.leader.break_group()
-        else:
-            logging.shutdown()
-            os._exit(1)
+            return
+        from tholos_mlx import launch
+        from tholos_mlx.ranks import EXIT_GRACE_S, exit_soon
+
+        # Another rank, or rank 0 still starting: leave first, so that a live rank 0 hears it
+        # at once and answers its clients before it ends the group; a frozen one cannot, and
+        # this rank ends the local group itself a moment later.
+        if self.ranks.heartbeat is not None:
+            self.ranks.heartbeat.leave()
+        exit_soon(1, grace=2 * EXIT_GRACE_S, last=launch.end_local_group)
 
 
 def _exit_when_broken(app: Any, leader: Any, gate: Any) -> None:
@@ -372,6 +415,11 @@ def _follow(ranks: Any, slot: Any, runner: Any) -> int:
     from tholos_mlx.ranks import follow
 
     log = logging.getLogger("tholos.serve")
+    # `serve --hostfile` stops the group with SIGINT to every local rank at once: rank 0 alone
+    # acts on it, and stops this rank with a job once it has stopped serving (this rank saves
+    # its prompt cache then); were this rank to exit first, rank 0 would take that for a broken
+    # group. SIGTERM still ends this rank alone (mlx.launch's stop after a rank failed, a user).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     code = 0
     try:
         follow(ranks, slot, runner)
@@ -444,6 +492,8 @@ def _serve(settings: Settings) -> int:
             _exit_when_broken(app, leader, gate)
 
         async def _stopping(*_: Any) -> None:
+            if leader is not None:
+                leader.stopping()  # the other ranks got SIGTERM too: their silence is no failure
             gate.close()  # waiting requests get 503 now
             engine.begin_shutdown()  # the running one stops within a token
 
@@ -508,10 +558,14 @@ def _stop_on_sigterm() -> Iterator[None]:
         raise _Terminated
 
     previous = signal.signal(signal.SIGTERM, on_term)
+    # A rank's stop is SIGINT (launch.run), ignored from birth: rank 0 takes it up here.
+    interrupt = signal.signal(signal.SIGINT, on_term) if "MLX_RANK" in os.environ else None
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if interrupt is not None:
+            signal.signal(signal.SIGINT, interrupt)
 
 
 def _disk_cache(settings: Settings) -> Any:

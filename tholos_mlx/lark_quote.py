@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import json
 import re
-import re._constants as sre  # the regex parser's node names: Python's own, public since 2.x
-import re._parser as sre_parse
+import re._constants as sre  # Python's own regex parser (the old sre_parse, private since
+import re._parser as sre_parse  # 3.11) reads each pattern; this module rewrites its tree
 from typing import Any
 
 _SHORT = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\b": "\\b", "\f": "\\f"}

@@ -4,6 +4,10 @@ MLX's launcher starts `tholos-mlx serve` on each host of the hostfile (ssh, or d
 127.0.0.1) with MLX_RANK set; rank 0 serves HTTP. This process only watches: the group ending
 without being asked (a rank died, and mlx.launch stopped the others) is an exit status 1, so
 launchd or systemd start the whole group again; SIGTERM stops the group and exits 0.
+
+The stop reaches the local ranks as SIGINT: rank 0 stops serving and then stops the other
+ranks itself, who ignore SIGINT. SIGTERM is left to mean "this rank alone ends", which is
+what mlx.launch sends the rest of a group when one rank failed.
 """
 
 from __future__ import annotations
@@ -22,9 +26,11 @@ from tholos_mlx.errors import UsageError
 
 log = logging.getLogger("tholos.launch")
 
-STOP_WAIT_S = 20.0  # at SIGTERM: rank 0 saves its prompt cache and unloads, then the rest go
+STOP_WAIT_S = 20.0  # at SIGTERM: rank 0 stops serving, then every rank saves its prompt cache
 LOCAL = "127.0.0.1"
 GROUP_ENV = "THOLOS_GROUP"  # set in every rank this launcher starts
+# Settings read from the environment that every rank must share: ssh does not carry them.
+SHARED_ENV = ("THOLOS_RANK_HEARTBEAT_TIMEOUT", "THOLOS_RANK_STEP_TIMEOUT", "THOLOS_LOG_LEVEL")
 
 
 def launched() -> bool:
@@ -81,6 +87,9 @@ def launcher_argv(hostfile: Path, hosts: Sequence[dict[str, Any]], backend: str)
         "sys.exit(main())",
     ]  # fmt: skip
     argv += ["--hostfile", str(hostfile), "--backend", backend, "--env", f"{GROUP_ENV}=1"]
+    for name in SHARED_ENV:
+        if name in os.environ:
+            argv += ["--env", f"{name}={os.environ[name]}"]
     if all(ip == LOCAL for h in hosts for ip in h["ips"]):
         # Every rank on this machine: ports nobody holds, so two groups (or tests) can coexist.
         argv += ["--starting-port", str(_free_ports(sum(len(h["ips"]) for h in hosts)))]
@@ -94,21 +103,25 @@ def run(hostfile: Path, backend: str, rank_argv: Sequence[str]) -> int:
     log.info("starting %d ranks (%s backend) on %s", len(hosts), backend,
              ", ".join(str(h["ssh"]) for h in hosts))  # fmt: skip
     # Its own process group: the local ranks are in it, so a stop reaches every one of them.
+    # SIGINT ignored in it (mlx.launch and the ranks inherit that): rank 0 alone takes it up.
     # stdin a pipe that stays open: mlx.launch polls its stdin, and /dev/null would spin it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE, start_new_session=True)
-    asked = False
+    asked: list[float] = []  # when the stop came
 
     def stop(signum: int, frame: Any) -> None:
-        nonlocal asked
-        asked = True
-        _signal_group(proc.pid, signal.SIGTERM)
+        if not asked:
+            asked.append(time.monotonic())
+            _signal_group(proc.pid, signal.SIGINT)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     while proc.poll() is None:
+        if asked and time.monotonic() - asked[0] > STOP_WAIT_S:
+            break  # a rank that does not stop: _reap kills what is left
         time.sleep(0.2)
     if asked:
-        _reap(proc.pid, STOP_WAIT_S)
+        _reap(proc.pid, max(0.0, asked[0] + STOP_WAIT_S - time.monotonic()))
         return 0
     log.error("the group ended without being asked to (a rank stopped or died); exiting 1")
     _reap(proc.pid, 2.0)

@@ -5,8 +5,10 @@ Every rank runs the same engine on its shard. Rank 0 serves HTTP; before it runs
 run the same pipeline on the same tokens. A cancel is agreed once per step (an all_sum of each
 rank's flag, at the cancelled() poll generation makes between tokens and prefill chunks), and
 so are the few decisions that depend on a rank's own memory (the cached prefix reused, the
-answer's token budget): the smallest wins. Collectives block forever when a peer is gone, so a
-watchdog ends the process when a step waits longer than STEP_TIMEOUT_S.
+answer's token budget): the smallest wins. Collectives block forever when a peer is gone or
+frozen: each rank's heartbeat (heartbeat.py, outside the collectives) notices that within
+seconds whatever the step's length, and, as a last resort, a watchdog ends the process when
+a step waits longer than STEP_TIMEOUT_S.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from tholos_mlx import timings
 from tholos_mlx.channel import Sink
 from tholos_mlx.errors import ServiceUnavailable, TholosError
 from tholos_mlx.events import Event
+from tholos_mlx.heartbeat import Heartbeat
 from tholos_mlx.request import GenerationRequest
 from tholos_mlx.tiers import ModelEntry
 from tholos_mlx.timings import Timings
@@ -36,8 +39,8 @@ from tholos_mlx.timings import Timings
 log = logging.getLogger("tholos.ranks")
 
 # A step (a token, a prefill chunk) that waits longer on the other ranks: one is gone or hung.
-# THOLOS_RANK_STEP_TIMEOUT overrides it for machines whose steps are slower (a busy CPU).
-STEP_TIMEOUT_S = float(os.environ.get("THOLOS_RANK_STEP_TIMEOUT", "60"))
+# The last resort (the heartbeat notices first); THOLOS_RANK_STEP_TIMEOUT overrides it.
+STEP_TIMEOUT_S = float(os.environ.get("THOLOS_RANK_STEP_TIMEOUT", "300"))
 BROKEN_RETRY_S = 10  # Retry-After once the group broke: launchd/systemd start it again by then
 EXIT_GRACE_S = 1.5  # after a break, time for the error frame to go out before the exit
 
@@ -115,6 +118,11 @@ class Ranks:
         self.rank: int = group.rank()
         self.size: int = group.size()
         self.watchdog = watchdog
+        self.heartbeat: Heartbeat | None = None  # set once every rank has joined it
+
+    def up(self) -> list[int]:
+        """The ranks heard from lately (every one, without a heartbeat)."""
+        return self.heartbeat.up() if self.heartbeat else list(range(self.size))
 
     def _sum(self, values: mx.array, stream: Any = None) -> mx.array:
         kwargs = {"stream": stream} if stream is not None else {}
@@ -126,6 +134,8 @@ class Ranks:
     def send(self, job: Job) -> None:
         """Rank 0: every other rank receives this job next."""
         self.watchdog.beat()  # armed from here to the job's end
+        if job.kind == "stop" and self.heartbeat:
+            self.heartbeat.stop()  # the others exit now: their silence is no failure
         self._broadcast(pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL))
 
     def receive(self) -> Job:
@@ -133,7 +143,13 @@ class Ranks:
         job = pickle.loads(self._broadcast(b""))  # noqa: S301 (our own rank 0, same code)
         if not isinstance(job, Job):
             raise TypeError(f"rank 0 sent a {type(job).__name__}, not a Job")
+        if job.kind == "stop" and self.heartbeat:
+            self.heartbeat.stop()
         return job
+
+    def share(self, data: bytes) -> bytes:
+        """Rank 0's bytes, on every rank (the others pass b"")."""
+        return self._broadcast(data)
 
     def _broadcast(self, data: bytes) -> bytes:
         # Between jobs nothing else is in flight: the CPU stream, as mlx-lm's own server does.
@@ -263,6 +279,11 @@ class Leader:
         """What the server does once the group broke (refuse new requests, then exit non-zero)."""
         self._on_broken = on_broken
 
+    def stopping(self) -> None:
+        """The server stops: ranks that go quiet from now on are not a broken group."""
+        if self.ranks.heartbeat is not None:
+            self.ranks.heartbeat.stop()
+
     def break_group(self) -> None:
         """A peer died or hangs: the request in flight ends with an error, then the process."""
         if self.broken:
@@ -270,12 +291,13 @@ class Leader:
         self.broken = True
         current = self._current
         if current is not None:  # its engine thread may never return: tell the client now
-            current.put(self._unavailable())
+            with contextlib.suppress(RuntimeError):  # the server stopped already: nobody to tell
+                current.put(self._unavailable())
         self._on_broken()
 
     def health(self) -> dict[str, object]:
         """For GET /health: how many ranks, and which answered the group's last step."""
-        up = [0] if self.broken else list(range(self.ranks.size))
+        up = [0] if self.broken else self.ranks.up()
         return {"ranks": self.ranks.size, "ranks_up": up}
 
     def _checked(self) -> None:

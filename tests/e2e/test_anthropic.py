@@ -39,10 +39,9 @@ WEATHER: anthropic.types.ToolParam = {
 
 
 @pytest.fixture(scope="module")
-def served(demo_home: Path) -> Iterator[srv.Server]:
-    """One server for the module, the demo model loaded through its tier."""
-    with srv.running(demo_home, "--model", "fast") as s:
-        yield s
+def served(demo_server: srv.Server) -> srv.Server:
+    """The session's demo server (tests/conftest.py), shared with the other modules that read it."""
+    return demo_server
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import socket
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import openai
@@ -20,10 +18,9 @@ FRANCE = [{"role": "user", "content": "What is the capital of France? Answer in 
 
 
 @pytest.fixture(scope="module")
-def served(demo_home: Path) -> Iterator[srv.Server]:
-    """One server for the module, the demo model loaded through its tier."""
-    with srv.running(demo_home, "--model", "fast") as s:
-        yield s
+def served(demo_server: srv.Server) -> srv.Server:
+    """The session's demo server (tests/conftest.py), shared with the other modules that read it."""
+    return demo_server
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import json
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -14,7 +14,7 @@ import pytest
 
 from tests import docs_runner as docs
 from tests import server as srv
-from tests.conftest import CACHE, DEMO_ID, DEMO_TIER, ROOT
+from tests.conftest import CACHE, DEMO_ID, LOGGING_FLAGS, ROOT
 from tests.docs_runner import Ctx
 
 DOC = ROOT / "docs" / "automations.md"
@@ -28,14 +28,13 @@ DANGEROUS = 'It\'s "quoted" & $dangerous'
 
 
 @pytest.fixture(scope="module")
-def served(demo_home: Path) -> Iterator[srv.Server]:
-    """One server for every doc example.
+def served(servers: srv.Servers, demo_home: Path) -> srv.Server:
+    """One server for every doc example, shared with the serve-flags test of --log-prompts.
 
     --log-prompts lets a test read what the server received (the intact prompt);
     --max-queue 1 lets the retry recipe meet a real 429 with only two requests in the way.
     """
-    with srv.running(demo_home, "--model", DEMO_TIER, "--log-prompts", "--max-queue", "1") as s:
-        yield s
+    return servers.get(demo_home, *LOGGING_FLAGS)
 
 
 @pytest.fixture(scope="module")

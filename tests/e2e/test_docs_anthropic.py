@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
 from tests import docs_runner as docs
 from tests import server as srv
-from tests.conftest import CACHE, DEMO_ID, DEMO_TIER, ROOT
+from tests.conftest import CACHE, DEMO_ID, ROOT
 from tests.docs_runner import Ctx, lines
 
 pytestmark = pytest.mark.e2e
@@ -38,10 +37,9 @@ EOF
 
 
 @pytest.fixture(scope="module")
-def served(demo_home: Path) -> Iterator[srv.Server]:
-    """One server for every example on the page."""
-    with srv.running(demo_home, "--model", DEMO_TIER) as s:
-        yield s
+def served(demo_server: srv.Server) -> srv.Server:
+    """The session's demo server (tests/conftest.py), shared with the other modules that read it."""
+    return demo_server
 
 
 @pytest.fixture(scope="module")

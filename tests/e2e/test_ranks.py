@@ -3,11 +3,13 @@ process, a cancel that frees both ranks, and a dead rank that ends the server no
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,9 +20,11 @@ import pytest
 
 from tests import server as srv
 from tests.conftest import run_cli
+from tests.tiny_model import write_model
 
 DEMO = "smollm2-135m"
 TINY = "tiny-qwen2"
+TENSOR = "tiny-llama"  # 4 heads, 2 KV heads: split tensor-parallel
 PROMPTS = ["What is the capital of France?", "Write one sentence about the sea."]
 MAX_TOKENS = 10
 
@@ -62,12 +66,15 @@ def _tiny_pipeline_model(folder: Path, tokenizer_from: Path) -> None:
 
 @pytest.fixture(scope="module")
 def ranks_home(demo_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The demo home, copied, with the tiny pipeline model added."""
+    """The demo home, copied, with a tiny pipeline model and a tiny tensor-parallel one added."""
     home = tmp_path_factory.mktemp("ranks-home") / "home"
     shutil.copytree(demo_home, home)
     tiny = home.parent / "tiny-qwen2"
     _tiny_pipeline_model(tiny, home / "models" / DEMO)
     out = run_cli("models", "add", tiny, "--id", TINY, "--home", home)
+    assert out.returncode == 0, out.stderr
+    tensor = write_model(home.parent / TENSOR, seed=3)
+    out = run_cli("models", "add", tensor, "--id", TENSOR, "--home", home)
     assert out.returncode == 0, out.stderr
     return home
 
@@ -97,15 +104,37 @@ def _streamed(server: srv.Server, messages: list[dict[str, str]], model: str) ->
     return "".join(text)
 
 
+# Requests whose answer a grammar or a stop string shapes: every rank alike.
+SHAPED: dict[str, tuple[str, dict[str, Any]]] = {
+    "json": ("Give the capital of France as JSON.", {"response_format": {"type": "json_object"}}),
+    "stop": (PROMPTS[0], {"stop": [" Paris"]}),
+    # Speculation: every rank verifies the same drafted tokens in the same passes.
+    "predicted": (
+        PROMPTS[0],
+        {"prediction": {"type": "content", "content": "The capital of France is Paris."}},
+    ),
+}
+
+
+def _shaped(server: srv.Server) -> dict[str, Any]:
+    """Each shaped request's message, finish reason and drafted tokens accepted."""
+    got = {}
+    for name, (prompt, fields) in SHAPED.items():
+        asked = [{"role": "user", "content": prompt}]
+        r = server.chat(asked, model=DEMO, **{"max_tokens": MAX_TOKENS, **fields})
+        assert r.status_code == 200, r.text
+        choice = r.json()["choices"][0]
+        details = r.json()["usage"].get("completion_tokens_details")
+        got[name] = (choice["message"], choice["finish_reason"], details)
+    return got
+
+
 @pytest.fixture(scope="module")
 def one_process(ranks_home: Path) -> dict[str, Any]:
-    """What one process answers, for both models."""
+    """What one process answers, for every model, and to the shaped requests."""
     with srv.running(ranks_home, "--model", DEMO) as server:
-        got = {model: _answers(server, model) for model in (DEMO, TINY)}
-        as_json = {"response_format": {"type": "json_object"}, "max_tokens": MAX_TOKENS}
-        asked = [{"role": "user", "content": "Give the capital of France as JSON."}]
-        message = server.chat(asked, model=DEMO, **as_json).json()["choices"][0]["message"]
-        return {**got, "json": [(message, "")]}
+        got: dict[str, Any] = {model: _answers(server, model) for model in (DEMO, TINY, TENSOR)}
+        return {**got, "shaped": _shaped(server)}
 
 
 @pytest.fixture(scope="module")
@@ -126,13 +155,11 @@ def test_two_ranks_answer_as_one_process_does_streamed_and_not(
     got = _answers(group, DEMO)
     assert got == one_process[DEMO]
     assert "Paris" in got[0][0]
-    # A grammar steers every rank alike: the same JSON as one process.
-    as_json = {"response_format": {"type": "json_object"}, "max_tokens": MAX_TOKENS}
-    asked = [{"role": "user", "content": "Give the capital of France as JSON."}]
-    assert (
-        group.chat(asked, model=DEMO, **as_json).json()["choices"][0]["message"]
-        == one_process["json"][0][0]
-    )
+    # A grammar, a stop string and a prediction to verify steer every rank alike.
+    shaped = _shaped(group)
+    assert shaped == one_process["shaped"]
+    assert shaped["stop"][1] == "stop"
+    assert shaped["predicted"][2]["accepted_prediction_tokens"] > 0
     # Every rank kept the same prompt cache: the question asked again reuses its prefix.
     again = group.chat([{"role": "user", "content": PROMPTS[0]}], model=DEMO, max_tokens=2)
     assert again.json()["usage"]["prompt_tokens_details"]["cached_tokens"] > 0
@@ -148,6 +175,13 @@ def test_a_pipeline_model_split_across_two_ranks_answers_as_one_process_does(
     assert "pipeline" in group.log_text()
 
 
+def test_a_tensor_parallel_model_split_across_two_ranks_answers_as_one_process_does(
+    one_process: dict[str, Any], group: srv.Server
+) -> None:
+    assert _answers(group, TENSOR) == one_process[TENSOR]
+    assert "(tensor parallel)" in group.log_text()
+
+
 def test_a_cancelled_stream_frees_both_ranks_for_the_next_request(group: srv.Server) -> None:
     body = {"messages": [{"role": "user", "content": "Count from one to one hundred."}],
             "model": DEMO, "max_tokens": 400, "temperature": 0, "stream": True}  # fmt: skip
@@ -161,17 +195,24 @@ def test_a_cancelled_stream_frees_both_ranks_for_the_next_request(group: srv.Ser
     assert re.search(r"cancelled after \d+ tokens", group.log_text())
 
 
-def test_killing_rank_1_mid_answer_ends_the_answer_with_an_error_and_the_server_non_zero(
-    ranks_home: Path, tmp_path: Path
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGSTOP], ids=["killed", "frozen"])
+def test_rank_1_killed_or_frozen_mid_answer_ends_the_answer_with_an_error_and_the_server_non_zero(
+    ranks_home: Path, tmp_path: Path, sig: int
 ) -> None:
     hosts = _hostfile(tmp_path)
     server = srv.start(ranks_home, "--model", DEMO, "--hostfile", str(hosts))
+    found = re.search(r"rank 1 of 2: following rank 0 \(pid (\d+)\)", server.log_text())
+    assert found, server.log_text()[-2000:]
+    rank1 = int(found.group(1))
     try:
-        found = re.search(r"rank 1 of 2: following rank 0 \(pid (\d+)\)", server.log_text())
-        assert found, server.log_text()[-2000:]
         body = {"messages": [{"role": "user", "content": "Count from one to one hundred."}],
                 "model": DEMO, "max_tokens": 400, "temperature": 0, "stream": True}  # fmt: skip
-        lines = []
+        lines: list[str] = []
+        queued: list[httpx.Response] = []
+        question = [{"role": "user", "content": PROMPTS[0]}]
+        waiter = threading.Thread(
+            target=lambda: queued.append(server.chat(question, model=DEMO, max_tokens=2))
+        )
         with (
             server.client(timeout=60) as c,
             c.stream("POST", "/v1/chat/completions", json=body) as r,
@@ -179,15 +220,21 @@ def test_killing_rank_1_mid_answer_ends_the_answer_with_an_error_and_the_server_
             for line in r.iter_lines():
                 lines.append(line)
                 if len(lines) == 4:
-                    os.kill(int(found.group(1)), signal.SIGKILL)
+                    os.kill(rank1, sig)  # SIGSTOP: alive, its sockets open, silent
+                    hit = time.monotonic()
+                    waiter.start()  # waits its turn behind the answer in flight
         events = [json.loads(x[6:]) for x in lines if x.startswith("data: {")]
         assert "error" in events[-1], lines[-3:]
         assert "data: [DONE]" not in lines
-        started = time.monotonic()
-        code = server.proc.wait(30)
+        assert time.monotonic() - hit < 30
+        waiter.join(30)
+        assert queued and queued[0].status_code == 503, queued
+        assert int(queued[0].headers["retry-after"]) > 0
+        code = server.proc.wait(max(1.0, 35 - (time.monotonic() - hit)))  # 30 s + teardown
         assert code != 0
-        assert time.monotonic() - started < 30
         with pytest.raises(httpx.HTTPError):
             httpx.get(f"{server.base}/health", timeout=2)
     finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(rank1, signal.SIGKILL)  # a frozen rank must not outlive a failed test
         srv.stop(server)

@@ -7,8 +7,6 @@ the schema less the keywords the header says were not enforced), never the wordi
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -25,9 +23,9 @@ PERSON = [{"role": "user", "content": "Describe a person called Ada."}]
 
 
 @pytest.fixture(scope="module")
-def served(demo_home: Path) -> Iterator[srv.Server]:
-    with srv.running(demo_home, "--model", "fast") as s:
-        yield s
+def served(demo_server: srv.Server) -> srv.Server:
+    """The session's demo server (tests/conftest.py), shared with the other modules that read it."""
+    return demo_server
 
 
 def without(schema: Any, keyword: str) -> Any:

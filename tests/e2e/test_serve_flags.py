@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from tests import server as srv
-from tests.conftest import run_cli
+from tests.conftest import LOGGING_FLAGS, run_cli
 
 
 def test_a_rotated_key_works_at_once_and_the_old_one_is_refused(tmp_path: Path) -> None:
@@ -61,12 +61,14 @@ def test_config_toml_sets_serve_defaults_and_flags_override_it(tmp_path: Path) -
     assert wrong.returncode == 2 and "nonsense" in wrong.stderr
 
 
-def test_log_prompts_is_the_only_way_prompt_text_reaches_the_log(demo_home: Path) -> None:
+def test_log_prompts_is_the_only_way_prompt_text_reaches_the_log(
+    servers: srv.Servers, demo_home: Path
+) -> None:
     marker = f"walrus-{uuid.uuid4().hex[:8]}"
-    with srv.running(demo_home, "--model", "fast", "--log-prompts") as s:
-        r = s.chat([{"role": "user", "content": f"Say {marker}"}], max_tokens=1)
-        assert r.status_code == 200
-        assert marker in s.log_text()
+    s = servers.get(demo_home, *LOGGING_FLAGS)  # the docs page's server: --log-prompts
+    r = s.chat([{"role": "user", "content": f"Say {marker}"}], max_tokens=1)
+    assert r.status_code == 200
+    assert marker in s.log_text()
 
 
 @pytest.mark.parametrize("flag", ["--host", "--bind"])

@@ -149,13 +149,12 @@ def test_the_timing_lines_say_what_was_drafted_and_kept(
 
 
 def test_a_prediction_that_is_the_answer_is_accepted_and_changes_nothing(
-    demo_home: Path, off: tuple[dict[str, str], str, dict[str, Any]]
+    demo_server: srv.Server, off: tuple[dict[str, str], str, dict[str, Any]]
 ) -> None:
     expected = off[0]["chat"]
-    with srv.running(demo_home, "--model", "fast") as s:
-        prediction = {"type": "content", "content": expected}
-        r = s.chat(COPY, max_tokens=48, prediction=prediction)
-        plain = s.chat(COPY, max_tokens=48)
+    prediction = {"type": "content", "content": expected}
+    r = demo_server.chat(COPY, max_tokens=48, prediction=prediction)
+    plain = demo_server.chat(COPY, max_tokens=48)
     assert r.status_code == 200, r.text
     assert r.json()["choices"][0]["message"]["content"] == expected
     details = r.json()["usage"]["completion_tokens_details"]

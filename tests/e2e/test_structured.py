@@ -7,8 +7,6 @@ answer here is shaped by the grammar, so each test checks the guarantee, never t
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any, Literal
 
 import jsonschema
@@ -110,10 +108,9 @@ ASK_WEATHER = [{"role": "user", "content": "What is the weather in Paris?"}]
 
 
 @pytest.fixture(scope="module")
-def served(demo_home: Path) -> Iterator[srv.Server]:
-    """One server for the module, the demo model loaded."""
-    with srv.running(demo_home, "--model", "fast") as s:
-        yield s
+def served(demo_server: srv.Server) -> srv.Server:
+    """The session's demo server (tests/conftest.py), shared with the other modules that read it."""
+    return demo_server
 
 
 @pytest.fixture
