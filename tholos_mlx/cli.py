@@ -355,7 +355,7 @@ def _serve(settings: Settings) -> int:
 
         async def _stopping(*_: Any) -> None:
             if leader is not None:
-                leader.stopping()  # the other ranks got SIGTERM too: their silence is no failure
+                leader.stopping()  # rank 0 stops the other ranks next: their silence is no failure
             gate.close()  # waiting requests get 503 now
             engine.begin_shutdown()  # the running one stops within a token
 
