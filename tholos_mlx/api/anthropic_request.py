@@ -274,7 +274,7 @@ def parse_messages(body: bytes, *, count_only: bool = False) -> MessagesRequest:
     turns = _messages(data["messages"])
     fmt = _output_format(data)
     prefill = _prefill(turns)
-    if prefill and (fmt.kind != "text" or choice.mode in ("required", "function")):
+    if prefill and (fmt.kind != "text" or choice.forced):
         raise InvalidRequest(
             "A begun answer (a last assistant message) cannot be combined with output_format "
             "or a forced tool_choice: those write the answer from its start.",

@@ -90,7 +90,7 @@ def tool_choice(
         choice = ToolChoice("function", raw.function_name)
     else:
         choice = _MODES[raw]
-    if choice.mode in ("required", "function") and not tools:
+    if choice.forced and not tools:
         raise InvalidRequest(
             f"'{param}' asks for a tool call, but 'tools' is empty or missing.", param=param
         )
