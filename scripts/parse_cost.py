@@ -4,6 +4,8 @@
     .venv/bin/python scripts/parse_cost.py --against /tmp/old   # e.g. `git archive REV tholos_mlx`
 
 `--against` may be given more than once; a case a tree refuses (a body it predates) is shown "-".
+The trees before each dialect was declared with pydantic (issue 18): chat 4cec6fe, Anthropic
+afec443, Responses 7046c98 (`git archive REV tholos_mlx | tar -x -C /tmp/REV`).
 
 Each run is one fresh process per tree, taken in turns (interleaved), so load on a shared machine
 falls on both; a case's number is the best over runs of the mean CPU time of a timed loop (CPU time, not wall

@@ -93,13 +93,34 @@ def test_off_or_no_depth_means_no_speculation() -> None:
     assert speculation("ngram", 4, greedy=True) is not None
 
 
-def test_drafting_waits_for_a_few_timed_plain_steps_to_price_a_wider_pass() -> None:
+def test_a_long_match_drafts_at_its_first_sight_and_a_short_one_waits() -> None:
+    copying = [5, 6, 7, 8, 9, 1, 2, 5, 6, 7, 8]  # the last 4 tokens were seen before: an edit
+    chance = [5, 6, 7, 8, 9, 1, 2, 3, 9, 1]  # only (9, 1) was: prose repeats words
+    for history, drafts in ((copying, True), (chance, False)):
+        spec = speculation("ngram", 4, greedy=True, learn=False)
+        assert spec is not None
+        assert bool(spec.draft(history, history[-3:], 4)) is drafts
+        assert spec.worth(history, history[-3:]) is drafts
+
+
+def test_one_rejected_draft_turns_a_fresh_kind_of_evidence_off_but_not_the_others() -> None:
+    depth = Depth(4, learn=False)
+    assert depth.next("long") > 0
+    depth.verified(1, 0)
+    assert depth.next("long") == 0
+    assert depth.next("prediction") > 0
+
+
+def test_a_prediction_is_trusted_deeper_than_a_match_in_the_prompt() -> None:
+    depth = Depth(4, learn=False)
+    assert depth.next("prediction") > depth.next("long") > depth.next("short") == 0
+
+
+def test_drafting_starts_before_any_plain_step_is_timed_at_the_default_price() -> None:
     depth = Depth(4)
-    assert depth.untimed
-    for _ in range(3):
-        depth.plain(1, 0.1)
-    assert not depth.untimed
-    assert not Depth(4, learn=False).untimed  # a fixed price needs no timing
+    assert depth.step_s is None and depth.next("long") > 0
+    depth.verified(1, 1, 0.3)  # nothing to price it against yet: no price learned
+    assert depth.prices == {}
 
 
 def test_a_machine_where_a_wide_pass_costs_its_tokens_one_by_one_stops_drafting() -> None:

@@ -10,6 +10,7 @@ import mlx.core as mx
 import pytest
 
 from tholos_mlx import machine, model_slot
+from tholos_mlx.draft_model import DraftSlot
 from tholos_mlx.errors import InsufficientMemory, ServiceUnavailable
 from tholos_mlx.generation import PREFILL_CHUNK_MAX, Prefill
 from tholos_mlx.model_slot import (
@@ -22,6 +23,7 @@ from tholos_mlx.model_slot import (
     Wiring,
     activation_bytes_per_token,
     kv_bytes_per_token,
+    weights_bytes,
     widest_float_bytes,
 )
 from tholos_mlx.prompt_cache import PromptCache
@@ -383,3 +385,29 @@ def test_across_ranks_the_answer_budget_is_the_tightest_ranks(tmp_path: Path) ->
     ranks.theirs = 0
     with pytest.raises(InsufficientMemory, match="another rank"):
         slot.answer_tokens(loaded, 10, 100, 1000)
+
+
+def test_a_draft_models_kv_cache_is_counted_beside_the_models_own() -> None:
+    slot = slot_fitting(1000)
+    slot.beside_kv_per_token = PER_TOKEN  # the draft caches as much per token as the model
+    half = (1000 + KV_SLACK_TOKENS) // 2 - KV_SLACK_TOKENS  # tokens both caches can hold
+    assert slot.answer_tokens(loaded(), 100, None, CONTEXT - 100) == half - 100
+    with pytest.raises(InsufficientMemory):
+        slot.answer_tokens(loaded(), 100, half - 99, CONTEXT - 100)
+
+
+def test_the_draft_model_is_counted_while_held_and_let_go_with_the_model_it_drafts_for(
+    tiny_folder: Path,
+) -> None:
+    slot = ModelSlot(prompt_cache_mb=0)
+    model = slot.switch(ModelEntry("a", "fast", tiny_folder))
+    draft = DraftSlot(ModelEntry("d", "small", tiny_folder))
+    assert draft.for_answer(slot, model.tokenizer) is not None
+    assert slot.beside_bytes == weights_bytes(tiny_folder)
+    assert slot.beside_kv_per_token == model.kv_per_token  # the same tiny model drafts
+    slot.unload()  # what idle unload does
+    assert (slot.beside_bytes, slot.beside_kv_per_token, slot.release_beside) == (0, 0, None)
+    assert draft._model is None
+    model = slot.switch(ModelEntry("a", "fast", tiny_folder))
+    assert draft.for_answer(slot, model.tokenizer) is not None  # back with the next answer
+    assert slot.beside_bytes == weights_bytes(tiny_folder)

@@ -78,6 +78,9 @@ def answer(
     )
     times.prompted = timings.now()
     thinking = opens_thinking(loaded.tokenizer, prompt)
+    predicted = _tokens(loaded, request.prediction)
+    # Before the reservation: a draft model loaded now is counted by the memory guard.
+    spec = _speculation(slot, loaded, request, predicted, options)
     held = _reserve(slot, loaded, request, prompt, thinking, options)
     out.put(Started(loaded.entry.id, len(prompt), held.cached))
     if options.log_prompts:
@@ -90,8 +93,6 @@ def answer(
     if request.seed is not None:
         mx.random.seed(request.seed & (2**64 - 1))
     times.generating = timings.now()
-    predicted = _tokens(loaded, request.prediction)
-    spec = _speculation(slot, loaded, request, predicted, options)
     gen = None
     try:
         gen = generate(

@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
 import logging
 import os
-import signal
 import sys
-import threading
-import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, NoReturn, Sequence, cast
+from typing import Any, Callable, NoReturn, Sequence, cast
 
 from tholos_mlx import __version__
 from tholos_mlx.config import SERVE_SETTINGS, Setting, Settings
 from tholos_mlx.errors import UsageError
+from tholos_mlx.rank_group import RankGroup, exit_when_broken, follow
+from tholos_mlx.serve_start import Terminated, check_port, heartbeat, stop_on_sigterm
 
 PROG = "tholos-mlx"
 
@@ -273,7 +271,7 @@ def _launch_group(settings: Settings, args: argparse.Namespace) -> int:
     hosts = launch.read_hosts(Path(settings.hostfile))  # a bad hostfile: one line, at once
     if settings.model:
         _check_splits(settings, len(hosts))
-    _check_port(settings.port)  # rank 0 listens here: fail in one line before any host starts
+    check_port(settings.port)  # rank 0 listens here: fail in one line before any host starts
     return launch.run(Path(settings.hostfile), settings.backend, [*rank, *flag_argv(flags)])
 
 
@@ -296,142 +294,6 @@ def _check_splits(settings: Settings, ranks: int) -> None:
         raise UsageError(f"--model {settings.model}: {exc}") from None
 
 
-class _Group:
-    """This process as one rank of the group mlx.launch started: its Ranks, Shards and Leader."""
-
-    def __init__(self) -> None:
-        self.ranks: Any = None
-        self.leader: Any = None
-
-    def join(self) -> Any:
-        """This rank (ranks.Ranks), or None when the group is this process alone."""
-        import mlx.core as mx
-
-        from tholos_mlx.ranks import Ranks, Watchdog
-
-        try:
-            group = mx.distributed.init(strict=True)
-        except RuntimeError as exc:
-            raise UsageError(f"cannot join the group of ranks: {exc}") from None
-        if group.size() < 2:
-            return None
-        self.ranks = Ranks(group, Watchdog(self._tripped))
-        for handler in logging.getLogger().handlers:  # ranks share one terminal or log
-            handler.setFormatter(
-                logging.Formatter(
-                    f"%(asctime)s %(levelname)s rank{self.ranks.rank} %(name)s: %(message)s"
-                )
-            )
-        self.ranks.heartbeat = self._beat(self.ranks)
-        return self.ranks
-
-    def _beat(self, ranks: Any) -> Any:
-        """Join the group's heartbeat (heartbeat.Heartbeat): rank 0 listens, the others connect."""
-        from tholos_mlx import heartbeat
-
-        beats = heartbeat.Heartbeat(ranks.rank, ranks.size, lambda _peer: self._tripped())
-        none = b"{}"
-        try:
-            if ranks.rank == 0:
-                host = heartbeat.leader_host(os.environ)
-                try:
-                    shared = beats.listen(host) if host else none
-                except OSError as exc:
-                    logging.getLogger("tholos.ranks").warning("heartbeat: %s", exc)
-                    shared = none
-                ranks.share(shared)
-                if shared != none:
-                    beats.accept()
-            else:
-                shared = ranks.share(b"")
-                if shared != none:
-                    beats.connect(shared)
-        except OSError as exc:  # TimeoutError included: a rank that never joined
-            raise UsageError(f"cannot join the ranks' heartbeat: {exc}") from None
-        if shared == none:
-            logging.getLogger("tholos.ranks").warning(
-                "no address for the ranks' heartbeat (neither MLX_HOSTFILE nor "
-                "MLX_JACCL_COORDINATOR): a frozen rank is noticed only by the step watchdog"
-            )
-            return None
-        return beats
-
-    def shards(self) -> Any:
-        """This rank's part of every model it loads."""
-        from tholos_mlx.sharding import Shards
-
-        return Shards(self.ranks)
-
-    def lead(self, slot: Any, runner: Any) -> Any:
-        """Rank 0: the slot and runner that send every job to the other ranks first."""
-        from tholos_mlx import launch
-        from tholos_mlx.ranks import Leader, exit_soon
-
-        self.leader = Leader(self.ranks, slot, runner)
-        # Until the server is up and says how it ends (refusing requests first).
-        self.leader.watch(lambda: exit_soon(1, last=launch.end_local_group))
-        return self.leader
-
-    def _tripped(self) -> None:
-        """A peer went silent, or a step waited too long on one: rank 0 answers 503 and exits
-        non-zero, taking the local ranks with it."""
-        if self.leader is not None:
-            self.leader.break_group()
-            return
-        from tholos_mlx import launch
-        from tholos_mlx.ranks import EXIT_GRACE_S, exit_soon
-
-        # Another rank, or rank 0 still starting: leave first, so that a live rank 0 hears it
-        # at once and answers its clients before it ends the group; a frozen one cannot, and
-        # this rank ends the local group itself a moment later.
-        if self.ranks.heartbeat is not None:
-            self.ranks.heartbeat.leave()
-        exit_soon(1, grace=2 * EXIT_GRACE_S, last=launch.end_local_group)
-
-
-def _exit_when_broken(app: Any, leader: Any, gate: Any) -> None:
-    """Once the group breaks: waiting requests get 503 now, and the server exits 1 soon after."""
-    import asyncio
-
-    from tholos_mlx import launch
-    from tholos_mlx.ranks import exit_soon
-
-    loops: list[asyncio.AbstractEventLoop] = []
-
-    async def keep(_app: Any) -> None:
-        loops.append(asyncio.get_running_loop())
-
-    def broken() -> None:
-        for loop in loops:
-            loop.call_soon_threadsafe(gate.close)
-        exit_soon(1, last=launch.end_local_group)
-
-    app.register_listener(keep, "before_server_start")
-    leader.watch(broken)
-
-
-def _follow(ranks: Any, slot: Any, runner: Any) -> int:
-    """A rank other than 0: no HTTP, only rank 0's jobs, until it sends stop or the group breaks."""
-    from tholos_mlx.ranks import follow
-
-    log = logging.getLogger("tholos.serve")
-    # `serve --hostfile` stops the group with SIGINT to every local rank at once: rank 0 alone
-    # acts on it, and stops this rank with a job once it has stopped serving (this rank saves
-    # its prompt cache then); were this rank to exit first, rank 0 would take that for a broken
-    # group. SIGTERM still ends this rank alone (mlx.launch's stop after a rank failed, a user).
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    code = 0
-    try:
-        follow(ranks, slot, runner)
-    except Exception as exc:  # rank 0 gone, or this rank out of step: the group must restart
-        log.error("rank %d leaves the group: %s: %s", ranks.rank, exc.__class__.__name__, exc)
-        code = 1
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
-
-
 def _serve(settings: Settings) -> int:
     """Build the engine thread, the admission gate and the app, then serve until a signal."""
     os.environ["HF_HUB_OFFLINE"] = "1"  # never reach a model hub
@@ -450,7 +312,7 @@ def _serve(settings: Settings) -> int:
     log = logging.getLogger("tholos.serve")
     tiers = TierTable(settings.home)
     keys = KeyStore(settings.home)
-    group = _Group() if launch.launched() else None
+    group = RankGroup() if launch.launched() else None
     ranks = group.join() if group else None
     slot = ModelSlot(
         prompt_cache_mb=settings.prompt_cache_mb,
@@ -469,7 +331,7 @@ def _serve(settings: Settings) -> int:
     )
     runner: Any = functools.partial(answering.answer, options=options)
     if ranks is not None and ranks.rank > 0:
-        return _follow(ranks, slot, runner)
+        return follow(ranks, slot, runner)
     leader = group.lead(slot, runner) if group and ranks else None
     engine = Engine(
         leader or slot,
@@ -478,22 +340,22 @@ def _serve(settings: Settings) -> int:
         idle_unload=settings.idle_unload,
     )
     gate = Gate(max_queue=settings.max_queue, queue_timeout=settings.queue_timeout)
-    _check_port(settings.port)  # fail in one line before loading anything
+    check_port(settings.port)  # fail in one line before loading anything
     engine.start()
     code = 0
     try:
-        with _stop_on_sigterm():  # until app.run installs Sanic's own handlers
+        with stop_on_sigterm():  # until app.run installs Sanic's own handlers
             if settings.model:
                 _load_first(engine, tiers, settings.model)
         app = create_app(
             settings, engine, gate, tiers, keys, ranks=leader.health if leader else None
         )
         if leader is not None:
-            _exit_when_broken(app, leader, gate)
+            exit_when_broken(app, leader, gate)
 
         async def _stopping(*_: Any) -> None:
             if leader is not None:
-                leader.stopping()  # the other ranks got SIGTERM too: their silence is no failure
+                leader.stopping()  # rank 0 stops the other ranks next: their silence is no failure
             gate.close()  # waiting requests get 503 now
             engine.begin_shutdown()  # the running one stops within a token
 
@@ -520,7 +382,7 @@ def _serve(settings: Settings) -> int:
             motd=False,
             auto_reload=False,
         )
-    except _Terminated:
+    except Terminated:
         log.info("stopped while loading the model")
     except UsageError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
@@ -546,28 +408,6 @@ def _serve(settings: Settings) -> int:
         os._exit(code)
 
 
-class _Terminated(Exception):
-    """SIGTERM arrived before the server was up: stop cleanly, exit 0."""
-
-
-@contextlib.contextmanager
-def _stop_on_sigterm() -> Iterator[None]:
-    """While --model loads (minutes for a large one), SIGTERM stops the start instead of killing it."""
-
-    def on_term(signum: int, frame: Any) -> None:
-        raise _Terminated
-
-    previous = signal.signal(signal.SIGTERM, on_term)
-    # A rank's stop is SIGINT (launch.run), ignored from birth: rank 0 takes it up here.
-    interrupt = signal.signal(signal.SIGINT, on_term) if "MLX_RANK" in os.environ else None
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        if interrupt is not None:
-            signal.signal(signal.SIGINT, interrupt)
-
-
 def _disk_cache(settings: Settings) -> Any:
     """The disk prompt cache under THOLOS_HOME/cache/, or None with --disk-cache-gb 0."""
     if settings.disk_cache_gb <= 0:
@@ -576,42 +416,6 @@ def _disk_cache(settings: Settings) -> Any:
     from tholos_mlx.prompt_cache_disk import DiskCache
 
     return DiskCache(settings.home / CACHE_DIR, round(settings.disk_cache_gb * 2**30))
-
-
-def _check_port(port: int) -> None:
-    """Refuse a port another program holds, before minutes of model loading."""
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError as exc:
-            raise UsageError(f"cannot listen on 127.0.0.1:{port}: {exc.strerror or exc}") from None
-
-
-@contextlib.contextmanager
-def heartbeat(what: str, every: float) -> Iterator[None]:
-    """Log "still WHAT (N s)" every `every` seconds until the block ends.
-
-    A service install waits on the server's log growing while /health is silent
-    (service/startup.py), and a big model loads for minutes without a word otherwise.
-    """
-    log = logging.getLogger("tholos.serve")
-    done = threading.Event()
-    started = time.monotonic()
-
-    def beat() -> None:
-        while not done.wait(every):
-            log.info("still %s (%.0f s)", what, time.monotonic() - started)
-
-    thread = threading.Thread(target=beat, name="tholos-heartbeat", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        done.set()
-        thread.join()
 
 
 def _draft_slot(settings: Settings, tiers: Any) -> Any:

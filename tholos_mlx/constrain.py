@@ -314,7 +314,7 @@ def choose(
     compiled = grammars()
     tools = request.tools if wants_tools else ()
     compiled.check(fmt, tools, choice, request.parallel_tool_calls, markers)
-    if wants_tools and choice.mode in ("required", "function"):
+    if wants_tools and choice.forced:
         return compiled.for_tool_call(tools, choice, request.parallel_tool_calls, markers)
     if wants_tools:  # "auto": free text (or the JSON format) until the model starts a call
         return compiled.lazy_tool_call(tools, request.parallel_tool_calls, markers, fmt)

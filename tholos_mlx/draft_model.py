@@ -15,7 +15,14 @@ import mlx.core as mx
 from mlx_lm import load as mlx_load
 from mlx_lm.models.cache import can_trim_prompt_cache, make_prompt_cache, trim_prompt_cache
 
-from tholos_mlx.model_slot import ModelSlot, weights_bytes
+from tholos_mlx.model_slot import (
+    ModelSlot,
+    kv_bytes_per_token,
+    measured_kv_bytes_per_token,
+    read_config,
+    weights_bytes,
+    widest_float_bytes,
+)
 from tholos_mlx.tiers import ModelEntry
 
 log = logging.getLogger("tholos.engine")
@@ -32,7 +39,9 @@ def same_vocabulary(tokenizer: Any, other: Any) -> bool:
 
 class DraftSlot:
     """The draft model of `--speculative draft`: loaded on the engine thread at first use, then
-    held beside whichever model answers (the memory guard counts its weights)."""
+    held beside whichever model answers (the memory guard counts its weights and its KV cache)
+    until that model is unloaded (idle unload, a switch): then it goes too, and comes back with
+    the next answer."""
 
     def __init__(self, entry: ModelEntry) -> None:
         self.entry = entry
@@ -46,11 +55,24 @@ class DraftSlot:
         if self._model is None:
             self._model, self._tokenizer = mlx_load(str(self.entry.path))[:2]
             slot.beside_bytes = weights_bytes(self.entry.path)
+            slot.beside_kv_per_token = measured_kv_bytes_per_token(
+                self._model, None
+            ) or kv_bytes_per_token(
+                read_config(self.entry.path), widest_float_bytes(self._model), None
+            )
+            slot.release_beside = self.release
             log.info("loaded draft model %s", self.entry.id)
         fits = self._fits.get(id(tokenizer))
         if fits is None:
             fits = self._fits[id(tokenizer)] = same_vocabulary(tokenizer, self._tokenizer)
         return DraftModel(self._model) if fits else None
+
+    def release(self) -> None:
+        """Let the draft model go (its memory returns when the slot clears MLX's cache)."""
+        if self._model is not None:
+            log.info("unloaded draft model %s", self.entry.id)
+        self._model = self._tokenizer = None
+        self._fits.clear()
 
 
 class DraftModel:

@@ -6,6 +6,13 @@ so far (the prompt and the answer: agents copy a lot), or first in a client's pr
 (OpenAI's Predicted Outputs). How many tokens to draft is learned as the answer goes: the
 acceptance rate and the price of a wider forward pass decide, and where drafting does not pay
 the depth drops to none, with a rare probe to notice when it starts to pay again.
+
+Drafting starts at once, on the strength of the match found: a tail of LONGEST tokens seen
+before is an answer copying its prompt (an edit, an echoed document), a prediction is the
+client's word, while a 2- or 3-token match is as often chance (prose). Each kind of evidence
+learns its own acceptance rate from a prior (EVIDENCE), so a long match drafts at its first
+sight and a short one only once it has proved itself, and a rejection or two turns a kind off.
+Until a plain step has been timed, a wider pass is priced at WIDER_COST.
 """
 
 from __future__ import annotations
@@ -23,7 +30,16 @@ WIDER_COST = 0.36  # a forward over m tokens costs ~1 + 0.36 (m - 1) steps on a 
 # What a learned price may be: from a GPU's near-free to a CPU where a wide pass costs as much
 # as its tokens one by one, or more (measured on a loaded 2-core box with a 4-bit 135M model).
 COST_RANGE = (0.01, 2.0)
-TIMED_STEPS = 3  # plain steps timed before the first draft, so the price is known from the start
+Evidence = Literal["prediction", "long", "short", "model"]
+# Each kind's prior (kept, rejected): its acceptance rate before its first draft. With a 2-token
+# pass at ~1.4 steps (this CPU), 0.6 drafts at once; 1/3 waits for a probe to show it pays.
+EVIDENCE: dict[Evidence, tuple[float, float]] = {
+    "prediction": (3.0, 1.0),  # the client expects the answer to be this
+    "long": (1.5, 1.0),  # a tail of LONGEST tokens seen before: copying
+    "short": (1.0, 2.0),  # a 2- or 3-token match: in prose, mostly chance
+    "model": (1.0, 1.0),  # a draft model's greedy guess
+}
+DECAY = 0.9  # the weight of past drafts per new one: one rejection of a fresh kind turns it off
 MARGIN = 0.05  # a top-2 logprob gap below this is left to a one-token step (bf16 on Metal
 # drifts by ~1e-2 between a wide pass and a one-token one; on a CPU the two agree exactly)
 GAIN = 1.05  # draft only where the expected speed-up beats plain decoding by this much
@@ -57,6 +73,10 @@ class Lookup:
 
     def draft(self, depth: int) -> list[int]:
         """Up to `depth` tokens that followed the latest earlier occurrence of the longest tail found."""
+        return self.find(depth)[0]
+
+    def find(self, depth: int) -> tuple[list[int], int]:
+        """The draft, and how many tail tokens matched (0: none; LONGEST: the strongest)."""
         self._catch_up()
         tokens = self.tokens
         for n in range(LONGEST, SHORTEST - 1, -1):
@@ -64,8 +84,8 @@ class Lookup:
                 continue
             at = self._next.get(tuple(tokens[-n:]))
             if at is not None:
-                return tokens[at : at + depth]
-        return []
+                return tokens[at : at + depth], n
+        return [], 0
 
 
 class Prediction:
@@ -102,30 +122,41 @@ class Prediction:
 class Depth:
     """How many tokens to draft next, from the acceptance seen and the price of a wider pass.
 
-    The acceptance rate is the chance a drafted token is kept, given the one before it was.
-    A draft of k yields 1 + a + ... + a^k tokens on average and costs what a pass of that width
-    was measured to cost, else 1 + cost * k steps: the price is not linear everywhere (on this
-    2-core CPU a 2-token pass costs 1.4 steps but a 5-token one 5), so each width keeps its own.
+    The acceptance rate is the chance a drafted token is kept, given the one before it was;
+    each kind of evidence (EVIDENCE) has its own. A draft of k yields 1 + a + ... + a^k tokens
+    on average and costs what a pass of that width was measured to cost, else 1 + cost * k
+    steps: the price is not linear everywhere (on this 2-core CPU a 2-token pass costs 1.4
+    steps but a 5-token one 5: MLX's CPU quantized matmul dequantizes the weights once per
+    row), so each width keeps its own.
     """
 
     most: int
     cost: float = WIDER_COST
     prices: dict[int, float] = field(default_factory=dict)  # draft size -> measured steps
-    kept: float = 1.0  # drafted tokens kept (decayed), with a prior of one...
-    missed: float = 1.0  # ...and one rejection: a = 0.5 to start
+    rates: dict[Evidence, list[float]] = field(
+        default_factory=lambda: {k: list(v) for k, v in EVIDENCE.items()}
+    )  # evidence -> [kept, rejected], decayed
     learn: bool = True  # learn `cost` from the passes' times (off: a fixed price, for tests)
     step_s: float | None = None  # one plain decode step, measured
-    timed: int = 0  # plain steps measured so far
+    evidence: Evidence = "long"  # what the next draft rests on (Speculation sets it)
     _plain: int = 0  # plain tokens since the last verify pass
     _wait: int = PROBE_FIRST
     _probing: bool = False
 
-    def rate(self) -> float:
-        """The chance a drafted token is kept."""
-        return self.kept / (self.kept + self.missed)
+    def rate(self, evidence: Evidence | None = None) -> float:
+        """The chance a drafted token is kept, on this evidence (else the current one)."""
+        kept, missed = self.rates[evidence or self.evidence]
+        return kept / (kept + missed)
 
-    def next(self) -> int:
-        """The depth of the next draft: 0 where no depth pays."""
+    def trust(self, evidence: Evidence, kept: float, missed: float = 0.0) -> None:
+        """Start one kind of evidence from another prior."""
+        self.rates[evidence] = [kept, missed]
+
+    def next(self, evidence: Evidence | None = None) -> int:
+        """The depth of the next draft on this evidence (else the current one): 0 where no
+        depth pays, but 1 now and then (a probe: the text may have turned to copying)."""
+        if evidence is not None:
+            self.evidence = evidence
         if self.most <= 0:
             return 0
         a = self.rate()
@@ -135,7 +166,7 @@ class Depth:
             if gain > best_gain:
                 best, best_gain = k, gain
         self._probing = best == 0 and self._plain >= self._wait
-        return 1 if self._probing else best  # a probe: the text may have turned to copying
+        return 1 if self._probing else best
 
     def plain(self, tokens: int = 1, seconds: float | None = None) -> None:
         """Tokens decoded without a draft, and the time they took when known."""
@@ -143,19 +174,14 @@ class Depth:
         if seconds is not None and tokens > 0:
             each = seconds / tokens
             self.step_s = each if self.step_s is None else 0.8 * self.step_s + 0.2 * each
-            self.timed += tokens
-
-    @property
-    def untimed(self) -> bool:
-        """Whether a plain step still needs timing before drafting can be priced."""
-        return self.learn and self.timed < TIMED_STEPS
 
     def verified(self, drafted: int, kept: int, seconds: float | None = None) -> None:
         """A verify pass of `drafted` draft tokens kept `kept` of them in `seconds`."""
         if drafted <= 0:
             return
-        self.kept = 0.9 * self.kept + kept
-        self.missed = 0.9 * self.missed + (1 if kept < drafted else 0)
+        rate = self.rates[self.evidence]
+        rate[0] = DECAY * rate[0] + kept
+        rate[1] = DECAY * rate[1] + (1 if kept < drafted else 0)
         if self._probing:
             self._probing = False
             self._wait = min(self._wait * 2, PROBE_LAST) if kept < drafted else PROBE_FIRST
@@ -186,21 +212,40 @@ class Speculation:
     _lookup: Lookup | None = None
     _from_prediction: bool = False
 
-    def draft(self, history: list[int], answer: Sequence[int], depth: int) -> list[int]:
-        """Up to `depth` tokens to verify after `history` (whose tail is `answer`)."""
+    def draft(self, history: list[int], answer: Sequence[int], most: int) -> list[int]:
+        """The tokens worth verifying after `history` (whose tail is `answer`): as many as
+        pay on the evidence found, `most` at most; none where none pays."""
         self._from_prediction = False
-        if depth <= 0:
+        if most <= 0 or self.depth.most <= 0:
             return []
         if self.prediction is not None:
-            found = self.prediction.draft(answer, depth)
-            if found:
+            found = self.prediction.draft(answer, self.depth.most)
+            depth = min(most, self.depth.next("prediction")) if found else 0
+            if depth > 0:
                 self._from_prediction = True
-                return found
+                return found[:depth]
         if self.source is not None:
-            return self.source.draft(history, depth)
+            depth = min(most, self.depth.next("model"))
+            return self.source.draft(history, depth) if depth > 0 else []
+        found, n = self._lookup_in(history).find(self.depth.most)
+        if not found:
+            return []
+        return found[: min(most, self.depth.next("long" if n >= LONGEST else "short"))]
+
+    def worth(self, history: list[int], answer: Sequence[int]) -> bool:
+        """Whether a draft would pay now (without running a draft model to find out)."""
+        if self.prediction is not None and self.prediction.draft(answer, 1):
+            if self.depth.next("prediction") > 0:
+                return True
+        if self.source is not None:
+            return self.depth.next("model") > 0
+        found, n = self._lookup_in(history).find(1)
+        return bool(found) and self.depth.next("long" if n >= LONGEST else "short") > 0
+
+    def _lookup_in(self, history: list[int]) -> Lookup:
         if self._lookup is None or self._lookup.tokens is not history:
             self._lookup = Lookup(history)
-        return self._lookup.draft(depth)
+        return self._lookup
 
     def verified(self, drafted: int, kept: int, seconds: float | None) -> None:
         """Count a verify pass and let the depth learn from it."""
@@ -225,11 +270,8 @@ def speculation(
     """The drafting of one answer under `--speculative MODE`, or None where nothing drafts."""
     if mode == "off" or most <= 0:
         return None
-    depth = Depth(most, learn=learn)
-    if prediction:  # the client expects its answer to repeat this: start out trusting it
-        depth.kept = 3.0
     return Speculation(
-        depth,
+        Depth(most, learn=learn),
         greedy,
         Prediction(prediction) if prediction else None,
         margin,

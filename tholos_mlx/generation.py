@@ -319,9 +319,7 @@ class _Loop:
             now = time.perf_counter()
             spec.depth.plain(1, now - read_at)
             read_at = now
-            if spec.depth.untimed:
-                continue
-            if spec.depth.next() and spec.draft(self.history, self.out.generated, 1):
+            if spec.worth(self.history, self.out.generated):
                 token = _read(y)
                 return None if self.ends([token]) else [token]
 
@@ -353,15 +351,9 @@ class _Loop:
         return forced
 
     def draft(self, pending: list[int], spec: Speculation) -> list[int]:
-        """Tokens worth verifying after `pending`, within max_tokens and what the cache can undo
-        (none until a few plain steps have been timed: what a wider pass costs is relative)."""
-        if spec.depth.untimed:
-            return []
+        """Tokens worth verifying after `pending`, within max_tokens and what the cache can undo."""
         room = self.max_tokens - len(self.out.generated)
-        depth = min(spec.depth.next(), room - 1)
-        if depth <= 0:
-            return []
-        draft = spec.draft(self.history, self.out.generated, depth)
+        draft = spec.draft(self.history, self.out.generated, room - 1)
         if draft and not _can_trim(self.cache, len(pending) + len(draft)):
             if not spec.notes:
                 spec.notes.append("its sliding window is full, so rejected drafts cannot be undone")

@@ -347,6 +347,8 @@ class ModelSlot:
         self.cache = PromptCache(0)
         self.kv_bits = kv_bits
         self.beside_bytes = 0  # weights held beside the loaded model (a draft model): guarded too
+        self.beside_kv_per_token = 0  # ...and its KV cache's bytes per token (it holds the same)
+        self.release_beside: Callable[[], None] | None = None  # frees it, at unload
         self._prompt_cache_mb = prompt_cache_mb
         self._memory_limit = memory_limit
         self._disk = disk
@@ -484,7 +486,7 @@ class ModelSlot:
         """
         plan = MemoryPlan(
             loaded.weights_bytes + self.beside_bytes,
-            loaded.kv_per_token,
+            loaded.kv_per_token + self.beside_kv_per_token,
             self.limit(),
             loaded.prefill_per_token,
         )
@@ -533,6 +535,10 @@ class ModelSlot:
         del current
         self.current = None
         self.cache = PromptCache(0)
+        if self.release_beside is not None:  # a draft model goes with the model it drafts for
+            self.release_beside()
+        self.release_beside = None
+        self.beside_bytes = self.beside_kv_per_token = 0
         gc.collect()
         mx.clear_cache()  # else MLX keeps the freed buffers (mlx-lm issue 1757)
         self._wiring.unwire()

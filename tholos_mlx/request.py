@@ -73,6 +73,11 @@ class ToolChoice:
     mode: ChoiceMode = "auto"
     name: str | None = None
 
+    @property
+    def forced(self) -> bool:
+        """Whether the answer must be a tool call ("required", or a named function)."""
+        return self.mode in ("required", "function")
+
 
 TEXT = ResponseFormat()
 NO_TOOLS = ToolChoice("none")

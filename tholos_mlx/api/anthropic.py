@@ -295,7 +295,7 @@ class _MessagesReply:
 
 async def _messages(request: Request) -> HTTPResponse | None:
     parsed = parse_messages(request.body)
-    forced = parsed.request.tool_choice.mode in ("required", "function")
+    forced = parsed.request.tool_choice.forced
     return await exchange.run(request, parsed.request, _MessagesReply(parsed.thinking, forced))
 
 

@@ -13,10 +13,10 @@ that would need images, documents or server-side tools gets a 400. The body is d
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import orjson
-from pydantic import AfterValidator, Discriminator, Field, Tag
+from pydantic import AfterValidator, Discriminator, Field, Tag, with_config
 from typing_extensions import NotRequired, TypedDict
 
 from tholos_mlx.api import fields as f
@@ -24,8 +24,8 @@ from tholos_mlx.api.validation import (
     LIST_TAG,
     PARENT,
     TEXT_TAG,
+    WIRE,
     Rule,
-    Wire,
     load,
     refuse,
     stop_strings,
@@ -77,8 +77,8 @@ class ToolUseBlock(TypedDict):
     """A call the assistant made, in the history."""
 
     type: Literal["tool_use"]
-    id: Annotated[str, Field(min_length=1, description="a non-empty string")]
-    name: Annotated[str, Field(min_length=1, description="a non-empty string")]
+    id: f.NonEmpty
+    name: f.NonEmpty
     input: NotRequired[
         Annotated[dict[str, Any], Field(description="an object (the tool's arguments)")]
     ]
@@ -161,13 +161,7 @@ class AnthropicTool(TypedDict):
     """One of `tools`: `{"name", "description", "input_schema"}` (`cache_control` ignored)."""
 
     type: NotRequired[Annotated[str | None, AfterValidator(_own_tool)]]
-    name: Annotated[
-        str,
-        Field(
-            pattern=f.TOOL_NAME.pattern,
-            description="a string of 1 to 64 letters, digits, '_' or '-'",
-        ),
-    ]
+    name: f.ToolName
     description: NotRequired[Annotated[str | None, Field(description="a string")]]
     input_schema: Annotated[dict[str, Any] | None, Field(description=_SCHEMA_RULE)]
     strict: NotRequired[Annotated[bool | None, Field(description="true or false")]]
@@ -211,36 +205,55 @@ else:  # one declaration for every dialect, with this dialect's limit
     Stops = stop_strings(MAX_STOPS)
 
 
-class MessagesBody(Wire):
+@with_config(WIRE)
+class MessagesBody(TypedDict):
     """A /v1/messages body, fields in the order they are checked. Fields that steer only
     Anthropic's own service are declared as anything and ignored."""
 
-    RULE: ClassVar[str] = "a JSON object"
-    max_tokens: int | None = Field(None, ge=1, description="an integer of at least 1")
-    tools: (
-        list[Annotated[AnthropicTool, Rule("an object with 'name' and 'input_schema'")]] | None
-    ) = Field(None, description='an array of {"name", "description", "input_schema"} objects')
-    tool_choice: AnthropicChoice | None = Field(None, description=_CHOICE_RULE)
-    messages: list[Annotated[Turn, Rule("an object with 'role' and 'content'")]] = Field(
-        min_length=1, description='a non-empty array of {"role", "content"} objects'
-    )
-    output_config: OutputConfig | None = Field(None, description="an object")
-    output_format: OutputFormat | None = Field(None, description=_FORMAT_RULE)
-    system: Content | None = Field(
-        None, description=f"a string or an array of {_TEXT_BLOCK} blocks"
-    )
-    model: str | None = Field(None, description="a string (a model id or tier from GET /v1/models)")
-    temperature: float | None = Field(None, ge=0, le=1, description="a number from 0 to 1")
-    top_p: float | None = Field(
-        None, gt=0, le=1, description="a number greater than 0 and at most 1"
-    )
-    top_k: int | None = Field(None, ge=0, description="an integer of at least 0 (0: no top-k)")
-    stop_sequences: Stops = None
-    stream: bool | None = Field(None, description="true or false")
-    thinking: Any = None  # read loosely: only an enabled type asks for thinking blocks
-    metadata: Any = None
-    context_management: Any = None
-    service_tier: Any = None
+    max_tokens: NotRequired[
+        Annotated[int | None, Field(ge=1, description="an integer of at least 1")]
+    ]
+    tools: NotRequired[
+        Annotated[
+            list[Annotated[AnthropicTool, Rule("an object with 'name' and 'input_schema'")]] | None,
+            Field(description='an array of {"name", "description", "input_schema"} objects'),
+        ]
+    ]
+    tool_choice: NotRequired[Annotated[AnthropicChoice | None, Field(description=_CHOICE_RULE)]]
+    messages: Annotated[
+        list[Annotated[Turn, Rule("an object with 'role' and 'content'")]],
+        Field(min_length=1, description='a non-empty array of {"role", "content"} objects'),
+    ]
+    output_config: NotRequired[Annotated[OutputConfig | None, Field(description="an object")]]
+    output_format: NotRequired[Annotated[OutputFormat | None, Field(description=_FORMAT_RULE)]]
+    system: NotRequired[
+        Annotated[
+            Content | None, Field(description=f"a string or an array of {_TEXT_BLOCK} blocks")
+        ]
+    ]
+    model: NotRequired[
+        Annotated[
+            str | None, Field(description="a string (a model id or tier from GET /v1/models)")
+        ]
+    ]
+    temperature: NotRequired[
+        Annotated[float | None, Field(ge=0, le=1, description="a number from 0 to 1")]
+    ]
+    top_p: NotRequired[
+        Annotated[
+            float | None,
+            Field(gt=0, le=1, description="a number greater than 0 and at most 1"),
+        ]
+    ]
+    top_k: NotRequired[
+        Annotated[int | None, Field(ge=0, description="an integer of at least 0 (0: no top-k)")]
+    ]
+    stop_sequences: NotRequired[Stops]
+    stream: NotRequired[Annotated[bool | None, Field(description="true or false")]]
+    thinking: NotRequired[Any]  # read loosely: only an enabled type asks for thinking blocks
+    metadata: NotRequired[Any]
+    context_management: NotRequired[Any]
+    service_tier: NotRequired[Any]
 
 
 # -- the body to the internal request --
@@ -249,39 +262,46 @@ class MessagesBody(Wire):
 def parse_messages(body: bytes, *, count_only: bool = False) -> MessagesRequest:
     """Validate a raw /v1/messages body (count_only: /v1/messages/count_tokens, no max_tokens)."""
     data = load(MessagesBody, body, _EXAMPLE)
-    if data.max_tokens is None and not count_only:
+    max_tokens = data.get("max_tokens")
+    if max_tokens is None and not count_only:
         raise InvalidRequest(
             "'max_tokens' is required: the most tokens the answer may have, such as 1024.",
             param="max_tokens",
         )
-    tools = _tools(data.tools) if data.tools else ()
-    choice, parallel = _tool_choice(data.tool_choice, tools)
-    turns = _messages(data.messages)
+    declared = data.get("tools")
+    tools = _tools(declared) if declared else ()
+    choice, parallel = _tool_choice(data.get("tool_choice"), tools)
+    turns = _messages(data["messages"])
     fmt = _output_format(data)
     prefill = _prefill(turns)
-    if prefill and (fmt.kind != "text" or choice.mode in ("required", "function")):
+    if prefill and (fmt.kind != "text" or choice.forced):
         raise InvalidRequest(
             "A begun answer (a last assistant message) cannot be combined with output_format "
             "or a forced tool_choice: those write the answer from its start.",
             param="messages",
         )
-    system = _system_turn(data.system, "system") if data.system is not None else ()
+    system = data.get("system")
+    temperature, top_p, stops = (
+        data.get("temperature"),
+        data.get("top_p"),
+        data.get("stop_sequences"),
+    )
     request = GenerationRequest(
-        messages=system + turns,
+        messages=(_system_turn(system, "system") if system is not None else ()) + turns,
         continue_final=prefill,
-        model=data.model or None,
-        temperature=1.0 if data.temperature is None else data.temperature,
-        top_p=1.0 if data.top_p is None else data.top_p,
-        top_k=data.top_k or 0,
-        max_tokens=data.max_tokens,
-        stop=tuple(s for s in data.stop_sequences if s) if data.stop_sequences else (),
-        stream=False if count_only else bool(data.stream),
+        model=data.get("model") or None,
+        temperature=1.0 if temperature is None else temperature,
+        top_p=1.0 if top_p is None else top_p,
+        top_k=data.get("top_k") or 0,
+        max_tokens=max_tokens,
+        stop=tuple(s for s in stops if s) if stops else (),
+        stream=False if count_only else bool(data.get("stream")),
         response_format=fmt,
         tools=tools,
         tool_choice=choice,
         parallel_tool_calls=parallel,
     )
-    return MessagesRequest(request, thinking=_thinking(data.thinking))
+    return MessagesRequest(request, thinking=_thinking(data.get("thinking")))
 
 
 # -- the conversation --
@@ -424,15 +444,7 @@ def _tools(raw: list[AnthropicTool]) -> tuple[Tool, ...]:
     tools = []
     for i, item in enumerate(raw):
         where = f"tools[{i}].input_schema"
-        schema = item["input_schema"]
-        if schema is None:
-            schema = {"type": "object", "properties": {}}
-        elif schema.get("type", "object") != "object":
-            raise InvalidRequest(
-                f"'{where}' must be a JSON Schema of an object, such as "
-                f'{{"type": "object", "properties": {{...}}}}; got type {schema.get("type")!r}.',
-                param=where,
-            )
+        schema = f.object_schema(item["input_schema"], where)
         strict = bool(item.get("strict"))
         tools.append(Tool(item["name"], item.get("description"), schema, strict, where))
     return f.distinct_names(tools, "name")
@@ -470,9 +482,9 @@ def _tool_choice(raw: AnthropicChoice | None, tools: tuple[Tool, ...]) -> tuple[
 
 def _output_format(data: MessagesBody) -> ResponseFormat:
     """`output_config.format` (or the beta's top-level `output_format`): a JSON schema, or text."""
-    fmt, path = (data.output_config or {}).get("format"), "output_config.format"
+    fmt, path = (data.get("output_config") or {}).get("format"), "output_config.format"
     if fmt is None:
-        fmt, path = data.output_format, "output_format"
+        fmt, path = data.get("output_format"), "output_format"
     if fmt is None:
         return TEXT
     # Not strict: Anthropic's format has no such switch, and a keyword llguidance cannot

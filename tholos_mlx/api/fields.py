@@ -4,15 +4,22 @@ messages, tool names and their being distinct (the bodies are declared: see `val
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
+from pydantic import Field
 
 from tholos_mlx.errors import InvalidRequest
 from tholos_mlx.request import Tool
 
 MAX_STOP_CHARS = 1000  # the stop matcher's work grows with the square of a stop's length
 TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+NAME_RULE = "a string of 1 to 64 letters, digits, '_' or '-'"
+OBJECT_SCHEMA = 'a JSON Schema of an object, such as {"type": "object", "properties": {...}}'
+
+# Declared types every dialect uses (see `validation` for how their errors read).
+NonEmpty = Annotated[str, Field(min_length=1, description="a non-empty string")]
+ToolName = Annotated[str, Field(pattern=TOOL_NAME.pattern, description=NAME_RULE)]
 
 
 def load_object(body: bytes, example: str) -> dict[str, Any]:
@@ -34,6 +41,17 @@ def distinct_names(tools: list[Tool], what: str) -> tuple[Tool, ...]:
     if len(names) != len(tools):
         raise InvalidRequest(f"Each of 'tools' must have a different {what}.", param="tools")
     return tuple(tools)
+
+
+def object_schema(schema: dict[str, Any] | None, param: str) -> dict[str, Any]:
+    """A tool's input schema, which must describe an object; none means an object of nothing."""
+    if schema is None:
+        return {"type": "object", "properties": {}}
+    if schema.get("type", "object") != "object":
+        raise InvalidRequest(
+            f"'{param}' must be {OBJECT_SCHEMA}; got type {schema.get('type')!r}.", param=param
+        )
+    return schema
 
 
 def kind(value: object) -> str:

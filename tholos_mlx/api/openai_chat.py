@@ -249,7 +249,7 @@ class _ChatReply:
 
 async def _chat_completions(request: Request) -> HTTPResponse | None:
     parsed = parse_chat(request.body)
-    forced = parsed.request.tool_choice.mode in ("required", "function")
+    forced = parsed.request.tool_choice.forced
     return await exchange.run(request, parsed.request, _ChatReply(parsed.include_usage, forced))
 
 

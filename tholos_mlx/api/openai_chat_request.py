@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
-from pydantic import Discriminator, Field, Tag, field_validator
+from pydantic import AfterValidator, Discriminator, Field, Tag, with_config
 from typing_extensions import NotRequired, TypedDict
 
 from tholos_mlx.api import fields as f
@@ -26,6 +26,7 @@ from tholos_mlx.api.validation import (
     LIST_TAG,
     PARENT,
     TEXT_TAG,
+    WIRE,
     Rule,
     Wire,
     load,
@@ -88,7 +89,7 @@ _FUNCTION_RULE = "an object with 'name' and 'arguments'"
 class CalledFunction(TypedDict):
     """The function an assistant's past call named, and its arguments as JSON text."""
 
-    name: Annotated[str, Field(min_length=1, description="a non-empty string")]
+    name: f.NonEmpty
     arguments: NotRequired[Annotated[str, Field(description="a string of JSON")]]
 
 
@@ -97,7 +98,7 @@ class PastCall(TypedDict):
 
     type: NotRequired[Annotated[Literal["function"], PARENT]]
     function: Annotated[CalledFunction, Field(description=_FUNCTION_RULE)]
-    id: Annotated[str, Field(min_length=1, description="a non-empty string")]
+    id: f.NonEmpty
 
 
 class ChatMessage(TypedDict):
@@ -149,67 +150,86 @@ class Prediction(Wire):
     content: Content = Field(description=_PARTS)
 
 
-class ChatBody(Wire):
+def _one_choice(n: int | None) -> int | None:
+    if n is not None and n != 1:
+        raise refuse(f"must be 1: this server returns exactly one choice; got {n}.")
+    return n
+
+
+def _no_logprobs(logprobs: bool | None) -> bool | None:
+    if logprobs:
+        raise refuse("is not supported by this server; leave it out or set it to false.")
+    return logprobs
+
+
+def _no_top_logprobs(value: Any) -> Any:
+    if value is not None:
+        raise refuse("is not supported by this server; leave it out.")
+    return value
+
+
+def _text_only(value: Any) -> Any:
+    if value is not None and value != ["text"]:
+        raise refuse('can only be ["text"]: this server answers in text only.')
+    return value
+
+
+@with_config(WIRE)
+class ChatBody(TypedDict):
     """A /v1/chat/completions body, fields in the order they are checked."""
 
-    RULE: ClassVar[str] = "a JSON object"
-    messages: list[Annotated[ChatMessage, Rule("an object with 'role' and 'content'")]] = Field(
-        min_length=1, description='a non-empty array of {"role", "content"} objects'
-    )
-    n: int | None = Field(None, description="an integer")
-    logprobs: bool | None = Field(None, description="true or false")
-    top_logprobs: Any = None
-    modalities: Any = None
-    max_tokens: PositiveInt = None
-    max_completion_tokens: PositiveInt = None
-    stream_options: StreamOptions | None = Field(
-        None, description='an object such as {"include_usage": true}'
-    )
-    stream: bool | None = Field(None, description="true or false")
-    tools: list[Annotated[ChatTool, Rule(_TOOL_RULE)]] | None = Field(
-        None, description="an array of function tools"
-    )
-    model: str | None = Field(None, description="a string (a model id or tier from GET /v1/models)")
-    temperature: float | None = Field(None, ge=0, le=2, description="a number from 0 to 2")
-    top_p: float | None = Field(
-        None, gt=0, le=1, description="a number greater than 0 and at most 1"
-    )
-    stop: Stops = None
-    seed: int | None = Field(None, description="an integer")
-    response_format: FormatSpec = None
-    tool_choice: ChoiceField = None
-    parallel_tool_calls: bool | None = Field(None, description="true or false")
-    prediction: Prediction | None = Field(
-        None, description='an object {"type": "content", "content": "the text you expect"}'
-    )
-
-    @field_validator("n")
-    @classmethod
-    def _one_choice(cls, n: int | None) -> int | None:
-        if n is not None and n != 1:
-            raise refuse(f"must be 1: this server returns exactly one choice; got {n}.")
-        return n
-
-    @field_validator("logprobs")
-    @classmethod
-    def _no_logprobs(cls, logprobs: bool | None) -> bool | None:
-        if logprobs:
-            raise refuse("is not supported by this server; leave it out or set it to false.")
-        return logprobs
-
-    @field_validator("top_logprobs")
-    @classmethod
-    def _no_top_logprobs(cls, value: Any) -> Any:
-        if value is not None:
-            raise refuse("is not supported by this server; leave it out.")
-        return value
-
-    @field_validator("modalities")
-    @classmethod
-    def _text_only(cls, value: Any) -> Any:
-        if value is not None and value != ["text"]:
-            raise refuse('can only be ["text"]: this server answers in text only.')
-        return value
+    messages: Annotated[
+        list[Annotated[ChatMessage, Rule("an object with 'role' and 'content'")]],
+        Field(min_length=1, description='a non-empty array of {"role", "content"} objects'),
+    ]
+    n: NotRequired[
+        Annotated[int | None, Field(description="an integer"), AfterValidator(_one_choice)]
+    ]
+    logprobs: NotRequired[
+        Annotated[bool | None, Field(description="true or false"), AfterValidator(_no_logprobs)]
+    ]
+    top_logprobs: NotRequired[Annotated[Any, AfterValidator(_no_top_logprobs)]]
+    modalities: NotRequired[Annotated[Any, AfterValidator(_text_only)]]
+    max_tokens: NotRequired[PositiveInt]
+    max_completion_tokens: NotRequired[PositiveInt]
+    stream_options: NotRequired[
+        Annotated[
+            StreamOptions | None,
+            Field(description='an object such as {"include_usage": true}'),
+        ]
+    ]
+    stream: NotRequired[Annotated[bool | None, Field(description="true or false")]]
+    tools: NotRequired[
+        Annotated[
+            list[Annotated[ChatTool, Rule(_TOOL_RULE)]] | None,
+            Field(description="an array of function tools"),
+        ]
+    ]
+    model: NotRequired[
+        Annotated[
+            str | None, Field(description="a string (a model id or tier from GET /v1/models)")
+        ]
+    ]
+    temperature: NotRequired[
+        Annotated[float | None, Field(ge=0, le=2, description="a number from 0 to 2")]
+    ]
+    top_p: NotRequired[
+        Annotated[
+            float | None,
+            Field(gt=0, le=1, description="a number greater than 0 and at most 1"),
+        ]
+    ]
+    stop: NotRequired[Stops]
+    seed: NotRequired[Annotated[int | None, Field(description="an integer")]]
+    response_format: NotRequired[FormatSpec]
+    tool_choice: NotRequired[ChoiceField]
+    parallel_tool_calls: NotRequired[Annotated[bool | None, Field(description="true or false")]]
+    prediction: NotRequired[
+        Annotated[
+            Prediction | None,
+            Field(description='an object {"type": "content", "content": "the text you expect"}'),
+        ]
+    ]
 
 
 # -- the body to the internal request --
@@ -218,43 +238,42 @@ class ChatBody(Wire):
 def parse_chat(body: bytes) -> ChatRequest:
     """Validate a raw /v1/chat/completions body; InvalidRequest names the offending param."""
     data = load(ChatBody, body, _EXAMPLE)
-    messages = tuple(_message(m, i) for i, m in enumerate(data.messages))
-    stream = bool(data.stream)
-    if data.stream_options is not None and not stream:
+    messages = tuple(_message(m, i) for i, m in enumerate(data["messages"]))
+    stream = bool(data.get("stream"))
+    options, declared = data.get("stream_options"), data.get("tools")
+    if options is not None and not stream:
         raise InvalidRequest(
             "'stream_options' is only allowed when 'stream' is true.", param="stream_options"
         )
     tools = (
         f.distinct_names(
-            [
-                function_tool(t["function"], f"tools[{i}].function")
-                for i, t in enumerate(data.tools)
-            ],
+            [function_tool(t["function"], f"tools[{i}].function") for i, t in enumerate(declared)],
             "function name",
         )
-        if data.tools
+        if declared
         else ()
     )
     # max_completion_tokens is OpenAI's current name; it wins over the deprecated one.
-    max_tokens = data.max_completion_tokens or data.max_tokens
+    max_tokens = data.get("max_completion_tokens") or data.get("max_tokens")
+    temperature, top_p = data.get("temperature"), data.get("top_p")
+    stop = data.get("stop")
+    fmt, prediction = data.get("response_format"), data.get("prediction")
     request = GenerationRequest(
         messages=messages,
-        model=data.model or None,
-        temperature=1.0 if data.temperature is None else data.temperature,
-        top_p=1.0 if data.top_p is None else data.top_p,
+        model=data.get("model") or None,
+        temperature=1.0 if temperature is None else temperature,
+        top_p=1.0 if top_p is None else top_p,
         max_tokens=max_tokens,
-        stop=tuple(s for s in data.stop if s) if data.stop else (),
+        stop=tuple(s for s in stop if s) if stop else (),
         stream=stream,
-        seed=data.seed,
-        response_format=data.response_format.format() if data.response_format else TEXT,
+        seed=data.get("seed"),
+        response_format=fmt.format() if fmt else TEXT,
         tools=tools,
-        tool_choice=tool_choice(data.tool_choice, tools),
-        parallel_tool_calls=data.parallel_tool_calls is not False,
-        prediction=_text(data.prediction.content, "prediction.content")
-        if data.prediction
-        else None,
+        tool_choice=tool_choice(data.get("tool_choice"), tools),
+        parallel_tool_calls=data.get("parallel_tool_calls") is not False,
+        prediction=_text(prediction.content, "prediction.content") if prediction else None,
     )
-    include_usage = bool(data.stream_options and data.stream_options.include_usage)
+    include_usage = bool(options and options.include_usage)
     return ChatRequest(request, include_usage)
 
 

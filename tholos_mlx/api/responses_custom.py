@@ -17,8 +17,7 @@ import orjson
 from pydantic import Discriminator, Field, Tag
 from typing_extensions import NotRequired, TypedDict
 
-from tholos_mlx.api.fields import TOOL_NAME
-from tholos_mlx.api.shared_openai import NAME_RULE
+from tholos_mlx.api.fields import ToolName
 from tholos_mlx.api.validation import type_of
 from tholos_mlx.errors import InvalidRequest
 from tholos_mlx.lark_quote import LarkQuoteError, quote_lark
@@ -63,7 +62,7 @@ class CustomSpec(TypedDict):
     """`{"type": "custom", "name", "description", "format"}`: a tool of free-text input."""
 
     type: Literal["custom"]
-    name: Annotated[str, Field(pattern=TOOL_NAME.pattern, description=NAME_RULE)]
+    name: ToolName
     description: NotRequired[Annotated[str | None, Field(description="a string")]]
     format: NotRequired[Annotated[Format | None, Field(description=FORMAT_RULE)]]
 

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, Discriminator, Field, Tag
 from typing_extensions import NotRequired, TypedDict
 
+from tholos_mlx.api.fields import NonEmpty
 from tholos_mlx.api.responses_custom import arguments as custom_arguments
 from tholos_mlx.api.validation import (
     LIST_TAG,
@@ -35,7 +36,6 @@ ROLES: dict[str, Role] = {
 INPUT_RULE = "a string, or an array of input items (messages, function_call, function_call_output)"
 _PART_RULE = 'a part such as {"type": "input_text", "text": ...}'
 _CONTENT_RULE = "a string or an array of text parts"
-NonEmpty = Annotated[str, Field(min_length=1, description="a non-empty string")]
 
 
 class TextPart(TypedDict):

@@ -12,18 +12,18 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Annotated, Any, ClassVar, Literal, cast
+from typing import Annotated, Any, Literal, cast
 
-from pydantic import AfterValidator, Discriminator, Field, Tag
+from pydantic import AfterValidator, Discriminator, Field, Tag, with_config
 from typing_extensions import NotRequired, TypedDict
 
-from tholos_mlx.api.fields import TOOL_NAME, kind, load_object
+from tholos_mlx.api.fields import ToolName, kind, load_object
 from tholos_mlx.api.responses_input import Input, conversation, named_results
 from tholos_mlx.api.responses_items import input_items
 from tholos_mlx.api.responses_output import Echo
 from tholos_mlx.api.responses_tools import Offered, Tools, hosted, offered
-from tholos_mlx.api.shared_openai import NAME_RULE, Mode, NamedChoice, tool_choice
-from tholos_mlx.api.validation import WHOLE, Wire, check, refuse, reject, type_of
+from tholos_mlx.api.shared_openai import Mode, NamedChoice, tool_choice
+from tholos_mlx.api.validation import WHOLE, WIRE, check, refuse, reject, type_of
 from tholos_mlx.request import (
     TEXT,
     GenerationRequest,
@@ -131,7 +131,7 @@ class JsonSchemaFormat(TypedDict):
     """`{"type": "json_schema", "name", "schema", "strict"}`: the answer matches the schema."""
 
     type: Literal["json_schema"]
-    name: Annotated[str, Field(pattern=TOOL_NAME.pattern, description=NAME_RULE)]
+    name: ToolName
     schema: Annotated[dict[str, Any], Field(description="a JSON Schema object")]
     strict: NotRequired[Annotated[bool | None, Field(description="true or false")]]
 
@@ -172,47 +172,70 @@ class TextSpec(TypedDict):
     format: NotRequired[Annotated[Format | None, Field(description=_FORMAT_RULE)]]
 
 
-class ResponsesBody(Wire):
+@with_config(WIRE)
+class ResponsesBody(TypedDict):
     """A /v1/responses body, fields in the order they are checked; the agents' fields that
     change nothing here (include, reasoning, prompt_cache_key...) are accepted as anything."""
 
-    RULE: ClassVar[str] = "a JSON object"
-    background: Annotated[Any, AfterValidator(_in_foreground)] = None
-    conversation: Annotated[
-        Any,
-        AfterValidator(
-            _refuse(
-                "is not supported here: pass 'previous_response_id' to continue a stored response."
-            )
-        ),
-    ] = None
-    prompt: Annotated[
-        Any,
-        AfterValidator(
-            _refuse("is not supported here: send the prompt's text in 'instructions' and 'input'.")
-        ),
-    ] = None
-    top_logprobs: Annotated[Any, AfterValidator(_no_logprobs)] = None
-    tools: Tools = None
-    previous_response_id: str | None = Field(
-        None, min_length=1, description="the id of a stored response"
-    )
-    instructions: str | None = Field(None, description="a string")
-    max_output_tokens: int | None = Field(None, ge=1, description="an integer of at least 1")
-    parallel_tool_calls: bool | None = Field(None, description="true or false")
-    store: bool | None = Field(None, description="true or false")
-    temperature: float | None = Field(None, ge=0, le=2, description="a number from 0 to 2")
-    top_p: float | None = Field(
-        None, gt=0, le=1, description="a number greater than 0 and at most 1"
-    )
-    tool_choice: Annotated[Choice | None, WHOLE, Field(description=_CHOICE_RULE)] = None
-    text: TextSpec | None = Field(
-        None, description='an object such as {"format": {"type": "json_object"}}'
-    )
-    metadata: dict[str, str] | None = Field(None, description="an object of string values")
-    model: str | None = Field(None, description="a string (a model id or tier from GET /v1/models)")
-    seed: int | None = Field(None, description="an integer")
-    stream: bool | None = Field(None, description="true or false")
+    background: NotRequired[Annotated[Any, AfterValidator(_in_foreground)]]
+    conversation: NotRequired[
+        Annotated[
+            Any,
+            AfterValidator(
+                _refuse(
+                    "is not supported here: pass 'previous_response_id' to continue a stored "
+                    "response."
+                )
+            ),
+        ]
+    ]
+    prompt: NotRequired[
+        Annotated[
+            Any,
+            AfterValidator(
+                _refuse(
+                    "is not supported here: send the prompt's text in 'instructions' and 'input'."
+                )
+            ),
+        ]
+    ]
+    top_logprobs: NotRequired[Annotated[Any, AfterValidator(_no_logprobs)]]
+    tools: NotRequired[Tools]
+    previous_response_id: NotRequired[
+        Annotated[str | None, Field(min_length=1, description="the id of a stored response")]
+    ]
+    instructions: NotRequired[Annotated[str | None, Field(description="a string")]]
+    max_output_tokens: NotRequired[
+        Annotated[int | None, Field(ge=1, description="an integer of at least 1")]
+    ]
+    parallel_tool_calls: NotRequired[Annotated[bool | None, Field(description="true or false")]]
+    store: NotRequired[Annotated[bool | None, Field(description="true or false")]]
+    temperature: NotRequired[
+        Annotated[float | None, Field(ge=0, le=2, description="a number from 0 to 2")]
+    ]
+    top_p: NotRequired[
+        Annotated[
+            float | None,
+            Field(gt=0, le=1, description="a number greater than 0 and at most 1"),
+        ]
+    ]
+    tool_choice: NotRequired[Annotated[Choice | None, WHOLE, Field(description=_CHOICE_RULE)]]
+    text: NotRequired[
+        Annotated[
+            TextSpec | None,
+            Field(description='an object such as {"format": {"type": "json_object"}}'),
+        ]
+    ]
+    metadata: NotRequired[
+        Annotated[dict[str, str] | None, Field(description="an object of string values")]
+    ]
+    model: NotRequired[
+        Annotated[
+            str | None, Field(description="a string (a model id or tier from GET /v1/models)")
+        ]
+    ]
+    seed: NotRequired[Annotated[int | None, Field(description="an integer")]]
+    stream: NotRequired[Annotated[bool | None, Field(description="true or false")]]
     input: Input
 
 
@@ -223,37 +246,39 @@ def parse_responses(body: bytes) -> ResponsesRequest:
     """Validate a raw /v1/responses body; InvalidRequest names the offending param."""
     raw = load_object(body, _EXAMPLE)  # kept: the input items and custom tools are echoed as sent
     data = check(ResponsesBody, raw, "")
-    tools = offered(data.tools, raw["tools"]) if data.tools else _NO_TOOLS
+    declared = data.get("tools")
+    tools = offered(declared, raw["tools"]) if declared else _NO_TOOLS
+    temperature, top_p = data.get("temperature"), data.get("top_p")
     functions = tuple(tools.tools)
     echo = Echo(
-        instructions=data.instructions,
-        max_output_tokens=data.max_output_tokens,
-        parallel_tool_calls=data.parallel_tool_calls is not False,
-        previous_response_id=data.previous_response_id,
-        store=data.store is not False,
-        temperature=1.0 if data.temperature is None else data.temperature,
-        top_p=1.0 if data.top_p is None else data.top_p,
+        instructions=data.get("instructions"),
+        max_output_tokens=data.get("max_output_tokens"),
+        parallel_tool_calls=data.get("parallel_tool_calls") is not False,
+        previous_response_id=data.get("previous_response_id"),
+        store=data.get("store") is not False,
+        temperature=1.0 if temperature is None else temperature,
+        top_p=1.0 if top_p is None else top_p,
         tools=functions,
-        tool_choice=_tool_choice(data.tool_choice, functions),
-        text_format=_text_format(data.text),
-        metadata=data.metadata or {},
+        tool_choice=_tool_choice(data.get("tool_choice"), functions),
+        text_format=_text_format(data.get("text")),
+        metadata=data.get("metadata") or {},
         namespaces=tools.namespaces,
         custom=tools.custom,
     )
     base = GenerationRequest(
         messages=(),
-        model=data.model or None,
+        model=data.get("model") or None,
         temperature=echo.temperature,
         top_p=echo.top_p,
         max_tokens=echo.max_output_tokens,
-        seed=data.seed,
+        seed=data.get("seed"),
         response_format=echo.text_format,
         tools=functions,
         tool_choice=echo.tool_choice,
         parallel_tool_calls=echo.parallel_tool_calls,
-        stream=bool(data.stream),
+        stream=bool(data.get("stream")),
     )
-    turns = conversation(data.input)
+    turns = conversation(data["input"])
     return ResponsesRequest(turns, echo, base, raw["input"])
 
 

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, Discriminator, Field, Tag
 from typing_extensions import NotRequired, TypedDict
 
-from tholos_mlx.api.fields import distinct_names, kind
+from tholos_mlx.api.fields import NonEmpty, distinct_names, kind
 from tholos_mlx.api.responses_custom import CustomSpec, custom_tool
 from tholos_mlx.api.shared_openai import FunctionSpec, function_tool
 from tholos_mlx.api.validation import Rule, reject, type_of
@@ -87,7 +87,7 @@ class NamespaceSpec(TypedDict):
     """`{"type": "namespace", "name", "tools": [...]}`: functions grouped under a name (Codex)."""
 
     type: Literal["namespace"]
-    name: Annotated[str, Field(min_length=1, description="a non-empty string")]
+    name: NonEmpty
     tools: NotRequired[
         Annotated[list[InnerTool] | None, Field(description="an array of functions")]
     ]

@@ -17,8 +17,6 @@ from tholos_mlx.api.validation import PARENT, WHOLE, Wire, reject
 from tholos_mlx.errors import InvalidRequest
 from tholos_mlx.request import ResponseFormat, Tool, ToolChoice
 
-NAME_RULE = "a string of 1 to 64 letters, digits, '_' or '-'"
-OBJECT_SCHEMA = 'a JSON Schema of an object, such as {"type": "object", "properties": {...}}'
 FUNCTION_RULE = "an object with 'name' and 'parameters'"
 CHOICE_RULE = '"none", "auto", "required" or {"type": "function", "function": {"name": ...}}'
 
@@ -26,29 +24,18 @@ CHOICE_RULE = '"none", "auto", "required" or {"type": "function", "function": {"
 class FunctionSpec(TypedDict):
     """A function the model may call: OpenAI's `function` object (Responses: the tool itself)."""
 
-    name: Annotated[str, Field(pattern=f.TOOL_NAME.pattern, description=NAME_RULE)]
+    name: f.ToolName
     description: NotRequired[Annotated[str | None, Field(description="a string")]]
-    parameters: NotRequired[Annotated[dict[str, Any] | None, Field(description=OBJECT_SCHEMA)]]
+    parameters: NotRequired[Annotated[dict[str, Any] | None, Field(description=f.OBJECT_SCHEMA)]]
     strict: NotRequired[Annotated[bool | None, Field(description="true or false")]]
 
 
 def function_tool(spec: FunctionSpec, where: str) -> Tool:
     """The internal tool; no parameters means an object with none. `where` names the spec."""
-    schema = spec.get("parameters")
-    if schema is None:
-        schema = {"type": "object", "properties": {}}
-    elif schema.get("type", "object") != "object":
-        raise InvalidRequest(
-            f"'{where}.parameters' must be {OBJECT_SCHEMA}; got type {schema.get('type')!r}.",
-            param=f"{where}.parameters",
-        )
-    return Tool(
-        spec["name"],
-        spec.get("description"),
-        schema,
-        strict=bool(spec.get("strict")),
-        schema_path=f"{where}.parameters",
-    )
+    param = f"{where}.parameters"
+    schema = f.object_schema(spec.get("parameters"), param)
+    strict = bool(spec.get("strict"))
+    return Tool(spec["name"], spec.get("description"), schema, strict, schema_path=param)
 
 
 class _FunctionName(Wire):
@@ -103,7 +90,7 @@ def tool_choice(
         choice = ToolChoice("function", raw.function_name)
     else:
         choice = _MODES[raw]
-    if choice.mode in ("required", "function") and not tools:
+    if choice.forced and not tools:
         raise InvalidRequest(
             f"'{param}' asks for a tool call, but 'tools' is empty or missing.", param=param
         )
@@ -119,7 +106,7 @@ class JsonSchemaSpec(Wire):
     """`response_format.json_schema`: the schema the answer must match, named."""
 
     RULE: ClassVar[str] = 'an object: {"name", "schema", "strict"}, the name required'
-    name: str = Field(pattern=f.TOOL_NAME.pattern, description=NAME_RULE)
+    name: str = Field(pattern=f.TOOL_NAME.pattern, description=f.NAME_RULE)
     schema_: Any = Field(None, alias="schema")  # checked by the format: it names the error
     strict: bool | None = Field(None, description="true or false")
 

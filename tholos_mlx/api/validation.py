@@ -1,7 +1,8 @@
 """Request bodies declared as pydantic structures, and a validation error as one 400 naming its param.
 
-Every dialect declares its request with `Wire` models: strict JSON types (no "5" for 5, no true
-for 1), unknown fields ignored, null as absent. Each field says in its `description` what it must
+Every dialect declares its request as TypedDicts and `Wire` models (the body and the many small
+parts are TypedDicts, which pydantic fills without making a model): strict JSON types (no "5"
+for 5, no true for 1), unknown fields ignored, null as absent. Each field says in its `description` what it must
 be; a failed check becomes an `InvalidRequest` whose `param` is pydantic's `loc` written as the
 client wrote the field (`messages[1].content[0].text`) and whose message quotes it:
 "'temperature' must be a number from 0 to 2; got 2.5.". The mapping reads the error's `type`,
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import types
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import (
     Annotated,
@@ -24,7 +25,15 @@ from typing import (
     get_origin,
 )
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Tag, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Tag,
+    TypeAdapter,
+    ValidationError,
+)
 from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails, PydanticCustomError
 from typing_extensions import NotRequired, Required, get_type_hints, is_typeddict
@@ -32,7 +41,7 @@ from typing_extensions import NotRequired, Required, get_type_hints, is_typeddic
 from tholos_mlx.api.fields import MAX_STOP_CHARS, kind, load_object
 from tholos_mlx.errors import InvalidRequest, Unsupported
 
-W = TypeVar("W", bound="Wire")
+T = TypeVar("T")
 UNSUPPORTED = (
     "unsupported"  # a custom error type: the field is understood and refused (Unsupported)
 )
@@ -52,6 +61,9 @@ _VALUE_ERRORS = frozenset(
         "enum",
     }
 )
+
+
+WIRE = ConfigDict(strict=True, extra="ignore")  # a body declared as a TypedDict: with_config(WIRE)
 
 
 class Wire(BaseModel):
@@ -126,25 +138,31 @@ def reject(message: str, at: str | None = None) -> PydanticCustomError:
     return PydanticCustomError(INVALID, message, {"at": at} if at else None)
 
 
-def load(model: type[W], body: bytes, example: str) -> W:
-    """The body validated as `model`, or the first error as a 400 naming its param."""
+def load(declared: type[T], body: bytes, example: str) -> T:
+    """The body validated as `declared`, or the first error as a 400 naming its param."""
     # orjson then the Python validator: measured faster than pydantic's own JSON reader here.
-    data = load_object(body, example)
+    return check(declared, load_object(body, example), "")
+
+
+def check(declared: type[T], raw: object, prefix: str) -> T:
+    """Parsed JSON validated as `declared` (a `Wire` model or a TypedDict of them); params
+    start with `prefix`."""
     try:
-        return model.model_validate(data)
+        valid: T = _validator(declared).validate_python(raw)
     except ValidationError as exc:
-        raise as_invalid(model, exc.errors(include_url=False)[0]) from None
+        raise as_invalid(declared, exc.errors(include_url=False)[0], prefix=prefix) from None
+    return valid
 
 
-def check(model: type[W], raw: object, prefix: str) -> W:
-    """A field already parsed from JSON, validated as `model`; params start with `prefix`."""
-    try:
-        return model.model_validate(raw)
-    except ValidationError as exc:
-        raise as_invalid(model, exc.errors(include_url=False)[0], prefix=prefix) from None
+def _build_validator(declared: Any) -> Any:
+    """The validator of a declared type (a body is a TypedDict: no model to fill)."""
+    return TypeAdapter(declared).validator
 
 
-def as_invalid(model: type[Wire], error: ErrorDetails, prefix: str = "") -> InvalidRequest:
+_validator: Callable[[Any], Any] = functools.cache(_build_validator)  # built once per type
+
+
+def as_invalid(model: type, error: ErrorDetails, prefix: str = "") -> InvalidRequest:
     """One pydantic error as the 400 a client reads: the param, the rule, what it got."""
     loc, rule = _named(model, error["loc"])
     named_inside = len(loc) < len(error["loc"])  # the error is inside the field it names
@@ -190,9 +208,9 @@ def param_of(loc: Sequence[int | str], prefix: str = "") -> str:
     return out
 
 
-def _named(model: type[Wire], loc: Sequence[int | str]) -> tuple[list[int | str], str]:
+def _named(model: type, loc: Sequence[int | str]) -> tuple[list[int | str], str]:
     """The part of `loc` that names the param (up to a `Whole` field), and the rule it broke."""
-    rule = model.RULE
+    rule = getattr(model, "RULE", "a JSON object")
     annotation: Any = model
     named: list[int | str] = []
     for i, part in enumerate(loc):

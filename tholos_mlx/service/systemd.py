@@ -38,6 +38,9 @@ Restart=on-failure
 RestartSec=10
 # Exit status 2 is a usage error (a bad flag or config.toml): restarting cannot fix it.
 RestartPreventExitStatus=2
+# A stop signals this process only: with --hostfile it stops the ranks itself, rank 0 first
+# (whatever is left after the stop timeout is killed).
+KillMode=mixed
 StandardOutput=append:@STDOUT_LOG@
 StandardError=append:@STDERR_LOG@
 
