@@ -50,8 +50,8 @@ class Server:
         """The bearer header every request needs."""
         return {"Authorization": f"Bearer {self.key}"}
 
-    def client(self, timeout: float = 120.0) -> httpx.Client:
-        """An httpx client with the key set."""
+    def client(self, timeout: float = 300.0) -> httpx.Client:
+        """An httpx client with the key set; the timeout only bounds a hang (a shared CPU is slow)."""
         return httpx.Client(base_url=self.base, headers=self.headers, timeout=timeout)
 
     def log_text(self) -> str:
