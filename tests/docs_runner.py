@@ -119,7 +119,7 @@ class Runner:
         *argv: str,
         probe: str = "",
         env: dict[str, str | None] | None = None,
-        timeout: float = 120,
+        timeout: float = 300,  # bounds a hang only: a tool call on a loaded 2-core CPU ran past 120 s
     ) -> Ran:
         """Run example NAME (plus test-only PROBE code appended) with ARGV; env values of None unset a variable."""
         block = self.blocks[name]
