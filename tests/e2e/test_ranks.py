@@ -195,6 +195,15 @@ def test_a_cancelled_stream_frees_both_ranks_for_the_next_request(group: srv.Ser
     assert re.search(r"cancelled after \d+ tokens", group.log_text())
 
 
+def _wait_until_queued(server: srv.Server) -> None:
+    """Return once /health counts a request waiting behind the one in flight."""
+    deadline = time.monotonic() + 60
+    with server.client(timeout=10) as c:
+        while c.get("/health").json()["queue"] < 1:
+            assert time.monotonic() < deadline, "the queued request never reached the queue"
+            time.sleep(0.05)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGSTOP], ids=["killed", "frozen"])
 def test_rank_1_killed_or_frozen_mid_answer_ends_the_answer_with_an_error_and_the_server_non_zero(
     ranks_home: Path, tmp_path: Path, sig: int
@@ -220,9 +229,10 @@ def test_rank_1_killed_or_frozen_mid_answer_ends_the_answer_with_an_error_and_th
             for line in r.iter_lines():
                 lines.append(line)
                 if len(lines) == 4:
+                    waiter.start()  # waits its turn behind the answer in flight
+                    _wait_until_queued(server)  # else a fast exit could beat its connection
                     os.kill(rank1, sig)  # SIGSTOP: alive, its sockets open, silent
                     hit = time.monotonic()
-                    waiter.start()  # waits its turn behind the answer in flight
         events = [json.loads(x[6:]) for x in lines if x.startswith("data: {")]
         assert "error" in events[-1], lines[-3:]
         assert "data: [DONE]" not in lines
