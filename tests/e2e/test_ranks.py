@@ -108,6 +108,28 @@ def _streamed(server: srv.Server, messages: list[dict[str, str]], model: str) ->
 SHAPED: dict[str, tuple[str, dict[str, Any]]] = {
     "json": ("Give the capital of France as JSON.", {"response_format": {"type": "json_object"}}),
     "stop": (PROMPTS[0], {"stop": [" Paris"]}),
+    # A forced tool call: the call grammar on every rank, the call read back on rank 0.
+    "tool": (
+        "What is the weather in Paris?",
+        {
+            "tools": [
+                {
+                    "type": "function",
+                    "function": {
+                        "name": "weather",
+                        "parameters": {
+                            "type": "object",
+                            "properties": {"city": {"type": "string", "enum": ["Paris", "Rome"]}},
+                            "required": ["city"],
+                            "additionalProperties": False,
+                        },
+                    },
+                }
+            ],
+            "tool_choice": "required",
+            "max_tokens": 40,
+        },
+    ),
     # Speculation: every rank verifies the same drafted tokens in the same passes.
     "predicted": (
         PROMPTS[0],
@@ -125,7 +147,10 @@ def _shaped(server: srv.Server) -> dict[str, Any]:
         assert r.status_code == 200, r.text
         choice = r.json()["choices"][0]
         details = r.json()["usage"].get("completion_tokens_details")
-        got[name] = (choice["message"], choice["finish_reason"], details)
+        message = choice["message"]
+        for call in message.get("tool_calls") or ():
+            call.pop("id")  # made up per answer; the call itself must match
+        got[name] = (message, choice["finish_reason"], details)
     return got
 
 
@@ -159,6 +184,9 @@ def test_two_ranks_answer_as_one_process_does_streamed_and_not(
     shaped = _shaped(group)
     assert shaped == one_process["shaped"]
     assert shaped["stop"][1] == "stop"
+    assert shaped["tool"][1] == "tool_calls"
+    called = shaped["tool"][0]["tool_calls"][0]["function"]
+    assert json.loads(called["arguments"])["city"] in ("Paris", "Rome")
     assert shaped["predicted"][2]["accepted_prediction_tokens"] > 0
     # Every rank kept the same prompt cache: the question asked again reuses its prefix.
     again = group.chat([{"role": "user", "content": PROMPTS[0]}], model=DEMO, max_tokens=2)
