@@ -231,20 +231,11 @@ class MessagesBody(TypedDict):
             Content | None, Field(description=f"a string or an array of {_TEXT_BLOCK} blocks")
         ]
     ]
-    model: NotRequired[
-        Annotated[
-            str | None, Field(description="a string (a model id or tier from GET /v1/models)")
-        ]
-    ]
+    model: NotRequired[f.ModelId]
     temperature: NotRequired[
         Annotated[float | None, Field(ge=0, le=1, description="a number from 0 to 1")]
     ]
-    top_p: NotRequired[
-        Annotated[
-            float | None,
-            Field(gt=0, le=1, description="a number greater than 0 and at most 1"),
-        ]
-    ]
+    top_p: NotRequired[f.TopP]
     top_k: NotRequired[
         Annotated[int | None, Field(ge=0, description="an integer of at least 0 (0: no top-k)")]
     ]

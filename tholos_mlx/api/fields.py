@@ -20,6 +20,12 @@ OBJECT_SCHEMA = 'a JSON Schema of an object, such as {"type": "object", "propert
 # Declared types every dialect uses (see `validation` for how their errors read).
 NonEmpty = Annotated[str, Field(min_length=1, description="a non-empty string")]
 ToolName = Annotated[str, Field(pattern=TOOL_NAME.pattern, description=NAME_RULE)]
+ModelId = Annotated[
+    str | None, Field(description="a string (a model id or tier from GET /v1/models)")
+]
+TopP = Annotated[
+    float | None, Field(gt=0, le=1, description="a number greater than 0 and at most 1")
+]
 
 
 def load_object(body: bytes, example: str) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from tholos_mlx.api.shared_openai import (
     ChoiceField,
     FormatSpec,
     FunctionSpec,
+    Temperature,
     function_tool,
     tool_choice,
 )
@@ -205,20 +206,9 @@ class ChatBody(TypedDict):
             Field(description="an array of function tools"),
         ]
     ]
-    model: NotRequired[
-        Annotated[
-            str | None, Field(description="a string (a model id or tier from GET /v1/models)")
-        ]
-    ]
-    temperature: NotRequired[
-        Annotated[float | None, Field(ge=0, le=2, description="a number from 0 to 2")]
-    ]
-    top_p: NotRequired[
-        Annotated[
-            float | None,
-            Field(gt=0, le=1, description="a number greater than 0 and at most 1"),
-        ]
-    ]
+    model: NotRequired[f.ModelId]
+    temperature: NotRequired[Temperature]
+    top_p: NotRequired[f.TopP]
     stop: NotRequired[Stops]
     seed: NotRequired[Annotated[int | None, Field(description="an integer")]]
     response_format: NotRequired[FormatSpec]

@@ -17,12 +17,13 @@ from typing import Annotated, Any, Literal, cast
 from pydantic import AfterValidator, Discriminator, Field, Tag, with_config
 from typing_extensions import NotRequired, TypedDict
 
+from tholos_mlx.api import fields as f
 from tholos_mlx.api.fields import ToolName, kind, load_object
 from tholos_mlx.api.responses_input import Input, conversation, named_results
 from tholos_mlx.api.responses_items import input_items
 from tholos_mlx.api.responses_output import Echo
 from tholos_mlx.api.responses_tools import Offered, Tools, hosted, offered
-from tholos_mlx.api.shared_openai import Mode, NamedChoice, tool_choice
+from tholos_mlx.api.shared_openai import Mode, NamedChoice, Temperature, tool_choice
 from tholos_mlx.api.validation import WHOLE, WIRE, check, refuse, reject, type_of
 from tholos_mlx.request import (
     TEXT,
@@ -210,15 +211,8 @@ class ResponsesBody(TypedDict):
     ]
     parallel_tool_calls: NotRequired[Annotated[bool | None, Field(description="true or false")]]
     store: NotRequired[Annotated[bool | None, Field(description="true or false")]]
-    temperature: NotRequired[
-        Annotated[float | None, Field(ge=0, le=2, description="a number from 0 to 2")]
-    ]
-    top_p: NotRequired[
-        Annotated[
-            float | None,
-            Field(gt=0, le=1, description="a number greater than 0 and at most 1"),
-        ]
-    ]
+    temperature: NotRequired[Temperature]
+    top_p: NotRequired[f.TopP]
     tool_choice: NotRequired[Annotated[Choice | None, WHOLE, Field(description=_CHOICE_RULE)]]
     text: NotRequired[
         Annotated[
@@ -229,11 +223,7 @@ class ResponsesBody(TypedDict):
     metadata: NotRequired[
         Annotated[dict[str, str] | None, Field(description="an object of string values")]
     ]
-    model: NotRequired[
-        Annotated[
-            str | None, Field(description="a string (a model id or tier from GET /v1/models)")
-        ]
-    ]
+    model: NotRequired[f.ModelId]
     seed: NotRequired[Annotated[int | None, Field(description="an integer")]]
     stream: NotRequired[Annotated[bool | None, Field(description="true or false")]]
     input: Input

@@ -17,6 +17,9 @@ from tholos_mlx.api.validation import PARENT, WHOLE, Wire, reject
 from tholos_mlx.errors import InvalidRequest
 from tholos_mlx.request import ResponseFormat, Tool, ToolChoice
 
+# OpenAI's sampling temperature range, the same in both of its dialects.
+Temperature = Annotated[float | None, Field(ge=0, le=2, description="a number from 0 to 2")]
+
 FUNCTION_RULE = "an object with 'name' and 'parameters'"
 CHOICE_RULE = '"none", "auto", "required" or {"type": "function", "function": {"name": ...}}'
 
