@@ -87,3 +87,30 @@ def test_a_relative_hostfile_is_made_absolute_for_the_service_files(tmp_path: Pa
     (setting,) = [s for s in SERVE_SETTINGS if s.flag == "--hostfile"]
     assert Path(setting.parse("hosts.json")).is_absolute()
     assert setting.parse("~/hosts.json") == str(Path.home() / "hosts.json")
+
+
+def _watch(answers: list[bool], dead_after: float, monkeypatch: pytest.MonkeyPatch) -> Any:
+    monkeypatch.setattr(launch.Rank0Watch, "PROBE_EVERY_S", 0.01)
+    it = iter(answers)
+    return launch.Rank0Watch(lambda: next(it, False), dead_after)
+
+
+def test_a_rank_0_still_loading_is_not_judged_before_its_first_answer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    watch = _watch([False] * 1000, 0.05, monkeypatch)
+    assert not watch.silent.wait(0.5)
+
+
+def test_a_rank_0_silent_past_the_dead_time_after_answering_is_called_silent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    watch = _watch([False, True, True], 0.05, monkeypatch)
+    assert watch.silent.wait(5)
+
+
+def test_a_rank_0_that_misses_a_probe_now_and_then_is_not_called_silent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    watch = _watch([True, False] * 300, 1.0, monkeypatch)
+    assert not watch.silent.wait(3)

@@ -262,7 +262,7 @@ def _clear_cache(home: Path, model_id: str | None, port: int) -> int:
 
 def _launch_group(settings: Settings, args: argparse.Namespace) -> int:
     """serve --hostfile: mlx.launch starts this same command on every host, as one rank each."""
-    from tholos_mlx import launch
+    from tholos_mlx import health, launch
     from tholos_mlx.service.manager import flag_argv
 
     flags = {k: v for k, v in serve_flags(args).items() if k not in ("hostfile", "backend")}
@@ -272,7 +272,13 @@ def _launch_group(settings: Settings, args: argparse.Namespace) -> int:
     if settings.model:
         _check_splits(settings, len(hosts))
     check_port(settings.port)  # rank 0 listens here: fail in one line before any host starts
-    return launch.run(Path(settings.hostfile), settings.backend, [*rank, *flag_argv(flags)])
+    home, port = settings.home, settings.port
+
+    def alive() -> bool:  # rank 0 serves on this machine, with this home's key
+        return health.of_home(home, port, timeout=launch.PROBE_TIMEOUT_S) is not None
+
+    argv = [*rank, *flag_argv(flags)]
+    return launch.run(Path(settings.hostfile), settings.backend, argv, alive)
 
 
 def _check_splits(settings: Settings, ranks: int) -> None:

@@ -5,6 +5,11 @@ MLX's launcher starts `tholos-mlx serve` on each host of the hostfile (ssh, or d
 without being asked (a rank died, and mlx.launch stopped the others) is an exit status 1, so
 launchd or systemd start the whole group again; SIGTERM stops the group and exits 0.
 
+It also watches rank 0 itself, which serves HTTP on this machine: a rank 0 that answered
+GET /health once and then stays silent for the heartbeat's dead time (frozen) ends the group
+with exit status 1. The other ranks notice a frozen rank 0 too, but on other Macs they can end
+only their own side, and mlx.launch here would wait for the frozen rank 0 forever.
+
 The stop reaches the local ranks as SIGINT: rank 0 stops serving and then stops the other
 ranks itself, who ignore SIGINT. SIGTERM is left to mean "this rank alone ends", which is
 what mlx.launch sends the rest of a group when one rank failed.
@@ -18,9 +23,10 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from tholos_mlx.errors import UsageError
 
@@ -28,6 +34,7 @@ log = logging.getLogger("tholos.launch")
 
 STOP_WAIT_S = 20.0  # at SIGTERM: rank 0 stops serving, then every rank saves its prompt cache
 LOCAL = "127.0.0.1"
+PROBE_TIMEOUT_S = 3.0  # one GET /health of rank 0; its event loop answers even mid-step
 GROUP_ENV = "THOLOS_GROUP"  # set in every rank this launcher starts
 # Settings read from the environment that every rank must share: ssh does not carry them.
 SHARED_ENV = ("THOLOS_RANK_HEARTBEAT_TIMEOUT", "THOLOS_RANK_STEP_TIMEOUT", "THOLOS_LOG_LEVEL")
@@ -96,8 +103,40 @@ def launcher_argv(hostfile: Path, hosts: Sequence[dict[str, Any]], backend: str)
     return argv
 
 
-def run(hostfile: Path, backend: str, rank_argv: Sequence[str]) -> int:
-    """Start the group and wait: 0 after SIGTERM stopped it, 1 if it ended on its own."""
+class Rank0Watch:
+    """Asks `alive()` (rank 0's GET /health) every PROBE_EVERY_S from a thread of its own; once
+    rank 0 has answered, `silent` is set when it has not answered for `dead_after` seconds.
+    Before its first answer rank 0 is loading (minutes, for a big model): not judged then."""
+
+    PROBE_EVERY_S = 1.0
+
+    def __init__(self, alive: Callable[[], bool], dead_after: float) -> None:
+        self._alive = alive
+        self.dead_after = dead_after
+        self.silent = threading.Event()
+        self._heard: float | None = None
+        threading.Thread(target=self._watch, name="tholos-rank0-watch", daemon=True).start()
+
+    def _watch(self) -> None:
+        while True:
+            if self._alive():
+                self._heard = time.monotonic()
+            elif self._heard is not None and time.monotonic() - self._heard > self.dead_after:
+                self.silent.set()
+                return
+            time.sleep(self.PROBE_EVERY_S)
+
+
+def run(
+    hostfile: Path,
+    backend: str,
+    rank_argv: Sequence[str],
+    alive: Callable[[], bool] | None = None,
+) -> int:
+    """Start the group and wait: 0 after SIGTERM stopped it, 1 if it ended on its own or rank 0
+    went silent (`alive`, rank 0's /health, if given)."""
+    from tholos_mlx.heartbeat import DEAD_AFTER_S
+
     hosts = read_hosts(hostfile)
     argv = [*launcher_argv(hostfile, hosts, backend), "--", *rank_argv]
     log.info("starting %d ranks (%s backend) on %s", len(hosts), backend,
@@ -116,9 +155,16 @@ def run(hostfile: Path, backend: str, rank_argv: Sequence[str]) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    watch = Rank0Watch(alive, DEAD_AFTER_S) if alive is not None else None
     while proc.poll() is None:
         if asked and time.monotonic() - asked[0] > STOP_WAIT_S:
             break  # a rank that does not stop: _reap kills what is left
+        if not asked and watch is not None and watch.silent.is_set():
+            log.error("rank 0 has not answered GET /health for %.0f s (frozen?); ending the "
+                      "group and exiting 1", watch.dead_after)  # fmt: skip
+            _signal_group(proc.pid, signal.SIGKILL)  # a stopped process takes only SIGKILL
+            _reap(proc.pid, 2.0)
+            return 1
         time.sleep(0.2)
     if asked:
         _reap(proc.pid, max(0.0, asked[0] + STOP_WAIT_S - time.monotonic()))

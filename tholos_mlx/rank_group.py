@@ -87,6 +87,9 @@ class RankGroup:
         from tholos_mlx.ranks import Leader, exit_soon
 
         self.leader = Leader(self.ranks, slot, runner)
+        logging.getLogger("tholos.ranks").info(
+            "rank 0 of %d: serving HTTP, leading the group (pid %d)", self.ranks.size, os.getpid()
+        )
         # Until the server is up and says how it ends (refusing requests first).
         self.leader.watch(lambda: exit_soon(1, last=launch.end_local_group))
         return self.leader

@@ -29,6 +29,21 @@ PROMPTS = ["What is the capital of France?", "Write one sentence about the sea."
 MAX_TOKENS = 10
 
 
+def _gone(pid: int) -> bool:
+    """The process has exited (a zombie waiting for its parent counts)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    except OSError:  # no /proc (macOS): ask the kernel
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
 def _hostfile(where: Path) -> Path:
     path = where / "hosts.json"
     local = {"ssh": "127.0.0.1", "ips": ["127.0.0.1"]}
@@ -275,4 +290,37 @@ def test_rank_1_killed_or_frozen_mid_answer_ends_the_answer_with_an_error_and_th
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(rank1, signal.SIGKILL)  # a frozen rank must not outlive a failed test
+        srv.stop(server)
+
+
+def test_a_frozen_rank_0_whose_peer_cannot_end_it_still_ends_the_server_non_zero(
+    ranks_home: Path, tmp_path: Path
+) -> None:
+    """Two Macs: rank 1 notices a frozen rank 0 but can end only its own side, and mlx.launch on
+    the first Mac would wait for rank 0 forever. Both ranks frozen is that case on one machine:
+    serve --hostfile's own watch of rank 0's /health must end the group."""
+    hosts = _hostfile(tmp_path)
+    server = srv.start(ranks_home, "--model", DEMO, "--hostfile", str(hosts))
+    text = server.log_text()
+    pids = [
+        int(re.search(pattern, text).group(1))  # type: ignore[union-attr]
+        for pattern in (r"rank 1 of 2: following rank 0 \(pid (\d+)\)",
+                        r"rank 0 of 2: serving HTTP, leading the group \(pid (\d+)\)")
+    ]  # fmt: skip
+    try:
+        for pid in pids:  # rank 1 first: it must not see rank 0 freeze and end the group itself
+            os.kill(pid, signal.SIGSTOP)
+        hit = time.monotonic()
+        code = server.proc.wait(35)  # 30 s + teardown
+        assert code != 0
+        assert time.monotonic() - hit < 30
+        assert "rank 0 has not answered GET /health" in server.log_text()
+        deadline = time.monotonic() + 5
+        while not all(_gone(pid) for pid in pids):  # killed with the group, stopped or not
+            assert time.monotonic() < deadline, "a frozen rank outlived the server"
+            time.sleep(0.1)
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         srv.stop(server)
