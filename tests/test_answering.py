@@ -10,6 +10,7 @@ import dataclasses
 import logging
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import mlx.core as mx
@@ -23,6 +24,7 @@ from tholos_mlx import timings
 from tholos_mlx.answering import Options, answer
 from tholos_mlx.chat_prompt import prompt_ids, tool_format
 from tholos_mlx.detokenize import DetokenizerFactory
+from tholos_mlx.drafting import Prices
 from tholos_mlx.errors import ContextLengthExceeded, InsufficientMemory
 from tholos_mlx.events import (
     Delta,
@@ -337,6 +339,8 @@ def test_across_ranks_the_draft_depth_learns_nothing_from_timings() -> None:
     from tholos_mlx.request import GenerationRequest, Message
 
     request = GenerationRequest(messages=(Message("user", "hi"),), temperature=0.0)
-    alone: Any = answering._speculation(None, None, request, [], answering.Options())  # type: ignore[arg-type]
-    ranked: Any = answering._speculation(None, None, request, [], answering.Options(timed=False))  # type: ignore[arg-type]
+    loaded: Any = SimpleNamespace(prices=Prices())
+    alone: Any = answering._speculation(None, loaded, request, [], answering.Options())  # type: ignore[arg-type]
+    ranked: Any = answering._speculation(None, loaded, request, [], answering.Options(timed=False))  # type: ignore[arg-type]
     assert alone.depth.learn and not ranked.depth.learn
+    assert alone.depth.price is loaded.prices  # the model's answers learn into one record

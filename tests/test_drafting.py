@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from tholos_mlx.drafting import Depth, Lookup, Prediction, prediction_usage, speculation
+from tholos_mlx.drafting import (
+    Depth,
+    Lookup,
+    Prediction,
+    Prices,
+    prediction_usage,
+    speculation,
+)
 
 
 def test_the_tail_is_looked_up_and_what_followed_it_is_the_draft() -> None:
@@ -72,8 +79,8 @@ def test_where_drafting_stopped_paying_a_rare_probe_looks_again() -> None:
 
 
 def test_a_wider_pass_that_costs_too_much_switches_drafting_off() -> None:
-    cheap = Depth(4, cost=0.05, learn=False)
-    dear = Depth(4, cost=0.5, learn=False)
+    cheap = Depth(4, Prices(cost=0.05), learn=False)
+    dear = Depth(4, Prices(cost=0.5), learn=False)
     for d in (cheap, dear):
         for _ in range(5):
             d.verified(2, 1)
@@ -144,3 +151,29 @@ def test_where_only_a_narrow_pass_is_cheap_drafting_settles_on_one_token() -> No
         depth.verified(k, k, 0.1 * (1.37 if k == 1 else k + 1.2))
     assert depth.next() == 1
     assert depth.prices[1] < 1.5
+
+
+def test_what_one_answer_learned_of_the_price_is_where_the_next_answer_starts() -> None:
+    # One model's answers share its Prices: on a machine where a wide pass costs its tokens one
+    # by one, the second answer does not pay to learn it again from the cheap prior.
+    prices = Prices()
+    first = speculation("ngram", 4, greedy=True, prices=prices)
+    assert first is not None and first.depth.next("long") > 0  # the prior: drafting pays
+    for _ in range(3):
+        first.depth.plain(1, 0.1)
+    for _ in range(10):
+        first.depth.verified(4, 2, 0.5)
+    second = speculation("ngram", 4, greedy=True, prices=prices)
+    assert second is not None and second.depth.price is prices
+    assert second.depth.step_s == first.depth.step_s and second.depth.cost > 0.8
+    assert second.depth.next("long") == 0
+    fresh = speculation("ngram", 4, greedy=True)
+    assert fresh is not None and fresh.depth.next("long") > 0  # another model: its own prices
+
+
+def test_a_depth_that_does_not_learn_leaves_the_shared_prices_alone() -> None:
+    prices = Prices()
+    depth = Depth(4, prices, learn=False)
+    depth.plain(1, 0.1)
+    depth.verified(4, 4, 0.5)
+    assert prices == Prices()

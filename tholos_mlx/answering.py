@@ -163,6 +163,7 @@ def _speculation(
         margin=MARGIN,
         learn=options.timed,
         source=source,
+        prices=loaded.prices,
     )
 
 

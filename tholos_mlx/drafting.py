@@ -119,29 +119,61 @@ class Prediction:
 
 
 @dataclass
+class Prices:
+    """What a pass over more than one token costs one model on this machine, in plain decode
+    steps: learned from every answer's passes and kept with the loaded model, so an answer
+    starts from what the answers before it measured, not from the prior each time.
+
+    A draft of k tokens costs what a pass of that width was measured to cost, else 1 + cost * k
+    steps: the price is not linear everywhere, so each width keeps its own. On a Mac's GPU a
+    wide pass is nearly free; on this 2-core CPU every extra token costs ~0.8 of a step (MLX's
+    CPU matmuls are compute-bound), so there drafting pays only where nearly all is kept.
+    """
+
+    cost: float = WIDER_COST
+    widths: dict[int, float] = field(default_factory=dict)  # draft size -> measured steps
+    step_s: float | None = None  # one plain decode step, measured
+
+    def of(self, drafted: int) -> float:
+        """The steps a pass verifying `drafted` tokens costs."""
+        return self.widths.get(drafted, 1 + self.cost * drafted)
+
+
+@dataclass
 class Depth:
     """How many tokens to draft next, from the acceptance seen and the price of a wider pass.
 
     The acceptance rate is the chance a drafted token is kept, given the one before it was;
-    each kind of evidence (EVIDENCE) has its own. A draft of k yields 1 + a + ... + a^k tokens
-    on average and costs what a pass of that width was measured to cost, else 1 + cost * k
-    steps: the price is not linear everywhere (on this 2-core CPU a 2-token pass costs 1.4
-    steps but a 5-token one 5: MLX's CPU quantized matmul dequantizes the weights once per
-    row), so each width keeps its own.
+    each kind of evidence (EVIDENCE) has its own, learned within one answer. A draft of k
+    yields 1 + a + ... + a^k tokens on average and costs `price.of(k)` steps (Prices, which
+    the model's answers share).
     """
 
     most: int
-    cost: float = WIDER_COST
-    prices: dict[int, float] = field(default_factory=dict)  # draft size -> measured steps
+    price: Prices = field(default_factory=Prices)
     rates: dict[Evidence, list[float]] = field(
         default_factory=lambda: {k: list(v) for k, v in EVIDENCE.items()}
     )  # evidence -> [kept, rejected], decayed
-    learn: bool = True  # learn `cost` from the passes' times (off: a fixed price, for tests)
-    step_s: float | None = None  # one plain decode step, measured
+    learn: bool = True  # learn the price from the passes' times (off: a fixed price, for tests)
     evidence: Evidence = "long"  # what the next draft rests on (Speculation sets it)
     _plain: int = 0  # plain tokens since the last verify pass
     _wait: int = PROBE_FIRST
     _probing: bool = False
+
+    @property
+    def cost(self) -> float:
+        """The price per drafted token where a width has no measure of its own."""
+        return self.price.cost
+
+    @property
+    def prices(self) -> dict[int, float]:
+        """Measured steps per draft size."""
+        return self.price.widths
+
+    @property
+    def step_s(self) -> float | None:
+        """One plain decode step, measured."""
+        return self.price.step_s
 
     def rate(self, evidence: Evidence | None = None) -> float:
         """The chance a drafted token is kept, on this evidence (else the current one)."""
@@ -162,7 +194,7 @@ class Depth:
         a = self.rate()
         best, best_gain = 0, GAIN
         for k in range(1, self.most + 1):
-            gain = sum(a**i for i in range(k + 1)) / self.prices.get(k, 1 + self.cost * k)
+            gain = sum(a**i for i in range(k + 1)) / self.price.of(k)
             if gain > best_gain:
                 best, best_gain = k, gain
         self._probing = best == 0 and self._plain >= self._wait
@@ -171,9 +203,10 @@ class Depth:
     def plain(self, tokens: int = 1, seconds: float | None = None) -> None:
         """Tokens decoded without a draft, and the time they took when known."""
         self._plain += tokens
-        if seconds is not None and tokens > 0:
+        if self.learn and seconds is not None and tokens > 0:
             each = seconds / tokens
-            self.step_s = each if self.step_s is None else 0.8 * self.step_s + 0.2 * each
+            step = self.price.step_s
+            self.price.step_s = each if step is None else 0.8 * step + 0.2 * each
 
     def verified(self, drafted: int, kept: int, seconds: float | None = None) -> None:
         """A verify pass of `drafted` draft tokens kept `kept` of them in `seconds`."""
@@ -186,13 +219,14 @@ class Depth:
             self._probing = False
             self._wait = min(self._wait * 2, PROBE_LAST) if kept < drafted else PROBE_FIRST
         self._plain = 0
-        if self.learn and seconds is not None and self.step_s:
+        price = self.price
+        if self.learn and seconds is not None and price.step_s:
             # Clamped, and an average: one pass slowed by another process must not decide alone.
-            wider = min(COST_RANGE[1], max(COST_RANGE[0], (seconds / self.step_s - 1) / drafted))
-            self.cost = 0.7 * self.cost + 0.3 * wider
-            price = 1 + wider * drafted
-            known = self.prices.get(drafted)
-            self.prices[drafted] = price if known is None else 0.7 * known + 0.3 * price
+            wider = min(COST_RANGE[1], max(COST_RANGE[0], (seconds / price.step_s - 1) / drafted))
+            price.cost = 0.7 * price.cost + 0.3 * wider
+            steps = 1 + wider * drafted
+            known = price.widths.get(drafted)
+            price.widths[drafted] = steps if known is None else 0.7 * known + 0.3 * steps
 
 
 @dataclass
@@ -266,12 +300,14 @@ def speculation(
     margin: float = 0.0,
     learn: bool = True,
     source: Source | None = None,
+    prices: Prices | None = None,
 ) -> Speculation | None:
-    """The drafting of one answer under `--speculative MODE`, or None where nothing drafts."""
+    """The drafting of one answer under `--speculative MODE`, or None where nothing drafts.
+    `prices`: what the model's earlier answers measured (they learn on into it)."""
     if mode == "off" or most <= 0:
         return None
     return Speculation(
-        Depth(most, learn=learn),
+        Depth(most, prices if prices is not None else Prices(), learn=learn),
         greedy,
         Prediction(prediction) if prediction else None,
         margin,

@@ -21,6 +21,7 @@ from mlx_lm import load as mlx_load
 from tholos_mlx import machine
 from tholos_mlx.chat_prompt import ToolFormat, own_length_check, tool_format
 from tholos_mlx.detokenize import DetokenizerFactory
+from tholos_mlx.drafting import Prices
 from tholos_mlx.errors import (
     ContextLengthExceeded,
     InsufficientMemory,
@@ -327,6 +328,8 @@ class Loaded:
     prefill_per_token: int = 0  # activation bytes per prompt token in a prefill chunk
     fingerprint: str | None = None  # of the weights, for the disk prompt cache (when it is on)
     undraftable_said: bool = False  # the log said once why this model drafts nothing
+    # What a wide verify pass costs this model here, learned across its answers (drafting.py).
+    prices: Prices = field(default_factory=Prices)
 
 
 class ModelSlot:
