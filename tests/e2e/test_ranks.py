@@ -225,6 +225,25 @@ def test_a_tensor_parallel_model_split_across_two_ranks_answers_as_one_process_d
     assert "(tensor parallel)" in group.log_text()
 
 
+def test_a_draft_model_drafting_across_two_ranks_changes_no_answer(
+    one_process: dict[str, Any], ranks_home: Path, tmp_path: Path
+) -> None:
+    # The demo model drafting for itself (the same tokenizer, so its drafts are mostly kept):
+    # every rank runs the draft model alike and verifies the same drafts in the same passes.
+    hosts = _hostfile(tmp_path)
+    flags = ("--speculative", "draft", "--draft-model", DEMO)
+    with srv.running(ranks_home, "--model", DEMO, "--hostfile", str(hosts), *flags) as server:
+        messages = [{"role": "user", "content": PROMPTS[0]}]
+        r = server.chat(messages, model=DEMO, max_tokens=MAX_TOKENS)
+        assert r.status_code == 200, r.text
+        assert r.json()["choices"][0]["message"]["content"] == one_process[DEMO][0][0]
+        assert _streamed(server, messages, DEMO) == one_process[DEMO][0][1]
+        log = server.log_text()
+    assert log.count("loaded draft model") == 2, log[-2000:]  # one per rank
+    drafted = [int(n) for n in re.findall(r"drafted=(\d+)", log)]
+    assert drafted and max(drafted) > 0
+
+
 def test_a_cancelled_stream_frees_both_ranks_for_the_next_request(group: srv.Server) -> None:
     body = {"messages": [{"role": "user", "content": "Count from one to one hundred."}],
             "model": DEMO, "max_tokens": 400, "temperature": 0, "stream": True}  # fmt: skip
