@@ -125,9 +125,9 @@ def test_a_prediction_is_trusted_deeper_than_a_match_in_the_prompt() -> None:
 
 def test_drafting_starts_before_any_plain_step_is_timed_at_the_default_price() -> None:
     depth = Depth(4)
-    assert depth.step_s is None and depth.next("long") > 0
+    assert depth.price.step_s is None and depth.next("long") > 0
     depth.verified(1, 1, 0.3)  # nothing to price it against yet: no price learned
-    assert depth.prices == {}
+    assert depth.price.widths == {}
 
 
 def test_a_machine_where_a_wide_pass_costs_its_tokens_one_by_one_stops_drafting() -> None:
@@ -136,7 +136,7 @@ def test_a_machine_where_a_wide_pass_costs_its_tokens_one_by_one_stops_drafting(
         depth.plain(1, 0.1)
     for _ in range(10):  # 4 drafted, 2 kept, and the pass took as long as 5 plain steps
         depth.verified(4, 2, 0.5)
-    assert depth.cost > 0.8
+    assert depth.price.cost > 0.8
     assert depth.next() == 0
 
 
@@ -150,7 +150,7 @@ def test_where_only_a_narrow_pass_is_cheap_drafting_settles_on_one_token() -> No
         assert k > 0
         depth.verified(k, k, 0.1 * (1.37 if k == 1 else k + 1.2))
     assert depth.next() == 1
-    assert depth.prices[1] < 1.5
+    assert depth.price.widths[1] < 1.5
 
 
 def test_what_one_answer_learned_of_the_price_is_where_the_next_answer_starts() -> None:
@@ -165,7 +165,7 @@ def test_what_one_answer_learned_of_the_price_is_where_the_next_answer_starts() 
         first.depth.verified(4, 2, 0.5)
     second = speculation("ngram", 4, greedy=True, prices=prices)
     assert second is not None and second.depth.price is prices
-    assert second.depth.step_s == first.depth.step_s and second.depth.cost > 0.8
+    assert second.depth.price.step_s == first.depth.price.step_s and second.depth.price.cost > 0.8
     assert second.depth.next("long") == 0
     fresh = speculation("ngram", 4, greedy=True)
     assert fresh is not None and fresh.depth.next("long") > 0  # another model: its own prices

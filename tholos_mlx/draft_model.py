@@ -17,8 +17,7 @@ from mlx_lm.models.cache import can_trim_prompt_cache, make_prompt_cache, trim_p
 
 from tholos_mlx.model_slot import (
     ModelSlot,
-    kv_bytes_per_token,
-    measured_kv_bytes_per_token,
+    model_kv_bytes_per_token,
     read_config,
     weights_bytes,
     widest_float_bytes,
@@ -55,10 +54,8 @@ class DraftSlot:
         if self._model is None:
             self._model, self._tokenizer = mlx_load(str(self.entry.path))[:2]
             slot.beside_bytes = weights_bytes(self.entry.path)
-            slot.beside_kv_per_token = measured_kv_bytes_per_token(
-                self._model, None
-            ) or kv_bytes_per_token(
-                read_config(self.entry.path), widest_float_bytes(self._model), None
+            slot.beside_kv_per_token = model_kv_bytes_per_token(
+                self._model, read_config(self.entry.path), widest_float_bytes(self._model), None
             )
             slot.release_beside = self.release
             log.info("loaded draft model %s", self.entry.id)

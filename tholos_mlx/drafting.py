@@ -160,21 +160,6 @@ class Depth:
     _wait: int = PROBE_FIRST
     _probing: bool = False
 
-    @property
-    def cost(self) -> float:
-        """The price per drafted token where a width has no measure of its own."""
-        return self.price.cost
-
-    @property
-    def prices(self) -> dict[int, float]:
-        """Measured steps per draft size."""
-        return self.price.widths
-
-    @property
-    def step_s(self) -> float | None:
-        """One plain decode step, measured."""
-        return self.price.step_s
-
     def rate(self, evidence: Evidence | None = None) -> float:
         """The chance a drafted token is kept, on this evidence (else the current one)."""
         kept, missed = self.rates[evidence or self.evidence]

@@ -198,6 +198,16 @@ def activation_bytes_per_token(config: dict[str, Any], dtype_bytes: int) -> int:
     return (2 * hidden + 3 * inner) * dtype_bytes
 
 
+def model_kv_bytes_per_token(
+    model: Any, config: dict[str, Any], dtype_bytes: int, kv_bits: int | None
+) -> int:
+    """KV bytes per token of a loaded model: measured where its layers allow, else the
+    config's estimate."""
+    return measured_kv_bytes_per_token(model, kv_bits) or kv_bytes_per_token(
+        config, dtype_bytes, kv_bits
+    )
+
+
 def measured_kv_bytes_per_token(model: Any, kv_bits: int | None) -> int | None:
     """KV bytes per token as the model really caches them: one token through a fresh cache.
 
@@ -572,8 +582,7 @@ class ModelSlot:
             weights_bytes=size,
             detokenizers=DetokenizerFactory(tokenizer),
             tools=tool_format(tokenizer),
-            kv_per_token=measured_kv_bytes_per_token(model, self.kv_bits)
-            or kv_bytes_per_token(config, dtype, self.kv_bits),
+            kv_per_token=model_kv_bytes_per_token(model, config, dtype, self.kv_bits),
             prefill_per_token=activation_bytes_per_token(config, dtype),
         )
         if self._shards is not None:  # every rank must cut the prompt alike: no learned size
