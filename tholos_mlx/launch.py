@@ -120,6 +120,9 @@ class Rank0Watch:
     def _watch(self) -> None:
         while True:
             if self._alive():
+                if self._heard is None:
+                    log.info("rank 0 answers GET /health; watching it: %.0f s without an answer "
+                             "ends the group", self.dead_after)  # fmt: skip
                 self._heard = time.monotonic()
             elif self._heard is not None and time.monotonic() - self._heard > self.dead_after:
                 self.silent.set()

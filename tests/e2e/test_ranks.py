@@ -320,6 +320,10 @@ def test_a_frozen_rank_0_whose_peer_cannot_end_it_still_ends_the_server_non_zero
     serve --hostfile's own watch of rank 0's /health must end the group."""
     hosts = _hostfile(tmp_path)
     server = srv.start(ranks_home, "--model", DEMO, "--hostfile", str(hosts))
+    deadline = time.monotonic() + 30  # before its first answer rank 0 is loading: not judged
+    while "rank 0 answers GET /health; watching it" not in server.log_text():
+        assert time.monotonic() < deadline, server.log_text()[-2000:]
+        time.sleep(0.1)
     text = server.log_text()
     pids = [
         int(re.search(pattern, text).group(1))  # type: ignore[union-attr]
