@@ -87,12 +87,8 @@ def _free_ports(count: int) -> int:
 
 
 def launcher_argv(hostfile: Path, hosts: Sequence[dict[str, Any]], backend: str) -> list[str]:
-    """mlx.launch's command line (the one installed beside this Python)."""
-    script = Path(sys.executable).with_name("mlx.launch")
-    argv = [str(script)] if script.exists() else [
-        sys.executable, "-c", "import sys; from mlx._distributed_utils.launch import main; "
-        "sys.exit(main())",
-    ]  # fmt: skip
+    """mlx.launch's command line (mlx_launch: mlx's own, without its busy loop)."""
+    argv = [sys.executable, "-m", "tholos_mlx.mlx_launch"]
     argv += ["--hostfile", str(hostfile), "--backend", backend, "--env", f"{GROUP_ENV}=1"]
     for name in SHARED_ENV:
         if name in os.environ:
