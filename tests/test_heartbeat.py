@@ -133,3 +133,31 @@ def test_rank_0s_address_comes_from_what_mlx_launch_set(tmp_path: Path) -> None:
     assert leader_host({"MLX_JACCL_COORDINATOR": "10.0.0.7:32323"}) == "10.0.0.7"
     assert leader_host({}) is None
     assert leader_host({"MLX_HOSTFILE": str(tmp_path / "missing.json")}) is None
+
+
+def test_a_follower_sleeps_until_rank_0_announces_each_job_and_takes_each_once() -> None:
+    leader, follower = _pair(Deaths(), Deaths(), dead_after=60)
+    woken: list[float] = []
+
+    def take(n: int) -> None:
+        for _ in range(n):
+            follower.wait_wake()
+            woken.append(time.monotonic())
+
+    waiter = threading.Thread(target=take, args=(3,), daemon=True)
+    waiter.start()
+    time.sleep(BEAT * 6)  # beats go on meanwhile: they are no job
+    assert woken == [] and waiter.is_alive()
+    leader.wake()
+    leader.wake()  # two jobs in a row, before the follower took up the first
+    deadline = time.monotonic() + 5
+    while len(woken) < 2:
+        assert time.monotonic() < deadline, "the announced jobs never woke the follower"
+        time.sleep(0.01)
+    time.sleep(BEAT * 6)
+    assert len(woken) == 2 and waiter.is_alive()  # the third job has not been announced
+    leader.wake()
+    waiter.join(5)
+    assert len(woken) == 3 and not waiter.is_alive()
+    leader.stop()
+    follower.stop()

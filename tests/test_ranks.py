@@ -186,9 +186,14 @@ def test_health_names_only_the_ranks_the_heartbeat_hears() -> None:
 class Beats:
     def __init__(self) -> None:
         self.stopped = False
+        self.said: list[str] = []  # what rank 0 told the others, in order
+
+    def wake(self) -> None:
+        self.said.append("wake")
 
     def stop(self) -> None:
         self.stopped = True
+        self.said.append("stop")
 
 
 def test_a_stop_sent_to_the_other_ranks_silences_the_heartbeat_first() -> None:
@@ -201,3 +206,4 @@ def test_a_stop_sent_to_the_other_ranks_silences_the_heartbeat_first() -> None:
     assert not beats.stopped
     ranks.send(Job("stop", seconds=1.0))  # the others exit now: their silence is no news
     assert beats.stopped
+    assert beats.said == ["wake", "wake", "stop"]  # every job announced, the stop one too

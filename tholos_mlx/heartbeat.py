@@ -7,6 +7,10 @@ the ring hostfile's first entry, or jaccl's coordinator), each other rank connec
 both ends beat. A peer whose connection closes (it exited), or that is silent for DEAD_AFTER_S
 (a frozen process, a pulled cable), is declared dead, once; the process then ends the group.
 At a stop, the stop() comes first: the other ranks may go quiet from then on.
+
+The same connection wakes the other ranks for rank 0's next job: MLX's ring backend spins a
+core while a collective waits, so a rank waits for the job's wake here, asleep, and enters the
+collective that carries the job only once it is on its way.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ DEAD_AFTER_S = float(os.environ.get("THOLOS_RANK_HEARTBEAT_TIMEOUT", "10"))
 CONNECT_WAIT_S = 60.0  # at start, before any model loads: every rank joins within this
 TOKEN_BYTES = 16  # a peer proves it is of this group: rank 0 shares the token over the group
 RANK_BYTES = 4
+BEAT, WAKE = b".", b"!"  # what a connection carries: a sign of life; rank 0's next job comes
 
 
 def leader_host(env: Mapping[str, str]) -> str | None:
@@ -72,6 +77,7 @@ class Heartbeat:
         self._server: socket.socket | None = None
         self._token = b""
         self._over = False  # a stop, or a peer already declared dead: nothing more to say
+        self._wakes = threading.Semaphore(0)  # rank 0's jobs announced and not yet taken up
 
     # -- rank 0 --
     def listen(self, host: str) -> bytes:
@@ -127,6 +133,17 @@ class Heartbeat:
             heard = [p for p, t in self._heard.items() if now - t <= self._dead_after]
         return sorted([self.rank, *heard])
 
+    def wake(self) -> None:
+        """Rank 0: tell every other rank that a job follows (before the collective carrying it)."""
+        for conn in list(self._peers.values()):
+            with contextlib.suppress(OSError):  # a gone peer: its own silence tells
+                conn.sendall(WAKE)
+
+    def wait_wake(self) -> None:
+        """Another rank: sleep until rank 0 says a job follows. A dead rank 0 ends this process
+        (on_dead), so this needs no timeout."""
+        self._wakes.acquire()
+
     def stop(self) -> None:
         """The group is stopping: peers going quiet from now on are no news."""
         with self._lock:
@@ -156,7 +173,7 @@ class Heartbeat:
                     return
             for conn in list(self._peers.values()):
                 try:
-                    conn.send(b".")
+                    conn.send(BEAT)
                 except OSError:  # a full buffer or a closed peer: its own silence tells
                     pass
             time.sleep(self._beat)
@@ -170,6 +187,8 @@ class Heartbeat:
             except OSError:
                 got = b""
             closed = got == b""  # the process exited or its machine dropped the link
+            for _ in range(got.count(WAKE) if got else 0):
+                self._wakes.release()
             with self._lock:
                 if self._over:
                     return

@@ -134,12 +134,16 @@ class Ranks:
     def send(self, job: Job) -> None:
         """Rank 0: every other rank receives this job next."""
         self.watchdog.beat()  # armed from here to the job's end
+        if self.heartbeat:
+            self.heartbeat.wake()  # the others wait asleep, not in a spinning collective
         if job.kind == "stop" and self.heartbeat:
             self.heartbeat.stop()  # the others exit now: their silence is no failure
         self._broadcast(pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL))
 
     def receive(self) -> Job:
         """Another rank: wait (as long as it takes) for rank 0's next job."""
+        if self.heartbeat:
+            self.heartbeat.wait_wake()
         job = pickle.loads(self._broadcast(b""))  # noqa: S301 (our own rank 0, same code)
         if not isinstance(job, Job):
             raise TypeError(f"rank 0 sent a {type(job).__name__}, not a Job")
