@@ -186,3 +186,25 @@ def test_a_model_id_that_is_not_one_plain_name_gets_no_disk_cache(
     assert disk.save(model_id, "a" * 64, [((1, 2), kv([1, 2]))]) == 0
     assert disk.restore(model_id, "a" * 64, BIG) == []
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+
+
+def test_ranks_sharing_one_home_keep_their_parts_apart_and_within_one_budget(
+    tmp_path: Path,
+) -> None:
+    # Two ranks on one machine: the same weights, so fingerprints alike up to the part's suffix.
+    root, fp = tmp_path / "cache", "a" * 64
+    parts = {name: DiskCache(root, BIG, part=name) for name in ("rank0of2", "rank1of2")}
+    for name, disk in parts.items():
+        disk.save("m", f"{fp}-{name}", [((1, 2, 3), kv([1, 2, 3]))])
+    DiskCache(root, BIG).save("m", fp, [((4, 5), kv([4, 5]))])  # the model in one process
+    for name in parts:  # either may restore first: neither drops the other's file
+        assert [t for t, _ in parts[name].restore("m", f"{fp}-{name}", BIG)] == [(1, 2, 3)]
+    assert [t for t, _ in DiskCache(root, BIG).restore("m", fp, BIG)] == [(4, 5)]
+    assert [len(files(root / "m" / name)) for name in parts] == [1, 1]
+    # One budget for the whole disk cache: a rank's files count, and go when the least recent.
+    (size,) = {p.stat().st_size for p in files(root / "m" / "rank0of2")}
+    DiskCache(root, size * 2, part="rank0of2").save(
+        "m", f"{fp}-rank0of2", [((1, 2, 3), kv([1, 2, 3]))]
+    )
+    left = [*files(root / "m"), *files(root / "m" / "rank0of2"), *files(root / "m" / "rank1of2")]
+    assert len(left) == 2 and files(root / "m" / "rank0of2")  # the one just saved stays

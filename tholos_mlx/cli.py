@@ -320,12 +320,13 @@ def _serve(settings: Settings) -> int:
     keys = KeyStore(settings.home)
     group = RankGroup() if launch.launched() else None
     ranks = group.join() if group else None
+    shards = group.shards() if group and ranks else None
     slot = ModelSlot(
         prompt_cache_mb=settings.prompt_cache_mb,
         memory_limit=round(settings.memory_limit * 2**30) if settings.memory_limit else None,
         kv_bits=settings.kv_bits,
-        disk=_disk_cache(settings),
-        shards=group.shards() if group and ranks else None,
+        disk=_disk_cache(settings, shards.name if shards else None),
+        shards=shards,
     )
     options = answering.Options(
         log_prompts=settings.log_prompts,
@@ -414,14 +415,15 @@ def _serve(settings: Settings) -> int:
         os._exit(code)
 
 
-def _disk_cache(settings: Settings) -> Any:
-    """The disk prompt cache under THOLOS_HOME/cache/, or None with --disk-cache-gb 0."""
+def _disk_cache(settings: Settings, part: str | None) -> Any:
+    """The disk prompt cache under THOLOS_HOME/cache/ (a rank's in its own PART folder there),
+    or None with --disk-cache-gb 0."""
     if settings.disk_cache_gb <= 0:
         return None
     from tholos_mlx.home import CACHE_DIR
     from tholos_mlx.prompt_cache_disk import DiskCache
 
-    return DiskCache(settings.home / CACHE_DIR, round(settings.disk_cache_gb * 2**30))
+    return DiskCache(settings.home / CACHE_DIR, round(settings.disk_cache_gb * 2**30), part)
 
 
 def _draft_slot(settings: Settings, tiers: Any) -> Any:

@@ -15,8 +15,7 @@ MODELS_DIR = "models"
 TIERS_FILE = "tiers.toml"
 CONFIG_FILE = "config.toml"
 LOGS_DIR = "logs"
-CACHE_DIR = "cache"  # the disk prompt cache: cache/ID/
-CACHE_DIR = "cache"  # the disk prompt cache: cache/ID/
+CACHE_DIR = "cache"  # the disk prompt cache: cache/ID/ (a rank's part of a model: cache/ID/PART/)
 IMPORT_MARKER = "tholos_import.json"  # in a model folder import-gguf made: its provenance
 
 

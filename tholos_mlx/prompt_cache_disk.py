@@ -67,9 +67,12 @@ def _compact(cache: list[Any]) -> list[Any]:
 class DiskCache:
     """Saves and restores one model's prompt cache entries under root/ID/, within a budget."""
 
-    def __init__(self, root: Path, budget_bytes: int) -> None:
+    def __init__(self, root: Path, budget_bytes: int, part: str | None = None) -> None:
         self.root = root
         self.budget_bytes = budget_bytes
+        # A rank's part of a split model keeps its files in root/ID/PART/: ranks sharing one
+        # home (one machine) would otherwise each take the others' files for stale ones.
+        self.part = part
         self._known: dict[str, set[str]] = {}  # per model: our files that mirror memory
 
     def restore(self, model_id: str, fp: str, budget_bytes: int) -> list[Entry]:
@@ -147,13 +150,15 @@ class DiskCache:
         if not _SAFE_ID.match(model_id):
             log.warning("model id %r cannot name a cache folder: no disk prompt cache", model_id)
             return None
-        return self.root / model_id
+        return self.root / model_id / self.part if self.part else self.root / model_id
 
     def _write(
         self, path: Path, fp: str, model_id: str, tokens: Sequence[int], cache: list[Any]
     ) -> None:
         """Write one entry to a 0600 temp file beside its place, then move it there."""
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if self.part:
+            path.parent.parent.mkdir(mode=0o700, exist_ok=True)  # ID/, above this rank's PART/
         path.parent.mkdir(mode=0o700, exist_ok=True)
         tmp = path.parent / f"{_TMP_PREFIX}{uuid.uuid4().hex}.safetensors"
         # Created 0600 first: mlx writes into the existing file, which keeps its mode.
@@ -206,6 +211,7 @@ class DiskCache:
         """Delete the least recently used files, across every model, until within budget."""
         try:
             folders = [p for p in self.root.iterdir() if p.is_dir()]
+            folders += [p for f in folders for p in f.iterdir() if p.is_dir()]  # ranks' parts
         except OSError:
             return
         files: list[tuple[float, int, Path]] = []
