@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import signal
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -42,6 +43,35 @@ def _gone(pid: int) -> bool:
             return True
         return False
     return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def _cpu_seconds(pid: int) -> float:
+    """CPU time a process has used so far (user and system)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except FileNotFoundError:
+        return 0.0  # gone
+    except OSError:  # no /proc (macOS): ps gives [[DD-]HH:]MM:SS.cc
+        out = subprocess.run(["ps", "-o", "time=", "-p", str(pid)], capture_output=True, text=True)
+        seconds = 0.0
+        for part in out.stdout.strip().replace("-", ":").split(":") if out.stdout.strip() else []:
+            seconds = seconds * 60 + float(part)
+        return seconds
+
+
+def _tree(root: int) -> list[int]:
+    """ROOT and every process under it."""
+    out = subprocess.run(["ps", "-eo", "pid=,ppid="], capture_output=True, text=True).stdout
+    children: dict[int, list[int]] = {}
+    for line in out.splitlines():
+        pid, ppid = (int(x) for x in line.split())
+        children.setdefault(ppid, []).append(pid)
+    found, todo = [], [root]
+    while todo:
+        found.append(pid := todo.pop())
+        todo += children.get(pid, [])
+    return found
 
 
 def _hostfile(where: Path) -> Path:
@@ -242,6 +272,45 @@ def test_a_draft_model_drafting_across_two_ranks_changes_no_answer(
     assert log.count("loaded draft model") == 2, log[-2000:]  # one per rank
     drafted = [int(n) for n in re.findall(r"drafted=(\d+)", log)]
     assert drafted and max(drafted) > 0
+
+
+def test_an_idle_group_sleeps_launcher_and_ranks_alike(group: srv.Server) -> None:
+    # mlx.launch as shipped spins a core on its ranks' stdin pipes, and MLX's ring backend
+    # spins one in a rank waiting in a collective for rank 0's next job: all day, on battery.
+    r = group.chat([{"role": "user", "content": PROMPTS[0]}], model=DEMO, max_tokens=2)
+    assert r.status_code == 200, r.text
+    pids = _tree(group.proc.pid)
+    assert len(pids) >= 4, pids  # serve --hostfile, the launcher, two ranks (and their shells)
+    before = sum(_cpu_seconds(pid) for pid in pids)
+    time.sleep(4)
+    used = sum(_cpu_seconds(pid) for pid in pids) - before
+    assert used < 1.0, f"an idle group used {used:.1f} CPU seconds in 4 s"  # one spinner: ~4
+
+
+def test_every_rank_saves_its_own_prompt_cache_at_a_stop_and_reads_it_back_at_the_next_start(
+    ranks_home: Path, tmp_path: Path
+) -> None:
+    # Both ranks share one home here (two Macs have one each): each keeps its own part.
+    hosts = _hostfile(tmp_path)
+    flags = ("--model", DEMO, "--hostfile", str(hosts), "--disk-cache-gb", "1")
+    question = [{"role": "user", "content": "Name a large ocean."}]
+    with srv.running(ranks_home, *flags) as server:
+        first = server.chat(question, model=DEMO, max_tokens=MAX_TOKENS)
+        assert first.status_code == 200, first.text
+        assert first.json()["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
+    assert server.proc.returncode == 0, server.log_text()[-2000:]
+    parts = ranks_home / "cache" / DEMO
+    for part in ("rank0of2", "rank1of2"):
+        assert list((parts / part).glob("*.safetensors")), f"{part} saved no prompt cache"
+    with srv.running(ranks_home, *flags) as server:
+        again = server.chat(question, model=DEMO, max_tokens=MAX_TOKENS)
+        log = server.log_text()
+    assert log.count("prompt caches restored from disk") == 2, log[-2000:]  # one per rank
+    assert again.json()["usage"]["prompt_tokens_details"]["cached_tokens"] > 0
+    assert again.json()["choices"] == first.json()["choices"]
+    out = run_cli("cache", "clear", DEMO, "--home", ranks_home)  # the parts go with the model
+    assert out.returncode == 0, out.stderr
+    assert not parts.exists()
 
 
 def test_a_cancelled_stream_frees_both_ranks_for_the_next_request(group: srv.Server) -> None:
