@@ -40,11 +40,12 @@ SCHEMA = {
     },
 }
 Case = Callable[[srv.Server], str]
+TOKENS = 32  # past the stop string and well into the file: enough to draft from the prompt
 
 
 def chat(messages: list[dict[str, str]] = COPY, **fields: Any) -> Case:
     def run(server: srv.Server) -> str:
-        r = server.chat(messages, max_tokens=48, **fields)
+        r = server.chat(messages, max_tokens=TOKENS, **fields)
         assert r.status_code == 200, r.text
         return str(r.json()["choices"][0]["message"]["content"])
 
@@ -52,7 +53,7 @@ def chat(messages: list[dict[str, str]] = COPY, **fields: Any) -> Case:
 
 
 def chat_streamed(server: srv.Server) -> str:
-    body = {"messages": COPY, "temperature": 0, "max_tokens": 48, "stream": True}
+    body = {"messages": COPY, "temperature": 0, "max_tokens": TOKENS, "stream": True}
     text = []
     with server.client() as c, c.stream("POST", "/v1/chat/completions", json=body) as r:
         for line in r.iter_lines():
@@ -63,7 +64,7 @@ def chat_streamed(server: srv.Server) -> str:
 
 
 def anthropic(server: srv.Server) -> str:
-    body = {"messages": COPY, "max_tokens": 48, "temperature": 0}
+    body = {"messages": COPY, "max_tokens": TOKENS, "temperature": 0}
     with server.client() as c:
         r = c.post("/v1/messages", json=body)
     assert r.status_code == 200, r.text
@@ -71,7 +72,7 @@ def anthropic(server: srv.Server) -> str:
 
 
 def responses(server: srv.Server) -> str:
-    body = {"input": COPY[0]["content"], "max_output_tokens": 48, "temperature": 0}
+    body = {"input": COPY[0]["content"], "max_output_tokens": TOKENS, "temperature": 0}
     with server.client() as c:
         r = c.post("/v1/responses", json=body)
     assert r.status_code == 200, r.text
@@ -153,8 +154,8 @@ def test_a_prediction_that_is_the_answer_is_accepted_and_changes_nothing(
 ) -> None:
     expected = off[0]["chat"]
     prediction = {"type": "content", "content": expected}
-    r = demo_server.chat(COPY, max_tokens=48, prediction=prediction)
-    plain = demo_server.chat(COPY, max_tokens=48)
+    r = demo_server.chat(COPY, max_tokens=TOKENS, prediction=prediction)
+    plain = demo_server.chat(COPY, max_tokens=TOKENS)
     assert r.status_code == 200, r.text
     assert r.json()["choices"][0]["message"]["content"] == expected
     details = r.json()["usage"]["completion_tokens_details"]
