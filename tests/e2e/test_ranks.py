@@ -287,7 +287,7 @@ def test_an_idle_group_sleeps_launcher_and_ranks_alike(group: srv.Server) -> Non
     assert used < 1.0, f"an idle group used {used:.1f} CPU seconds in 4 s"  # one spinner: ~4
 
 
-def test_every_rank_saves_its_own_prompt_cache_at_a_stop_and_reads_it_back_at_the_next_start(
+def test_every_rank_saves_its_own_prompt_cache_at_a_stop_and_an_idle_unload_and_reads_it_back(
     ranks_home: Path, tmp_path: Path
 ) -> None:
     # Both ranks share one home here (two Macs have one each): each keeps its own part.
@@ -302,12 +302,23 @@ def test_every_rank_saves_its_own_prompt_cache_at_a_stop_and_reads_it_back_at_th
     parts = ranks_home / "cache" / DEMO
     for part in ("rank0of2", "rank1of2"):
         assert list((parts / part).glob("*.safetensors")), f"{part} saved no prompt cache"
-    with srv.running(ranks_home, *flags) as server:
+    with srv.running(ranks_home, *flags, "--idle-unload", "3s") as server:
         again = server.chat(question, model=DEMO, max_tokens=MAX_TOKENS)
+        assert server.log_text().count("prompt caches restored from disk") == 2  # one per rank
+        assert again.json()["usage"]["prompt_tokens_details"]["cached_tokens"] > 0
+        assert again.json()["choices"] == first.json()["choices"]
+        # Idle: every rank unloads (its cache to disk), and the next request loads every rank.
+        deadline = time.monotonic() + 60
+        while server.log_text().count(f"unloaded {DEMO}") < 2:
+            assert time.monotonic() < deadline, server.log_text()[-2000:]
+            time.sleep(0.2)
+        with server.client() as c:
+            assert c.get("/health").json()["model"] is None
+        after = server.chat(question, model=DEMO, max_tokens=MAX_TOKENS)
         log = server.log_text()
-    assert log.count("prompt caches restored from disk") == 2, log[-2000:]  # one per rank
-    assert again.json()["usage"]["prompt_tokens_details"]["cached_tokens"] > 0
-    assert again.json()["choices"] == first.json()["choices"]
+    assert log.count("prompt caches restored from disk") == 4, log[-2000:]
+    assert after.json()["usage"]["prompt_tokens_details"]["cached_tokens"] > 0
+    assert after.json()["choices"] == first.json()["choices"]
     out = run_cli("cache", "clear", DEMO, "--home", ranks_home)  # the parts go with the model
     assert out.returncode == 0, out.stderr
     assert not parts.exists()
