@@ -114,3 +114,29 @@ def test_a_rank_0_that_misses_a_probe_now_and_then_is_not_called_silent(
 ) -> None:
     watch = _watch([True, False] * 300, 1.0, monkeypatch)
     assert not watch.silent.wait(3)
+
+
+def test_the_launcher_waits_on_its_ranks_output_and_never_on_their_stdin(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import os
+    import select
+
+    from mlx._distributed_utils import launch as mlx_launch
+
+    from tholos_mlx import mlx_launch as shim
+
+    out_r, out_w = os.pipe()  # a rank's stdout, silent
+    in_r, in_w = os.pipe()  # a rank's stdin: a pipe with room is always writable
+    try:
+        assert select.select([out_r], [in_w], [], 0.2)[1] == [in_w]  # why mlx.launch spins
+        assert shim._outputs_only([out_r], [in_w], [], 0.2) == ([], [], [])  # it waits instead
+        os.write(out_w, b"x")
+        assert shim._outputs_only([out_r], [in_w], [], 5)[0] == [out_r]  # output still read
+    finally:
+        for fd in (out_r, out_w, in_r, in_w):
+            os.close(fd)
+    monkeypatch.setattr(mlx_launch, "select", select.select)
+    monkeypatch.setattr(mlx_launch, "main", lambda: 0)
+    assert shim.main() == 0
+    assert mlx_launch.select is shim._outputs_only  # mlx.launch's own loop now uses it
