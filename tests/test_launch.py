@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -138,5 +139,6 @@ def test_the_launcher_waits_on_its_ranks_output_and_never_on_their_stdin(
             os.close(fd)
     monkeypatch.setattr(mlx_launch, "select", select.select)
     monkeypatch.setattr(mlx_launch, "main", lambda: 0)
+    monkeypatch.setattr(sys, "argv", ["python", "--hostfile", "hosts.json"])  # main names it
     assert shim.main() == 0
     assert mlx_launch.select is shim._outputs_only  # mlx.launch's own loop now uses it
